@@ -1,0 +1,23 @@
+# Entry points of the harness. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Where scripts/setup.sh looks first for a prebuilt mmcv wheel (see README, "Set-up").
+export HARNESS_WHEELHOUSE ?= $(if $(wildcard ../shared/wheels),$(abspath ../shared/wheels),)
+PYTEST_ARGS ?=
+
+.PHONY: help setup test bench-losses
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+setup: $(VENV)/.harness-setup  ## create .venv and install the pinned stack (idempotent)
+
+$(VENV)/.harness-setup: requirements.txt scripts/setup.sh pyproject.toml
+	bash scripts/setup.sh
+
+test: setup  ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-losses: setup  ## time the losses; writes results/bench/losses.md and .csv
+	$(PY) -m harness bench losses --out results/bench/losses
