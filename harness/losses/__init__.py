@@ -1,0 +1,56 @@
+"""The loss library: exact, vectorised RS / aLRP / AP losses beside cross-entropy and Focal.
+
+Pure torch (no mmdet), device-agnostic, float16/bfloat16 logits accepted (computed in float64). One
+module per loss, its math in the module docstring:
+
+* :mod:`harness.losses.rank_sort`: :func:`rank_sort_loss` → ``(ranking, sorting)`` with ``.total``;
+* :mod:`harness.losses.alrp`: :func:`alrp_classification_loss`, :func:`alrp_localisation_loss`,
+  :class:`SelfBalance`;
+* :mod:`harness.losses.ap`: :func:`ap_loss`;
+* :mod:`harness.losses.pointwise`: :func:`cross_entropy_loss`, :func:`focal_loss` (torch/torchvision);
+* :mod:`harness.losses.registry`: :data:`LOSSES`, :func:`get_loss`, :func:`register_loss`.
+
+Every module of this package is imported here, so a new loss is one new file that calls
+:func:`register_loss`.
+"""
+
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+from harness.losses.registry import (
+    LOSSES,
+    ClassificationOutput,
+    LossSpec,
+    get_loss,
+    load_loss_module,
+    loss_names,
+    register_loss,
+)
+from harness.losses.alrp import SelfBalance, alrp_classification_loss, alrp_localisation_loss
+from harness.losses.ap import ap_loss
+from harness.losses.pointwise import cross_entropy_loss, focal_loss
+from harness.losses.rank_sort import QUALITY_FLOOR, RankSortOutput, quality_targets, rank_sort_loss
+
+for _info in _pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = [
+    "LOSSES",
+    "ClassificationOutput",
+    "LossSpec",
+    "QUALITY_FLOOR",
+    "RankSortOutput",
+    "SelfBalance",
+    "alrp_classification_loss",
+    "alrp_localisation_loss",
+    "ap_loss",
+    "cross_entropy_loss",
+    "focal_loss",
+    "get_loss",
+    "load_loss_module",
+    "loss_names",
+    "quality_targets",
+    "rank_sort_loss",
+    "register_loss",
+]

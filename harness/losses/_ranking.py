@@ -1,0 +1,247 @@
+"""Shared, exact machinery of the ranking-based losses (RS, aLRP, AP).
+
+Everything here is pure torch and device-agnostic. The losses are defined per positive ``i`` over the
+smoothed step ``H(x) = clamp(x / (2δ) + 0.5, 0, 1)`` of ``x_ij = s_j − s_i`` (``H(x) = [x ≥ 0]`` when
+``δ = 0``); see ``../shared/reference/ranking-losses.md`` or the docstrings of the loss modules.
+
+Two sums over the negatives carry the cost, and both are exact without an N × P tensor because H is
+piecewise linear in ``s_i``:
+
+* ``N_FP(i) = Σ_{j∈N} H(s_j − s_i)`` for every positive (:meth:`NegativeIndex.false_positives`), and
+* ``g_j = Σ_{i∈P} w_i · H(s_j − s_i)`` for every negative (:meth:`NegativeIndex.scatter`), the update
+  handed back to the negatives.
+
+The 2P breakpoints ``s_i ± δ`` cut the logit axis into 2P + 1 intervals. One ``bucketize`` puts each
+negative into its interval (O(N log P)); per-interval counts and sums followed by prefix sums give
+``N_FP``; per-breakpoint coefficient jumps followed by prefix sums give, for every interval b, an affine
+function ``A_b + B_b · s`` that is the negatives' update there, gathered in O(N).
+
+Positive-versus-positive terms are P × P; :func:`pairwise_blocks` yields them in row blocks so memory
+stays bounded for large P. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
+of the logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+COMPUTE_DTYPE = torch.float64
+# Rows of a positive-versus-positive block are chosen so that one block holds about this many entries.
+PAIR_BLOCK_ELEMENTS = 1 << 22
+IGNORE = -1.0
+
+
+def validate(logits: Tensor, targets: Tensor, name: str) -> None:
+    """Reject inputs the losses cannot rank: shape mismatches, non-finite logits, bad targets."""
+    if not isinstance(logits, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError(f"{name}: logits and targets must be tensors")
+    if logits.shape != targets.shape:
+        raise ValueError(
+            f"{name}: logits and targets must have the same shape, got {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"{name}: logits must be floating point, got {logits.dtype}")
+    bad = ~torch.isfinite(logits.detach())
+    n_bad = int(bad.sum())
+    if n_bad:
+        first = int(bad.reshape(-1).nonzero()[0])
+        raise ValueError(
+            f"{name}: {n_bad} non-finite logit(s) (NaN or Inf); the first at flattened index {first}"
+        )
+    t = targets.detach()
+    invalid = ~((t == 0) | (t == IGNORE) | ((t > 0) & (t <= 1)))
+    n_invalid = int(invalid.sum())
+    if n_invalid:
+        first = int(invalid.reshape(-1).nonzero()[0])
+        raise ValueError(
+            f"{name}: {n_invalid} invalid target(s); targets must be 0 (negative), -1 (ignored) or in "
+            f"(0, 1] (positive); the first at flattened index {first} is {float(t.reshape(-1)[first])}"
+        )
+
+
+def check_delta(delta: float, name: str) -> float:
+    delta = float(delta)
+    if not delta >= 0 or delta == float("inf"):
+        raise ValueError(f"{name}: delta must be a finite number >= 0, got {delta}")
+    return delta
+
+
+@dataclass
+class Split:
+    """The flattened batch split into positives and negatives (ignored entries dropped)."""
+
+    pos_index: Tensor  # flat indices of positives, ascending
+    neg_index: Tensor  # flat indices of negatives, ascending
+    pos_logits: Tensor  # float64
+    neg_logits: Tensor  # float64
+    pos_targets: Tensor  # float64 target values (> 0) of the positives
+
+
+def split(logits: Tensor, targets: Tensor) -> Split:
+    s = logits.detach().reshape(-1)
+    t = targets.detach().reshape(-1)
+    pos_index = (t > 0).nonzero().squeeze(1)
+    neg_index = (t == 0).nonzero().squeeze(1)
+    return Split(
+        pos_index=pos_index,
+        neg_index=neg_index,
+        pos_logits=s[pos_index].to(COMPUTE_DTYPE),
+        neg_logits=s[neg_index].to(COMPUTE_DTYPE),
+        pos_targets=t[pos_index].to(COMPUTE_DTYPE),
+    )
+
+
+def step(x: Tensor, delta: float) -> Tensor:
+    """The smoothed step H(x); the hard step [x >= 0] when delta == 0."""
+    if delta == 0:
+        return (x >= 0).to(x.dtype)
+    return (x / (2 * delta) + 0.5).clamp_(0.0, 1.0)
+
+
+def pairwise_blocks(pos_logits: Tensor, delta: float) -> Iterator[tuple[slice, Tensor]]:
+    """Yield ``(rows, H)`` with ``H[r, j] = H(s_j − s_i)`` for positives ``i`` in ``rows``, all ``j``."""
+    p = pos_logits.numel()
+    rows = max(1, PAIR_BLOCK_ELEMENTS // max(p, 1))
+    for start in range(0, p, rows):
+        sl = slice(start, min(start + rows, p))
+        yield sl, step(pos_logits[None, :] - pos_logits[sl, None], delta)
+
+
+class NegativeIndex:
+    """The negatives bucketed once against the positives' breakpoints ``s_i − δ`` and ``s_i + δ``.
+
+    ``false_positives()`` returns ``N_FP(i) = Σ_j H(s_j − s_i)`` for every positive and ``scatter(w)``
+    returns ``Σ_i w_i H(s_j − s_i)`` for every negative; both exact (float64), O(N log P + P log P).
+    """
+
+    def __init__(self, pos_logits: Tensor, neg_logits: Tensor, delta: float):
+        self.delta = delta
+        self.pos = pos_logits
+        self.neg = neg_logits
+        p = pos_logits.numel()
+        if delta == 0:
+            # One breakpoint per positive: H(s_j − s_i) = [s_j >= s_i].
+            points = pos_logits
+        else:
+            points = torch.cat([pos_logits - delta, pos_logits + delta])
+        self.points, order = torch.sort(points)
+        # rank[k] = position of breakpoint k (in the unsorted layout) in the sorted array.
+        self.rank = torch.empty_like(order)
+        self.rank[order] = torch.arange(order.numel(), device=order.device)
+        # bucket_j = number of breakpoints <= s_j, in [0, #points].
+        self.bucket = torch.bucketize(neg_logits, self.points, right=True)
+        self.num_points = self.points.numel()
+        self._p = p
+
+    def _prefix(self, values: Tensor | None) -> Tensor:
+        """Prefix over buckets: out[k] = Σ of values (or counts) of negatives with bucket <= k."""
+        n_buckets = self.num_points + 1
+        if values is None:
+            per_bucket = torch.bincount(self.bucket, minlength=n_buckets).to(COMPUTE_DTYPE)
+        else:
+            per_bucket = torch.zeros(n_buckets, dtype=COMPUTE_DTYPE, device=values.device)
+            per_bucket.index_add_(0, self.bucket, values)
+        return per_bucket.cumsum(0)
+
+    def false_positives(self) -> Tensor:
+        """``N_FP(i) = Σ_{j∈N} H(s_j − s_i)`` for every positive ``i`` (float64, shape [P])."""
+        n = self.neg.numel()
+        count_le = self._prefix(None)  # count_le[k]: negatives with bucket <= k, i.e. s_j < points[k]
+        if self.delta == 0:
+            below = count_le[self.rank]  # negatives with s_j < s_i
+            return n - below
+        sum_le = self._prefix(self.neg)
+        p = self._p
+        lo, hi = self.rank[:p], self.rank[p:]
+        n_lo, n_hi = count_le[lo], count_le[hi]  # counts with s_j < s_i − δ and s_j < s_i + δ
+        inside = n_hi - n_lo
+        inside_sum = sum_le[hi] - sum_le[lo]
+        linear = (inside_sum - inside * self.pos) / (2 * self.delta) + 0.5 * inside
+        return (n - n_hi) + linear
+
+    def scatter(self, weights: Tensor) -> Tensor:
+        """``g_j = Σ_{i∈P} w_i · H(s_j − s_i)`` for every negative ``j`` (float64, shape [N])."""
+        w = weights.to(COMPUTE_DTYPE)
+        n_pts = self.num_points
+        if self.delta == 0:
+            # A negative with bucket b has s_j >= exactly the b smallest breakpoints.
+            jump = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
+            jump[self.rank] = w
+            const = torch.cat([jump.new_zeros(1), jump.cumsum(0)])
+            return const[self.bucket]
+        p = self._p
+        two_d = 2 * self.delta
+        # Crossing s_i − δ switches positive i's term on as w_i (s − s_i)/(2δ) + w_i/2; crossing s_i + δ
+        # replaces it by the constant w_i.
+        a_on = w * (0.5 - self.pos / two_d)
+        b_on = w / two_d
+        jump_a = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
+        jump_b = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
+        jump_a[self.rank[:p]] = a_on
+        jump_b[self.rank[:p]] = b_on
+        jump_a[self.rank[p:]] = w - a_on
+        jump_b[self.rank[p:]] = -b_on
+        a = torch.cat([jump_a.new_zeros(1), jump_a.cumsum(0)])
+        b = torch.cat([jump_b.new_zeros(1), jump_b.cumsum(0)])
+        g = a[self.bucket] + b[self.bucket] * self.neg
+        # The affine form is exact in real arithmetic; clamp away round-off outside [0, Σ w].
+        return g.clamp_(min=0.0) if bool((w >= 0).all()) else g
+
+
+def assemble_gradient(sp: Split, numel: int, pos_grad: Tensor, neg_grad: Tensor) -> Tensor:
+    """The full flat update (float64): positives' and negatives' parts, zeros for ignored entries."""
+    g = torch.zeros(numel, dtype=COMPUTE_DTYPE, device=pos_grad.device)
+    g[sp.pos_index] = pos_grad
+    g[sp.neg_index] = neg_grad
+    return g
+
+
+class IdentityUpdate(torch.autograd.Function):
+    """Returns precomputed loss values; hands back precomputed updates as the logits' gradient.
+
+    ``forward(logits, values, *updates)``: ``values`` is a 1-D tensor of K loss values and ``updates``
+    holds K flat float64 updates, one per value. Output k's incoming gradient scales update k, so a
+    weighted sum of the outputs backpropagates the same weighted sum of the updates.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, values: Tensor, *updates: Tensor):
+        ctx.shape = logits.shape
+        ctx.dtype = logits.dtype
+        ctx.save_for_backward(*updates)
+        return tuple(v.clone() for v in values.unbind(0))
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: Tensor):
+        updates = ctx.saved_tensors
+        total = None
+        for go, upd in zip(grad_outputs, updates):
+            if go is None:
+                continue
+            term = upd * go.to(upd.dtype)
+            total = term if total is None else total + term
+        if total is None:
+            return (None, None, *([None] * len(updates)))
+        return (total.reshape(ctx.shape).to(ctx.dtype), None, *([None] * len(updates)))
+
+
+def identity_outputs(logits: Tensor, values: list[Tensor], updates: list[Tensor]) -> tuple[Tensor, ...]:
+    """Loss values (in float32 or better) whose backward hands ``updates`` to ``logits``."""
+    out_dtype = torch.promote_types(logits.dtype, torch.float32)
+    vals = torch.stack([v.to(COMPUTE_DTYPE) for v in values]).to(out_dtype)
+    if not logits.requires_grad:
+        return tuple(vals.unbind(0))
+    return IdentityUpdate.apply(logits, vals, *updates)
+
+
+def zero_outputs(logits: Tensor, k: int) -> tuple[Tensor, ...]:
+    """K zero losses attached to ``logits`` with an exactly zero gradient (no positives)."""
+    out_dtype = torch.promote_types(logits.dtype, torch.float32)
+    zero = torch.zeros(logits.numel(), dtype=COMPUTE_DTYPE, device=logits.device)
+    vals = [torch.zeros((), dtype=out_dtype, device=logits.device) for _ in range(k)]
+    return identity_outputs(logits, vals, [zero] * k)

@@ -1,0 +1,161 @@
+r"""Rank & Sort Loss (Oksuz et al., ICCV 2021), exact and vectorised.
+
+All logits of a batch (images × anchors × classes, one sigmoid logit per class) are flattened into one
+vector ``s`` with targets ``t``: 0 negative, −1 ignored, ``y ∈ (0, 1]`` for a positive, its localisation
+quality (the IoU of the detached decoded box with its ground truth). With
+``H(x) = clamp(x / (2δ) + 0.5, 0, 1)`` (``[x ≥ 0]`` at δ = 0) and ``x_ij = s_j − s_i``, for every
+positive ``i`` (sums over positives include ``j = i``):
+
+.. math::
+
+    \mathrm{rank}^+(i) = \sum_{j∈P} H(x_{ij}),\quad N_{FP}(i) = \sum_{j∈N} H(x_{ij}),\quad
+    \mathrm{rank}(i) = \mathrm{rank}^+(i) + N_{FP}(i)
+
+    ℓ_R(i) = N_{FP}(i) / \mathrm{rank}(i)
+
+    ℓ_S(i) = \frac{\sum_{j∈P} H(x_{ij})(1 − y_j)}{\mathrm{rank}^+(i)},\quad
+    ℓ^*_S(i) = \frac{\sum_{j∈P} H(x_{ij})[y_j ≥ y_i](1 − y_j)}{\sum_{j∈P} H(x_{ij})[y_j ≥ y_i]}
+
+Returned: ``ranking = mean_i ℓ_R(i)`` and ``sorting = mean_i (ℓ_S(i) − ℓ*_S(i))``.
+
+The gradient handed back is the error-driven ("identity") update, not the autograd derivative:
+
+* ranking, where ``N_FP(i) > 1e-10``: ``g_i −= ℓ_R(i)``; every negative ``j``:
+  ``g_j += ℓ_R(i) H(x_ij) / N_FP(i)``;
+* sorting, with ``M_i(k) = H(x_ik)[y_k < y_i]``, where ``Σ_k M_i(k) > 1e-10``:
+  ``g_i −= ℓ_S(i) − ℓ*_S(i)``; every positive ``k``: ``g_k += (ℓ_S(i) − ℓ*_S(i)) M_i(k) / Σ_m M_i(m)``;
+* finally ``g /= |P|``, and the incoming gradient scales it.
+
+API choice (the reference's trap removed): the ranking update is attached to ``ranking`` and the sorting
+update to ``sorting``. Backpropagating ``ranking + sorting`` (``.total``) gives exactly the update above;
+``sorting.backward()`` alone gives the sorting update (in the reference it gives nothing), and any other
+weighting weighs the two updates accordingly.
+
+Quality 0: a positive whose quality is exactly 0 would read as a negative (``t > 0`` selects positives).
+Heads build targets with :func:`quality_targets`, which clamps qualities to ``[QUALITY_FLOOR, 1]``: such a
+positive stays a positive that ranks above every better-localised positive only at a sorting cost of
+``1 − 1e-6`` instead of 1. No positives: both values 0 with a zero gradient.
+
+Cost: O(N log P) for the negatives (see :mod:`harness.losses._ranking`), P × P in blocks for the
+positive-versus-positive terms; no N × P tensor. Computes in float64 whatever the logits' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from harness.losses._ranking import (
+    COMPUTE_DTYPE,
+    NegativeIndex,
+    assemble_gradient,
+    check_delta,
+    identity_outputs,
+    pairwise_blocks,
+    split,
+    validate,
+    zero_outputs,
+)
+from harness.losses.registry import ClassificationOutput, LossSpec, register_loss
+
+EPS = 1e-10
+QUALITY_FLOOR = 1e-6
+
+
+class RankSortOutput(NamedTuple):
+    """``(ranking, sorting)``; ``.total`` is the sum whose backward is RS Loss's full update."""
+
+    ranking: Tensor
+    sorting: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.ranking + self.sorting
+
+
+def quality_targets(quality: Tensor, floor: float = QUALITY_FLOOR) -> Tensor:
+    """Positive targets from localisation qualities: detached and clamped to ``[floor, 1]``."""
+    return quality.detach().clamp(min=floor, max=1.0)
+
+
+def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankSortOutput:
+    """Rank & Sort Loss over the flattened batch; see the module docstring for the definition.
+
+    Args:
+        logits: classification logits of any shape (float16/bfloat16/float32/float64).
+        targets: same shape; 0 negative, −1 ignored, ``(0, 1]`` positive with its quality.
+        delta: half-width δ ≥ 0 of the smoothed step (0.5 in the paper).
+    Returns:
+        :class:`RankSortOutput` ``(ranking, sorting)``, 0-d tensors in float32 or better.
+    """
+    validate(logits, targets, "rank_sort_loss")
+    delta = check_delta(delta, "rank_sort_loss")
+    sp = split(logits, targets)
+    p = sp.pos_index.numel()
+    if p == 0:
+        return RankSortOutput(*zero_outputs(logits, 2))
+
+    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta)
+    n_fp = neg_index.false_positives()
+    y = sp.pos_targets
+    one_minus_y = 1.0 - y
+    rank_pos = torch.empty(p, dtype=COMPUTE_DTYPE, device=y.device)
+    sort_err = torch.empty_like(rank_pos)
+    sort_grad = torch.zeros_like(rank_pos)
+    for rows, h in pairwise_blocks(sp.pos_logits, delta):
+        at_least = (y[None, :] >= y[rows, None]).to(COMPUTE_DTYPE)
+        h_target = h * at_least  # H(x_ij) [y_j >= y_i]
+        missorted = h - h_target  # M_i(j) = H(x_ij) [y_j < y_i]
+        rp = h.sum(1)
+        current = (h @ one_minus_y) / rp
+        target = (h_target @ one_minus_y) / h_target.sum(1)
+        err = current - target
+        m_sum = missorted.sum(1)
+        active = m_sum > EPS
+        coef = torch.where(active, err / torch.where(active, m_sum, 1.0), 0.0)
+        sort_grad += coef @ missorted
+        sort_grad[rows] -= torch.where(active, err, 0.0)
+        rank_pos[rows] = rp
+        sort_err[rows] = err
+
+    rank = rank_pos + n_fp
+    rank_err = n_fp / rank
+    has_fp = n_fp > EPS
+    rank_grad_pos = -torch.where(has_fp, rank_err, 0.0)
+    rank_grad_neg = neg_index.scatter(torch.where(has_fp, rank_err / torch.where(has_fp, n_fp, 1.0), 0.0))
+
+    numel = logits.numel()
+    ranking_update = assemble_gradient(sp, numel, rank_grad_pos / p, rank_grad_neg / p)
+    sorting_update = assemble_gradient(sp, numel, sort_grad / p, torch.zeros_like(sp.neg_logits))
+    ranking, sorting = identity_outputs(
+        logits, [rank_err.mean(), sort_err.mean()], [ranking_update, sorting_update]
+    )
+    return RankSortOutput(ranking, sorting)
+
+
+def _classify(logits, targets, loc_errors=None, delta=0.5):
+    out = rank_sort_loss(logits, targets, delta=delta)
+    return ClassificationOutput(
+        loss=out.total, components={"rank": out.ranking.detach(), "sort": out.sorting.detach()}
+    )
+
+
+register_loss(
+    LossSpec(
+        name="rs",
+        summary="Rank & Sort Loss (Oksuz et al., ICCV 2021)",
+        fn=rank_sort_loss,
+        classify=_classify,
+        targets="quality",
+        ranking=True,
+        balancing="value",
+        defaults={"delta": 0.5},
+        usage=(
+            "one call over all images x anchors x classes; positives carry quality_targets(IoU of the "
+            "detached decoded box); localisation terms weighted by value (λ = RS value / loc value)"
+        ),
+        module=__name__,
+    )
+)

@@ -1,0 +1,146 @@
+"""The loss registry: name → :class:`LossSpec`, the one place detector heads learn how to call a loss.
+
+A head never branches on a loss's name. It reads the spec:
+
+* ``targets``: ``'binary'`` (positives carry 1) or ``'quality'`` (positives carry their localisation
+  quality in (0, 1], e.g. the IoU of the detached decoded box with its ground truth);
+* ``ranking``: ``True`` when the loss ranks the whole batch at once, so the head must flatten every
+  image × anchor × class logit into one call;
+* ``balancing``: how the head weighs its localisation terms against classification: ``'fixed'`` (the
+  recipe's constant weights), ``'value'`` (every iteration λ = classification value / localisation
+  value, both detached: RS), ``'self_balance'`` (aLRP's SB weight, see :class:`~harness.losses.alrp.SelfBalance`);
+* ``uses_loc_errors``: the classification call needs each positive's localisation error (aLRP);
+* ``mmdet``: for pointwise losses, the mmdet loss config a standard head can take instead.
+
+Heads call ``spec.classification(logits, targets, loc_errors=...)`` and get a
+:class:`ClassificationOutput`. A new loss is one new module in this package (discovered on import) or an
+external module that calls :func:`register_loss`; see the README, "Adding a loss".
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from torch import Tensor
+
+TARGET_KINDS = ("binary", "quality")
+BALANCING = ("fixed", "value", "self_balance")
+
+
+@dataclass(frozen=True)
+class ClassificationOutput:
+    """What a classification loss hands a head.
+
+    ``loss``: the tensor to add to the head's total (its backward carries the loss's update);
+    ``components``: named, detached values for logging; ``ranks``: each positive's smooth rank, for
+    losses whose localisation component needs it (aLRP), else ``None``.
+    """
+
+    loss: Tensor
+    components: Mapping[str, Tensor]
+    ranks: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered classification loss and the contract a detector head follows to use it."""
+
+    name: str
+    summary: str
+    fn: Callable[..., Any]
+    classify: Callable[..., ClassificationOutput]
+    targets: str
+    ranking: bool
+    balancing: str
+    uses_loc_errors: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    mmdet: Mapping[str, Any] | None = None
+    usage: str = ""
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"loss name {self.name!r} must be non-empty letters, digits, '-' or '_'")
+        if self.targets not in TARGET_KINDS:
+            raise ValueError(f"loss {self.name!r}: targets must be one of {TARGET_KINDS}, got {self.targets!r}")
+        if self.balancing not in BALANCING:
+            raise ValueError(f"loss {self.name!r}: balancing must be one of {BALANCING}, got {self.balancing!r}")
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+    def classification(
+        self, logits: Tensor, targets: Tensor, loc_errors: Tensor | None = None, **overrides: Any
+    ) -> ClassificationOutput:
+        """Call the loss with its defaults updated by ``overrides``."""
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise TypeError(
+                f"loss {self.name!r}: unknown option(s) {sorted(unknown)}; valid: {sorted(self.defaults)}"
+            )
+        if self.uses_loc_errors and loc_errors is None:
+            raise TypeError(f"loss {self.name!r} needs loc_errors (one localisation error per positive)")
+        kwargs = {**self.defaults, **overrides}
+        return self.classify(logits, targets, loc_errors, **kwargs)
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+LOSSES: Mapping[str, LossSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_loss(spec: LossSpec) -> LossSpec:
+    """Add ``spec`` to the registry; a name already taken is refused."""
+    if spec.name in _REGISTRY:
+        owner = _REGISTRY[spec.name].module or "another module"
+        raise ValueError(f"loss {spec.name!r} is already registered (by {owner}); choose another name")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_loss(name: str) -> LossSpec:
+    """The spec registered as ``name``; a KeyError listing the valid names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; valid: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def loss_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_loss_module(target: str) -> list[str]:
+    """Import an external loss module by dotted name or ``.py`` path; return the names it registered.
+
+    The module registers its loss(es) with :func:`register_loss` when imported. Importing the same
+    module twice is a no-op.
+    """
+    before = set(_REGISTRY)
+    path = Path(target)
+    if target.endswith(".py"):
+        if not path.is_file():
+            raise FileNotFoundError(f"loss module file {target} does not exist")
+        mod_name = f"harness_external_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+        if mod_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[mod_name]
+                raise
+    else:
+        try:
+            importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            if exc.name and target.startswith(exc.name):
+                raise ModuleNotFoundError(
+                    f"loss module {target!r} cannot be imported: put it on PYTHONPATH or give a .py path"
+                ) from None
+            raise
+    return sorted(set(_REGISTRY) - before)
