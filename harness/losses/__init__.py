@@ -31,9 +31,15 @@ from harness.losses.ap import ap_loss
 from harness.losses.pointwise import cross_entropy_loss, focal_loss
 from harness.losses.rank_sort import QUALITY_FLOOR, RankSortOutput, quality_targets, rank_sort_loss
 
-for _info in _pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_"):
-        _importlib.import_module(f"{__name__}.{_info.name}")
+
+def _discover() -> None:
+    """Import every public module of this package (each registers its loss on import)."""
+    for info in _pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            _importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()
 
 __all__ = [
     "LOSSES",

@@ -73,24 +73,37 @@ def check_delta(delta: float, name: str) -> float:
 
 @dataclass
 class Split:
-    """The flattened batch split into positives and negatives (ignored entries dropped)."""
+    """The flattened batch split into positives and relevant negatives (ignored entries dropped)."""
 
     pos_index: Tensor  # flat indices of positives, ascending
-    neg_index: Tensor  # flat indices of negatives, ascending
+    neg_index: Tensor  # flat indices of the relevant negatives, ascending
     pos_logits: Tensor  # float64
     neg_logits: Tensor  # float64
     pos_targets: Tensor  # float64 target values (> 0) of the positives
 
 
-def split(logits: Tensor, targets: Tensor) -> Split:
+def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
+    """Positives, and the *relevant* negatives: those with ``s_j ≥ min_i s_i − δ``.
+
+    Every other negative has ``H(s_j − s_i) = 0`` for all positives, hence no value and no update;
+    dropping them changes nothing (bit for bit) and saves their share of the work.
+    """
     s = logits.detach().reshape(-1)
     t = targets.detach().reshape(-1)
     pos_index = (t > 0).nonzero().squeeze(1)
-    neg_index = (t == 0).nonzero().squeeze(1)
+    pos_logits = s[pos_index].to(COMPUTE_DTYPE)
+    if pos_index.numel():
+        floor = pos_logits.min() - delta  # float64
+        floor_native = floor.to(s.dtype)
+        if floor_native > floor:  # rounded up when cast: step one ulp down so no relevant one is lost
+            floor_native = torch.nextafter(floor_native, floor_native.new_tensor(float("-inf")))
+        neg_index = ((t == 0) & (s >= floor_native)).nonzero().squeeze(1)
+    else:
+        neg_index = pos_index
     return Split(
         pos_index=pos_index,
         neg_index=neg_index,
-        pos_logits=s[pos_index].to(COMPUTE_DTYPE),
+        pos_logits=pos_logits,
         neg_logits=s[neg_index].to(COMPUTE_DTYPE),
         pos_targets=t[pos_index].to(COMPUTE_DTYPE),
     )

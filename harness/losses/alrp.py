@@ -71,7 +71,7 @@ def alrp_classification_loss(
     """
     validate(logits, targets, "alrp_classification_loss")
     delta = check_delta(delta, "alrp_classification_loss")
-    sp = split(logits, targets)
+    sp = split(logits, targets, delta)
     p = sp.pos_index.numel()
     _check_loc_errors(loc_errors, p, "alrp_classification_loss")
     out_dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -109,18 +109,18 @@ def alrp_localisation_loss(logits: Tensor, targets: Tensor, loc_errors: Tensor, 
     ranks returned by :func:`alrp_classification_loss` (detached).
     """
     validate(logits, targets, "alrp_localisation_loss")
-    sp = split(logits, targets)
-    p = sp.pos_index.numel()
+    pos_logits = logits.detach().reshape(-1)[targets.detach().reshape(-1) > 0].to(COMPUTE_DTYPE)
+    p = pos_logits.numel()
     _check_loc_errors(loc_errors, p, "alrp_localisation_loss")
     if ranks.shape != (p,):
         raise ValueError(f"alrp_localisation_loss: ranks must have shape ({p},), got {tuple(ranks.shape)}")
     if p == 0:
         return loc_errors.sum() * 0.0
-    s_sorted, order = torch.sort(sp.pos_logits)
+    s_sorted, order = torch.sort(pos_logits)
     inv_rank = 1.0 / ranks.detach().to(COMPUTE_DTYPE)
     cum = inv_rank[order].cumsum(0)
     # coefficient of E_loc(j): Σ_{i: s_i ≤ s_j} 1 / rank(i), ties included.
-    last_le = torch.searchsorted(s_sorted, sp.pos_logits, right=True) - 1
+    last_le = torch.searchsorted(s_sorted, pos_logits, right=True) - 1
     coef = cum[last_le] / p
     out_dtype = torch.promote_types(loc_errors.dtype, torch.float32)
     return (loc_errors.to(out_dtype) * coef.to(out_dtype)).sum()

@@ -40,7 +40,7 @@ def ap_loss(logits: Tensor, targets: Tensor, delta: float = 1.0) -> Tensor:
     """AP Loss over the flattened batch; see the module docstring. Returns a 0-d tensor."""
     validate(logits, targets, "ap_loss")
     delta = check_delta(delta, "ap_loss")
-    sp = split(logits, targets)
+    sp = split(logits, targets, delta)
     p = sp.pos_index.numel()
     if p == 0:
         return zero_outputs(logits, 1)[0]

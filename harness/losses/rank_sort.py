@@ -92,7 +92,7 @@ def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankS
     """
     validate(logits, targets, "rank_sort_loss")
     delta = check_delta(delta, "rank_sort_loss")
-    sp = split(logits, targets)
+    sp = split(logits, targets, delta)
     p = sp.pos_index.numel()
     if p == 0:
         return RankSortOutput(*zero_outputs(logits, 2))
