@@ -54,6 +54,10 @@ def validate(logits: Tensor, targets: Tensor, name: str) -> None:
             f"{name}: {n_bad} non-finite logit(s) (NaN or Inf); the first at flattened index {first}"
         )
     t = targets.detach()
+    if t.numel():
+        low, high = t.aminmax()  # fast path: in [-1, 1] and nothing strictly between -1 and 0
+        if bool(low >= IGNORE) and bool(high <= 1) and not bool(((t < 0) & (t > IGNORE)).any()):
+            return
     invalid = ~((t == 0) | (t == IGNORE) | ((t > 0) & (t <= 1)))
     n_invalid = int(invalid.sum())
     if n_invalid:
@@ -80,6 +84,7 @@ class Split:
     pos_logits: Tensor  # float64
     neg_logits: Tensor  # float64
     pos_targets: Tensor  # float64 target values (> 0) of the positives
+    neg_logits32: Tensor  # the relevant negatives' logits in float32 (for fast bucketing)
 
 
 def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
@@ -91,7 +96,7 @@ def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
     s = logits.detach().reshape(-1)
     t = targets.detach().reshape(-1)
     pos_index = (t > 0).nonzero().squeeze(1)
-    pos_logits = s[pos_index].to(COMPUTE_DTYPE)
+    pos_logits = s.index_select(0, pos_index).to(COMPUTE_DTYPE)
     if pos_index.numel():
         floor = pos_logits.min() - delta  # float64
         floor_native = floor.to(s.dtype)
@@ -100,12 +105,14 @@ def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
         neg_index = ((t == 0) & (s >= floor_native)).nonzero().squeeze(1)
     else:
         neg_index = pos_index
+    neg = s.index_select(0, neg_index)
     return Split(
         pos_index=pos_index,
         neg_index=neg_index,
         pos_logits=pos_logits,
-        neg_logits=s[neg_index].to(COMPUTE_DTYPE),
-        pos_targets=t[pos_index].to(COMPUTE_DTYPE),
+        neg_logits=neg.to(COMPUTE_DTYPE),
+        pos_targets=t.index_select(0, pos_index).to(COMPUTE_DTYPE),
+        neg_logits32=neg.float(),
     )
 
 
@@ -125,6 +132,43 @@ def pairwise_blocks(pos_logits: Tensor, delta: float) -> Iterator[tuple[slice, T
         yield sl, step(pos_logits[None, :] - pos_logits[sl, None], delta)
 
 
+# Cells of the lookup grid per breakpoint in bucket_right (more cells: fewer values need a search).
+GRID_CELLS_PER_POINT = 32
+
+
+def bucket_right(values: Tensor, values32: Tensor, points: Tensor) -> Tensor:
+    """``torch.bucketize(values, points, right=True)`` (the number of points ≤ each value), exactly,
+    for sorted float64 ``points``; ``values32`` is ``values`` in float32.
+
+    A binary search per value is the cost of the ranking losses at large N, so a uniform grid of
+    ``GRID_CELLS_PER_POINT × #points`` cells over ``[points[0], points[-1]]`` answers first: a value's cell
+    comes from one float32 multiply, and a table gives the bucket of every cell that holds no point
+    within a safety margin (which covers float32 rounding of the cell index many times over). Only
+    values in the remaining cells are searched exactly, so the result is identical to bucketize.
+    """
+    m = points.numel()
+    if m < 2 or values.numel() < 16 * m:
+        return torch.bucketize(values, points, right=True)
+    lo, hi = float(points[0]), float(points[-1])
+    span = hi - lo
+    cells = GRID_CELLS_PER_POINT * m
+    width = span / cells
+    margin = 2.0**-20 * (max(abs(lo), abs(hi)) + span)
+    if not width > 4 * margin:  # points too close together for the grid to separate them
+        return torch.bucketize(values, points, right=True)
+    edges = lo + width * torch.arange(cells + 2, dtype=points.dtype, device=points.device)
+    # cell k is [edges[k], edges[k + 1]); cell cells + 1 (and anything clamped into it) lies above hi.
+    sure = torch.bucketize(edges - margin, points, right=True)  # bucket of anything ≥ edges[k] − margin
+    upper = torch.bucketize(edges + margin, points, right=True)[1:]
+    upper = torch.cat([upper, upper.new_full((1,), m)])  # bucket of anything < edges[k + 1] + margin
+    cell = ((values32 - lo) / width).floor_().clamp_(0, cells + 1).long()
+    out = sure.index_select(0, cell)
+    unsure = (upper.index_select(0, cell) != out).nonzero().squeeze(1)
+    if unsure.numel():
+        out.index_copy_(0, unsure, torch.bucketize(values.index_select(0, unsure), points, right=True))
+    return out
+
+
 class NegativeIndex:
     """The negatives bucketed once against the positives' breakpoints ``s_i − δ`` and ``s_i + δ``.
 
@@ -132,7 +176,7 @@ class NegativeIndex:
     returns ``Σ_i w_i H(s_j − s_i)`` for every negative; both exact (float64), O(N log P + P log P).
     """
 
-    def __init__(self, pos_logits: Tensor, neg_logits: Tensor, delta: float):
+    def __init__(self, pos_logits: Tensor, neg_logits: Tensor, delta: float, neg_logits32: Tensor | None = None):
         self.delta = delta
         self.pos = pos_logits
         self.neg = neg_logits
@@ -147,19 +191,17 @@ class NegativeIndex:
         self.rank = torch.empty_like(order)
         self.rank[order] = torch.arange(order.numel(), device=order.device)
         # bucket_j = number of breakpoints <= s_j, in [0, #points].
-        self.bucket = torch.bucketize(neg_logits, self.points, right=True)
+        if neg_logits32 is None:
+            neg_logits32 = neg_logits.float()
+        self.bucket = bucket_right(neg_logits, neg_logits32, self.points)
         self.num_points = self.points.numel()
         self._p = p
 
     def _prefix(self, values: Tensor | None) -> Tensor:
         """Prefix over buckets: out[k] = Σ of values (or counts) of negatives with bucket <= k."""
         n_buckets = self.num_points + 1
-        if values is None:
-            per_bucket = torch.bincount(self.bucket, minlength=n_buckets).to(COMPUTE_DTYPE)
-        else:
-            per_bucket = torch.zeros(n_buckets, dtype=COMPUTE_DTYPE, device=values.device)
-            per_bucket.index_add_(0, self.bucket, values)
-        return per_bucket.cumsum(0)
+        per_bucket = torch.bincount(self.bucket, weights=values, minlength=n_buckets)
+        return per_bucket.to(COMPUTE_DTYPE).cumsum(0)
 
     def false_positives(self) -> Tensor:
         """``N_FP(i) = Σ_{j∈N} H(s_j − s_i)`` for every positive ``i`` (float64, shape [P])."""
@@ -186,7 +228,7 @@ class NegativeIndex:
             jump = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
             jump[self.rank] = w
             const = torch.cat([jump.new_zeros(1), jump.cumsum(0)])
-            return const[self.bucket]
+            return const.index_select(0, self.bucket)
         p = self._p
         two_d = 2 * self.delta
         # Crossing s_i − δ switches positive i's term on as w_i (s − s_i)/(2δ) + w_i/2; crossing s_i + δ
@@ -199,62 +241,74 @@ class NegativeIndex:
         jump_b[self.rank[:p]] = b_on
         jump_a[self.rank[p:]] = w - a_on
         jump_b[self.rank[p:]] = -b_on
-        a = torch.cat([jump_a.new_zeros(1), jump_a.cumsum(0)])
-        b = torch.cat([jump_b.new_zeros(1), jump_b.cumsum(0)])
-        g = a[self.bucket] + b[self.bucket] * self.neg
+        jumps = torch.stack([jump_a, jump_b], 1)
+        coef = torch.cat([jumps.new_zeros(1, 2), jumps.cumsum(0)]).index_select(0, self.bucket)  # A_b, B_b
+        g = torch.addcmul(coef[:, 0], coef[:, 1], self.neg)
         # The affine form is exact in real arithmetic; clamp away round-off outside [0, Σ w].
         return g.clamp_(min=0.0) if bool((w >= 0).all()) else g
-
-
-def assemble_gradient(sp: Split, numel: int, pos_grad: Tensor, neg_grad: Tensor) -> Tensor:
-    """The full flat update (float64): positives' and negatives' parts, zeros for ignored entries."""
-    g = torch.zeros(numel, dtype=COMPUTE_DTYPE, device=pos_grad.device)
-    g[sp.pos_index] = pos_grad
-    g[sp.neg_index] = neg_grad
-    return g
 
 
 class IdentityUpdate(torch.autograd.Function):
     """Returns precomputed loss values; hands back precomputed updates as the logits' gradient.
 
-    ``forward(logits, values, *updates)``: ``values`` is a 1-D tensor of K loss values and ``updates``
-    holds K flat float64 updates, one per value. Output k's incoming gradient scales update k, so a
-    weighted sum of the outputs backpropagates the same weighted sum of the updates.
+    ``forward(logits, values, pos_index, neg_index, *parts)``: ``values`` holds K loss values and
+    ``parts`` K pairs ``(pos_update, neg_update)`` (float64, over the positives and the relevant
+    negatives; ``neg_update`` may be ``None``). Output k's incoming gradient scales update k, so a
+    weighted sum of the outputs backpropagates the same weighted sum of the updates. Entries that are
+    neither (ignored, irrelevant negatives) get exactly zero.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, values: Tensor, *updates: Tensor):
-        ctx.shape = logits.shape
-        ctx.dtype = logits.dtype
-        ctx.save_for_backward(*updates)
+    def forward(ctx, logits, values, pos_index, neg_index, *parts):
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        ctx.has_neg = [p is not None for p in parts[1::2]]
+        ctx.save_for_backward(pos_index, neg_index, *[p for p in parts if p is not None])
         return tuple(v.clone() for v in values.unbind(0))
 
     @staticmethod
-    def backward(ctx, *grad_outputs: Tensor):
-        updates = ctx.saved_tensors
-        total = None
-        for go, upd in zip(grad_outputs, updates):
+    def backward(ctx, *grad_outputs):
+        pos_index, neg_index, *saved = ctx.saved_tensors
+        pos_total = neg_total = None
+        it = iter(saved)
+        for go, has_neg in zip(grad_outputs, ctx.has_neg):
+            pos_part = next(it)
+            neg_part = next(it) if has_neg else None
             if go is None:
                 continue
-            term = upd * go.to(upd.dtype)
-            total = term if total is None else total + term
-        if total is None:
-            return (None, None, *([None] * len(updates)))
-        return (total.reshape(ctx.shape).to(ctx.dtype), None, *([None] * len(updates)))
+            go = go.to(COMPUTE_DTYPE)
+            pos_total = pos_part * go if pos_total is None else pos_total + pos_part * go
+            if neg_part is not None:
+                neg_total = neg_part * go if neg_total is None else neg_total + neg_part * go
+        grad = torch.zeros(ctx.shape.numel(), dtype=ctx.dtype, device=pos_index.device)
+        if pos_total is not None:
+            grad.index_copy_(0, pos_index, pos_total.to(ctx.dtype))
+        if neg_total is not None:
+            grad.index_copy_(0, neg_index, neg_total.to(ctx.dtype))
+        n_parts = 2 * len(ctx.has_neg)
+        return (grad.reshape(ctx.shape), None, None, None, *([None] * n_parts))
 
 
-def identity_outputs(logits: Tensor, values: list[Tensor], updates: list[Tensor]) -> tuple[Tensor, ...]:
-    """Loss values (in float32 or better) whose backward hands ``updates`` to ``logits``."""
+def identity_outputs(
+    logits: Tensor, sp: Split, values: list[Tensor], updates: list[tuple[Tensor, Tensor | None]]
+) -> tuple[Tensor, ...]:
+    """Loss values (in float32 or better) whose backward hands ``updates`` to ``logits``.
+
+    ``updates[k] = (pos_update, neg_update)`` for ``values[k]``, over ``sp``'s positives and relevant
+    negatives (``neg_update`` ``None`` when the negatives get nothing).
+    """
     out_dtype = torch.promote_types(logits.dtype, torch.float32)
     vals = torch.stack([v.to(COMPUTE_DTYPE) for v in values]).to(out_dtype)
     if not logits.requires_grad:
         return tuple(vals.unbind(0))
-    return IdentityUpdate.apply(logits, vals, *updates)
+    parts = [x for pair in updates for x in pair]
+    return IdentityUpdate.apply(logits, vals, sp.pos_index, sp.neg_index, *parts)
 
 
 def zero_outputs(logits: Tensor, k: int) -> tuple[Tensor, ...]:
     """K zero losses attached to ``logits`` with an exactly zero gradient (no positives)."""
     out_dtype = torch.promote_types(logits.dtype, torch.float32)
-    zero = torch.zeros(logits.numel(), dtype=COMPUTE_DTYPE, device=logits.device)
     vals = [torch.zeros((), dtype=out_dtype, device=logits.device) for _ in range(k)]
-    return identity_outputs(logits, vals, [zero] * k)
+    empty = torch.zeros(0, dtype=torch.long, device=logits.device)
+    nothing = torch.zeros(0, dtype=COMPUTE_DTYPE, device=logits.device)
+    sp = Split(empty, empty, nothing, nothing, nothing, nothing.float())
+    return identity_outputs(logits, sp, vals, [(nothing, None)] * k)

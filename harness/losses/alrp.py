@@ -34,7 +34,6 @@ from torch import Tensor
 from harness.losses._ranking import (
     COMPUTE_DTYPE,
     NegativeIndex,
-    assemble_gradient,
     check_delta,
     identity_outputs,
     pairwise_blocks,
@@ -80,7 +79,7 @@ def alrp_classification_loss(
         return loss, torch.zeros(0, dtype=out_dtype, device=logits.device)
 
     e_loc = loc_errors.detach().to(COMPUTE_DTYPE)
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta)
+    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
     others = torch.empty(p, dtype=COMPUTE_DTYPE, device=e_loc.device)  # Σ_{j≠i} H(x_ij)
     loc_sum = torch.empty_like(others)  # Σ_{j≠i} H(x_ij) E_loc(j)
@@ -97,8 +96,7 @@ def alrp_classification_loss(
     pos_grad = torch.where(has_fp, -(loc_sum + n_fp) / rank, 0.0)
     weights = torch.where(has_fp, -pos_grad / torch.where(has_fp, n_fp, 1.0), 0.0)
     neg_grad = neg_index.scatter(weights)
-    update = assemble_gradient(sp, logits.numel(), pos_grad / p, neg_grad / p)
-    (loss,) = identity_outputs(logits, [value], [update])
+    (loss,) = identity_outputs(logits, sp, [value], [(pos_grad / p, neg_grad / p)])
     return loss, rank.to(out_dtype)
 
 

@@ -25,7 +25,6 @@ from torch import Tensor
 from harness.losses._ranking import (
     COMPUTE_DTYPE,
     NegativeIndex,
-    assemble_gradient,
     check_delta,
     identity_outputs,
     pairwise_blocks,
@@ -45,7 +44,7 @@ def ap_loss(logits: Tensor, targets: Tensor, delta: float = 1.0) -> Tensor:
     if p == 0:
         return zero_outputs(logits, 1)[0]
 
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta)
+    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
     others = torch.empty(p, dtype=COMPUTE_DTYPE, device=n_fp.device)
     for rows, h in pairwise_blocks(sp.pos_logits, delta):
@@ -62,8 +61,7 @@ def ap_loss(logits: Tensor, targets: Tensor, delta: float = 1.0) -> Tensor:
     scale = torch.where(improved, 1.0, (1.0 - best) / torch.where(improved, 1.0, 1.0 - current))
     neg_grad = neg_index.scatter(scale / rank)
     pos_grad = -(1.0 - best)
-    update = assemble_gradient(sp, logits.numel(), pos_grad / p, neg_grad / p)
-    (loss,) = identity_outputs(logits, [1.0 - best.mean()], [update])
+    (loss,) = identity_outputs(logits, sp, [1.0 - best.mean()], [(pos_grad / p, neg_grad / p)])
     return loss
 
 

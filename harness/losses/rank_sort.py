@@ -50,7 +50,6 @@ from torch import Tensor
 from harness.losses._ranking import (
     COMPUTE_DTYPE,
     NegativeIndex,
-    assemble_gradient,
     check_delta,
     identity_outputs,
     pairwise_blocks,
@@ -97,25 +96,25 @@ def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankS
     if p == 0:
         return RankSortOutput(*zero_outputs(logits, 2))
 
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta)
+    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
     y = sp.pos_targets
     one_minus_y = 1.0 - y
     rank_pos = torch.empty(p, dtype=COMPUTE_DTYPE, device=y.device)
     sort_err = torch.empty_like(rank_pos)
     sort_grad = torch.zeros_like(rank_pos)
+    ones_and_1my = torch.stack([torch.ones_like(y), one_minus_y], 1)  # [P, 2]
     for rows, h in pairwise_blocks(sp.pos_logits, delta):
-        at_least = (y[None, :] >= y[rows, None]).to(COMPUTE_DTYPE)
-        h_target = h * at_least  # H(x_ij) [y_j >= y_i]
-        missorted = h - h_target  # M_i(j) = H(x_ij) [y_j < y_i]
-        rp = h.sum(1)
-        current = (h @ one_minus_y) / rp
-        target = (h_target @ one_minus_y) / h_target.sum(1)
-        err = current - target
-        m_sum = missorted.sum(1)
+        h_target = h * (y[None, :] >= y[rows, None])  # H(x_ij) [y_j >= y_i]
+        all_pos = h @ ones_and_1my  # [rank⁺(i), Σ_j H(x_ij)(1 − y_j)]
+        at_least = h_target @ ones_and_1my
+        rp = all_pos[:, 0]
+        err = all_pos[:, 1] / rp - at_least[:, 1] / at_least[:, 0]
+        # M_i(j) = H(x_ij) [y_j < y_i] = h − h_target, never materialised
+        m_sum = (rp - at_least[:, 0]).clamp_(min=0.0)
         active = m_sum > EPS
         coef = torch.where(active, err / torch.where(active, m_sum, 1.0), 0.0)
-        sort_grad += coef @ missorted
+        sort_grad += coef @ h - coef @ h_target
         sort_grad[rows] -= torch.where(active, err, 0.0)
         rank_pos[rows] = rp
         sort_err[rows] = err
@@ -126,11 +125,11 @@ def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankS
     rank_grad_pos = -torch.where(has_fp, rank_err, 0.0)
     rank_grad_neg = neg_index.scatter(torch.where(has_fp, rank_err / torch.where(has_fp, n_fp, 1.0), 0.0))
 
-    numel = logits.numel()
-    ranking_update = assemble_gradient(sp, numel, rank_grad_pos / p, rank_grad_neg / p)
-    sorting_update = assemble_gradient(sp, numel, sort_grad / p, torch.zeros_like(sp.neg_logits))
     ranking, sorting = identity_outputs(
-        logits, [rank_err.mean(), sort_err.mean()], [ranking_update, sorting_update]
+        logits,
+        sp,
+        [rank_err.mean(), sort_err.mean()],
+        [(rank_grad_pos / p, rank_grad_neg / p), (sort_grad / p, None)],
     )
     return RankSortOutput(ranking, sorting)
 

@@ -1,0 +1,1 @@
+"""Benchmarks: they measure (speed, memory) and write tables under ``results/bench/``; tests assert."""

@@ -1,0 +1,60 @@
+"""The loss benchmark's baseline is the same computation, and its tables are written whole."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from harness.bench import losses as bench
+from harness.bench.plain import plain_rank_sort
+from harness.cli import main
+from harness.losses import rank_sort_loss
+
+
+def test_plain_loop_computes_the_same_update_as_the_library():
+    logits, targets, _ = bench.make_inputs(3000, 40, "cpu")
+    logits, targets = logits.double(), targets.double()
+    ranking, sorting, grad = plain_rank_sort(logits, targets)
+    x = logits.clone().requires_grad_(True)
+    out = rank_sort_loss(x, targets)
+    out.total.backward()
+    assert out.ranking.item() == pytest.approx(ranking.item(), abs=1e-12)
+    assert out.sorting.item() == pytest.approx(sorting.item(), abs=1e-12)
+    torch.testing.assert_close(x.grad, grad, atol=1e-12, rtol=0)
+
+
+def test_benchmark_writes_csv_and_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "PLAIN_MAX_WORK", 2000 * 50)  # the plain loop is skipped for the larger size
+    rows = bench.run(["cpu"], sizes_n=(2000, 8000), sizes_p=(50,), log=lambda _: None)
+    csv_path, md_path = bench.write(rows, tmp_path / "losses")
+    with csv_path.open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 * len(bench.LOSSES)
+    skipped = [r for r in table if r["note"]]
+    assert [(r["N"], r["loss"]) for r in skipped] == [("8000", "plain_rs")]
+    assert all(float(r["median_ms"]) > 0 for r in table if not r["note"])
+    text = md_path.read_text()
+    assert "| 2,000 | 50 |" in text and "| 8,000 | 50 |" in text and "—" in text
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_targets_report_reads_the_run():
+    rows = [
+        bench.Row("cpu", 1_000_000, 1_000, "rs", 60.0, 3),
+        bench.Row("cpu", 1_000_000, 1_000, "focal", 25.0, 3),
+        bench.Row("cpu", 1_000_000, 1_000, "plain_rs", 15_000.0, 3),
+        bench.Row("cpu", 4_000_000, 1_000, "rs", 330.0, 3),
+    ]
+    report = {what: (val, ok) for what, val, ok in bench.targets_report(rows)}
+    assert report["RS ≥ 50× faster than the plain loop (N=1e6, P=1e3)"] == ("250×", True)
+    assert report["RS ≤ 3× Focal (N=1e6, P=1e3)"] == ("2.40×", True)
+    assert report["rs: time at 4N ≤ 5× time at N (N=1e6→4e6, P=1e3)"] == ("5.50×", False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
+def test_cuda_without_gpu_is_a_usage_error(capsys):
+    assert main(["bench", "losses", "--device", "cuda", "--out", "/nonexistent/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
