@@ -21,3 +21,11 @@ test: setup  ## run the whole test suite
 
 bench-losses: setup  ## time the losses; writes results/bench/losses.md and .csv
 	$(PY) -m harness bench losses --out results/bench/losses
+
+# The local SLURM test cluster (slurm/, docs/slurm.md). `eval "$$(bash slurm/up.sh)"` also sets SLURM_CONF.
+.PHONY: slurm-up slurm-down
+slurm-up:  ## start the single-node SLURM test cluster on loopback (installs it if missing)
+	@bash slurm/up.sh
+
+slurm-down:  ## stop the SLURM test cluster (state kept, so the next slurm-up is a warm start)
+	@bash slurm/down.sh
