@@ -1,0 +1,373 @@
+"""Cluster profiles (``slurm/profiles/*.yaml``) and the loopback SLURM test cluster (``slurm/up.sh``).
+
+A *profile* describes one site as data: its partitions, GPU type and ``--gres`` form, account, QOS,
+constraint, default wall time, CPUs and memory per GPU. :func:`load_profile` reads and validates one;
+:meth:`ClusterProfile.executor_parameters` turns it into the keyword arguments of submitit's
+``AutoExecutor.update_parameters`` for a job of a given size.
+
+The *local cluster* is a real single-node SLURM (slurmctld, slurmd, slurmdbd with MariaDB, munged) on
+127.0.0.1, installed and started by ``slurm/up.sh`` with all its state under ``$HARNESS_SLURM_DIR``
+(default ``/tmp/harness-slurm``). :func:`ensure_local_cluster` starts it (installing SLURM with apt when
+missing) and returns the environment variables that point SLURM's commands at it; it raises
+:class:`ClusterUnavailable` with the reason when that is impossible. See docs/slurm.md.
+
+Only the standard library is imported at module level (PyYAML when a profile is read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SLURM_SCRIPTS = REPO_ROOT / "slurm"
+PROFILES_DIR = SLURM_SCRIPTS / "profiles"
+DEFAULT_CLUSTER_DIR = "/tmp/harness-slurm"
+
+__all__ = [
+    "ClusterProfile",
+    "ClusterUnavailable",
+    "ProfileError",
+    "available_profiles",
+    "cluster_dir",
+    "ensure_local_cluster",
+    "load_profile",
+    "local_cluster_env",
+    "stop_local_cluster",
+]
+
+
+class ProfileError(ValueError):
+    """A profile that does not exist or does not validate; the message says which file and why."""
+
+
+class ClusterUnavailable(RuntimeError):
+    """The local SLURM cluster cannot be installed or started here; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------------
+# Profiles
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterProfile:
+    """One site's SLURM settings (a ``slurm/profiles/<name>.yaml`` file); every field is a YAML key.
+
+    partitions: role → partition name; ``default`` is required (e.g. ``{default: gpu, debug: dev}``).
+    account, qos, constraint: passed as ``--account``, ``--qos``, ``--constraint`` when set.
+    gpu_type: the site's GPU model (``a100``), available as ``{gpu_type}`` in ``gres``.
+    gres: ``--gres`` template for a job with ``{gpus}`` GPUs per node, e.g. ``gpu:{gpu_type}:{gpus}``;
+        when None, GPUs are requested with ``--gpus-per-node``.
+    gpus_per_node: GPUs on one node, the most a job may ask for (0: a CPU-only cluster).
+    cpus_per_gpu, mem_per_gpu_gb: CPUs and memory a GPU job gets per GPU (None: the site's default).
+    cpus_per_task, mem_gb: what a CPU-only job gets (``mem_gb`` None: the site's default).
+    time_min: default wall time in minutes; max_time_min: the partitions' limit (None: no limit known).
+    array_parallelism: most tasks of one job array running at once.
+    setup: shell lines run in the job script before the job (``module load cuda/12.1``).
+    additional_parameters: more ``#SBATCH`` options, as submitit's ``slurm_additional_parameters``.
+    """
+
+    name: str
+    partitions: Mapping[str, str]
+    description: str = ""
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpu_type: str | None = None
+    gres: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_gpu: int | None = None
+    mem_per_gpu_gb: float | None = None
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    time_min: int = 60
+    max_time_min: int | None = None
+    array_parallelism: int = 64
+    setup: tuple[str, ...] = ()
+    additional_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = dataclasses.field(default="", compare=False)  # the file it came from (not a YAML key)
+
+    @property
+    def partition(self) -> str:
+        """The default partition."""
+        return self.partitions["default"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The profile as plain data (the YAML keys), e.g. to save next to a run."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        data["partitions"] = dict(self.partitions)
+        data["setup"] = list(self.setup)
+        data["additional_parameters"] = dict(self.additional_parameters)
+        return data
+
+    def executor_parameters(
+        self, gpus: int = 0, time_min: int | None = None, partition: str = "default"
+    ) -> dict[str, Any]:
+        """Keyword arguments for submitit's ``AutoExecutor.update_parameters`` (one task per node).
+
+        gpus: GPUs per node for the job (0: CPU only); at most ``gpus_per_node``.
+        time_min: wall time in minutes (default ``time_min``); at most ``max_time_min``.
+        partition: a role in ``partitions`` (``default``, ``debug``, ...) or one of its partition names.
+        """
+        if partition in self.partitions:
+            slurm_partition = self.partitions[partition]
+        elif partition in self.partitions.values():
+            slurm_partition = partition
+        else:
+            raise ProfileError(
+                f"profile {self.name!r}: no partition {partition!r}; roles: {_listing(self.partitions)}, "
+                f"partitions: {_listing(self.partitions.values())}"
+            )
+        minutes = self.time_min if time_min is None else time_min
+        if not isinstance(minutes, int) or minutes <= 0:
+            raise ProfileError(f"profile {self.name!r}: time_min must be a positive integer, got {minutes!r}")
+        if self.max_time_min is not None and minutes > self.max_time_min:
+            raise ProfileError(
+                f"profile {self.name!r}: {minutes} min exceeds the partitions' limit of {self.max_time_min} min"
+            )
+        if not isinstance(gpus, int) or gpus < 0:
+            raise ProfileError(f"profile {self.name!r}: gpus must be an integer >= 0, got {gpus!r}")
+        if gpus > self.gpus_per_node:
+            raise ProfileError(
+                f"profile {self.name!r}: a job asks for {gpus} GPU(s) per node but nodes have {self.gpus_per_node}"
+            )
+        params: dict[str, Any] = {
+            "timeout_min": minutes,
+            "nodes": 1,
+            "tasks_per_node": 1,
+            "slurm_partition": slurm_partition,
+            "slurm_array_parallelism": self.array_parallelism,
+        }
+        for key in ("account", "qos", "constraint"):
+            if getattr(self, key) is not None:
+                params[f"slurm_{key}"] = getattr(self, key)
+        if gpus:
+            if self.gres is not None:
+                params["slurm_gres"] = self.gres.format(gpus=gpus, gpu_type=self.gpu_type or "")
+            else:
+                params["gpus_per_node"] = gpus
+            if self.cpus_per_gpu is not None:
+                params["cpus_per_task"] = self.cpus_per_gpu * gpus
+            if self.mem_per_gpu_gb is not None:
+                params["mem_gb"] = self.mem_per_gpu_gb * gpus
+        else:
+            params["cpus_per_task"] = self.cpus_per_task
+            if self.mem_gb is not None:
+                params["mem_gb"] = self.mem_gb
+        if self.setup:
+            params["slurm_setup"] = list(self.setup)
+        if self.additional_parameters:
+            params["slurm_additional_parameters"] = dict(self.additional_parameters)
+        return params
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ClusterProfile) if f.name != "source"}
+_OPTIONAL_STR = ("description", "account", "qos", "constraint", "gpu_type", "gres")
+
+
+def _listing(names) -> str:
+    return ", ".join(sorted(names)) or "(none)"
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles in ``slurm/profiles``."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
+    """Read and validate a cluster profile: a name in ``slurm/profiles`` (``local``) or a YAML path.
+
+    Raises :class:`ProfileError` naming the file and the problem: an unknown key (with the valid keys),
+    a missing ``partitions.default``, a wrong type or a negative count.
+    """
+    text = os.fspath(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text)
+    else:
+        path = PROFILES_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"no cluster profile {text!r} (looked for {path}); available: {_listing(available_profiles())}")
+    import yaml  # PyYAML: only needed here
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    return profile_from_dict(data if data is not None else {}, source=str(path), default_name=path.stem)
+
+
+def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | None = None) -> ClusterProfile:
+    """Validate a profile given as a mapping (the parsed YAML); see :func:`load_profile`."""
+
+    def bad(message: str) -> ProfileError:
+        return ProfileError(f"{source}: {message}")
+
+    if not isinstance(data, Mapping):
+        raise bad(f"a profile is a mapping of keys to values, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(str(k), _FIELDS, 1)) else repr(k) for k in unknown]
+        raise bad(f"unknown key(s) {', '.join(hints)}; valid keys: {_listing(_FIELDS)}")
+    values = dict(data)
+    values.setdefault("name", default_name)
+    if not isinstance(values["name"], str) or not values["name"]:
+        raise bad("'name' must be a non-empty string")
+
+    partitions = values.get("partitions")
+    if isinstance(partitions, str):
+        partitions = {"default": partitions}
+    if not isinstance(partitions, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in partitions.items()):
+        raise bad("'partitions' must map roles to partition names, e.g. {default: gpu, debug: dev}")
+    if "default" not in partitions:
+        raise bad(f"'partitions' needs a 'default' entry (roles given: {_listing(partitions)})")
+    values["partitions"] = dict(partitions)
+
+    for key in _OPTIONAL_STR:
+        if values.get(key) is not None and not isinstance(values[key], str):
+            raise bad(f"{key!r} must be a string or null, got {values[key]!r}")
+    if values.get("description") is None:
+        values["description"] = ""
+    for key, minimum, nullable in (
+        ("gpus_per_node", 0, False),
+        ("cpus_per_gpu", 1, True),
+        ("cpus_per_task", 1, False),
+        ("time_min", 1, False),
+        ("max_time_min", 1, True),
+        ("array_parallelism", 1, False),
+    ):
+        if key not in values or (nullable and values[key] is None):
+            continue
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise bad(f"{key!r} must be an integer >= {minimum}{' or null' if nullable else ''}, got {value!r}")
+    for key in ("mem_per_gpu_gb", "mem_gb"):
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise bad(f"{key!r} must be a positive number of GB or null, got {value!r}")
+    if values.get("max_time_min") is not None and values.get("time_min", 60) > values["max_time_min"]:
+        raise bad(f"'time_min' ({values.get('time_min', 60)}) exceeds 'max_time_min' ({values['max_time_min']})")
+    if values.get("gres") is not None:
+        if "{gpus}" not in values["gres"]:
+            raise bad(f"'gres' must contain '{{gpus}}', e.g. 'gpu:{{gpu_type}}:{{gpus}}', got {values['gres']!r}")
+        try:
+            values["gres"].format(gpus=1, gpu_type="x")
+        except (KeyError, IndexError, ValueError):
+            raise bad(f"'gres' may use only {{gpus}} and {{gpu_type}}, got {values['gres']!r}") from None
+        if "{gpu_type}" in values["gres"] and not values.get("gpu_type"):
+            raise bad("'gres' uses {gpu_type} but 'gpu_type' is not set")
+    setup = values.get("setup")
+    if setup is None:
+        values["setup"] = ()
+    elif isinstance(setup, list) and all(isinstance(line, str) for line in setup):
+        values["setup"] = tuple(setup)
+    else:
+        raise bad(f"'setup' must be a list of shell lines, got {setup!r}")
+    extra = values.get("additional_parameters")
+    if extra is None:
+        values["additional_parameters"] = {}
+    elif not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
+        raise bad(f"'additional_parameters' must map sbatch option names to values, got {extra!r}")
+    else:
+        values["additional_parameters"] = dict(extra)
+    return ClusterProfile(**values, source=source)
+
+
+# --------------------------------------------------------------------------------------------------
+# The local test cluster
+
+
+def cluster_dir() -> Path:
+    """Where the local cluster keeps everything: ``$HARNESS_SLURM_DIR`` or ``/tmp/harness-slurm``."""
+    return Path(os.environ.get("HARNESS_SLURM_DIR") or DEFAULT_CLUSTER_DIR).absolute()
+
+
+def _parse_exports(text: str) -> dict[str, str]:
+    env = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, value = words[1].split("=", 1)
+            env[key] = value
+    return env
+
+
+def local_cluster_env() -> dict[str, str]:
+    """Variables (``SLURM_CONF``, ``HARNESS_SLURM_DIR``) that point SLURM's commands at the running
+    local cluster, read from the env file ``slurm/up.sh`` writes. Raises :class:`ClusterUnavailable`
+    when the cluster is not up (``make slurm-up`` or :func:`ensure_local_cluster` starts it)."""
+    env_file = cluster_dir() / "env.sh"
+    try:
+        env = _parse_exports(env_file.read_text())
+    except FileNotFoundError:
+        raise ClusterUnavailable(f"the local SLURM cluster is not running (no {env_file}); start it with `make slurm-up`") from None
+    if not env.get("SLURM_CONF") or not Path(env["SLURM_CONF"]).is_file():
+        raise ClusterUnavailable(f"{env_file} names no existing SLURM_CONF; restart the cluster with `make slurm-up`")
+    return env
+
+
+def _run_script(name: str, args: list[str], timeout: float, extra_env: Mapping[str, str]) -> subprocess.CompletedProcess:
+    if not sys.platform.startswith("linux"):
+        raise ClusterUnavailable(f"the local SLURM cluster needs Linux (this is {sys.platform})")
+    script = SLURM_SCRIPTS / name
+    if not script.is_file():
+        raise ClusterUnavailable(f"{script} is missing (harness installed outside its checkout?)")
+    env = {**os.environ, **extra_env}
+    try:
+        # The daemons are started with their output redirected, so the pipes close when the script ends.
+        return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ClusterUnavailable("bash is not installed") from None
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        tail = "\n".join(err.strip().splitlines()[-5:])
+        raise ClusterUnavailable(f"slurm/{name} did not finish within {timeout:.0f}s" + (f"; last output:\n{tail}" if tail else "")) from None
+
+
+def _failure(proc: subprocess.CompletedProcess, name: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    for i, line in enumerate(lines):  # from the script's error line on: the message and the log tail
+        if line.startswith("[slurm] error:"):
+            return "\n".join(lines[i:])
+    return f"slurm/{name} exited with status {proc.returncode}" + (":\n" + "\n".join(lines[-10:]) if lines else "")
+
+
+def ensure_local_cluster(timeout: float = 300.0, install: bool = True) -> dict[str, str]:
+    """Start the local SLURM cluster if it is not running (installing SLURM with apt if ``install``
+    and it is missing) and wait until its node is idle and ``sacct`` answers.
+
+    Returns the variables to put in the environment of anything that calls SLURM's commands (submitit
+    calls ``sbatch``, ``sacct``, ``scancel``): ``os.environ.update(ensure_local_cluster())``.
+    Raises :class:`ClusterUnavailable` with the reason (not root, no apt, a daemon that did not start
+    and the tail of its log, or ``timeout`` seconds passed). Fast when the cluster is already up.
+    """
+    extra = {"HARNESS_SLURM_DIR": str(cluster_dir())}
+    if not install:
+        extra["HARNESS_SLURM_NO_INSTALL"] = "1"
+    if "HARNESS_SLURM_TIMEOUT" not in os.environ:  # each daemon's wait; the whole script gets `timeout`
+        extra["HARNESS_SLURM_TIMEOUT"] = str(max(5, min(60, int(timeout))))
+    proc = _run_script("up.sh", [], timeout, extra)
+    if proc.returncode != 0:
+        raise ClusterUnavailable(_failure(proc, "up.sh"))
+    env = _parse_exports(proc.stdout)
+    if "SLURM_CONF" not in env:
+        raise ClusterUnavailable(f"slurm/up.sh printed no SLURM_CONF; its output was:\n{proc.stdout}{proc.stderr}")
+    return env
+
+
+def stop_local_cluster(purge: bool = False, timeout: float = 120.0) -> None:
+    """Stop the local cluster (``slurm/down.sh``): cancel its jobs, stop its daemons; with ``purge``,
+    also delete its directory. Raises :class:`ClusterUnavailable` if the script fails."""
+    proc = _run_script("down.sh", ["--purge"] if purge else [], timeout, {"HARNESS_SLURM_DIR": str(cluster_dir())})
+    if proc.returncode != 0:
+        raise ClusterUnavailable(_failure(proc, "down.sh"))
