@@ -50,7 +50,7 @@ def test_targets_report_reads_the_run():
     report = {what: (val, ok) for what, val, ok in bench.targets_report(rows)}
     assert report["RS ≥ 50× faster than the plain loop (N=1e6, P=1e3)"] == ("250×", True)
     assert report["RS ≤ 3× Focal (N=1e6, P=1e3)"] == ("2.40×", True)
-    assert report["rs: time at 4N ≤ 5× time at N (N=1e6→4e6, P=1e3)"] == ("5.50×", False)
+    assert report["RS: time at 4N ≤ 5× time at N (N=1e6→4e6, P=1e3)"] == ("5.50×", False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")

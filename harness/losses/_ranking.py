@@ -140,8 +140,8 @@ def bucket_right(values: Tensor, values32: Tensor, points: Tensor) -> Tensor:
     """``torch.bucketize(values, points, right=True)`` (the number of points ≤ each value), exactly,
     for sorted float64 ``points``; ``values32`` is ``values`` in float32.
 
-    A binary search per value is the cost of the ranking losses at large N, so a uniform grid of
-    ``GRID_CELLS_PER_POINT × #points`` cells over ``[points[0], points[-1]]`` answers first: a value's cell
+    A binary search per value is the cost of the ranking losses at large N, so a uniform grid of at
+    least ``GRID_CELLS_PER_POINT × #points`` cells over ``[points[0], points[-1]]`` answers first: a value's cell
     comes from one float32 multiply, and a table gives the bucket of every cell that holds no point
     within a safety margin (which covers float32 rounding of the cell index many times over). Only
     values in the remaining cells are searched exactly, so the result is identical to bucketize.
@@ -151,7 +151,7 @@ def bucket_right(values: Tensor, values32: Tensor, points: Tensor) -> Tensor:
         return torch.bucketize(values, points, right=True)
     lo, hi = float(points[0]), float(points[-1])
     span = hi - lo
-    cells = GRID_CELLS_PER_POINT * m
+    cells = max(GRID_CELLS_PER_POINT * m, min(1 << 16, values.numel() // 8))
     width = span / cells
     margin = 2.0**-20 * (max(abs(lo), abs(hi)) + span)
     if not width > 4 * margin:  # points too close together for the grid to separate them
