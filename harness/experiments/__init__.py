@@ -1,0 +1,1 @@
+"""Experiments: specs (``experiments/*.yaml``) → runs, their dispatch, and their result rows."""

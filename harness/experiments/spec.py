@@ -1,0 +1,366 @@
+"""Experiment specs (``experiments/*.yaml``): declared grids that expand into runs.
+
+A spec names the data, the scale profile, the detectors and losses to cross, the seeds, the schedule
+and the launch resources, with per-detector overrides::
+
+    name: synthetic                 # results go to results/<name>/ (default: the file's stem)
+    dataset: {kind: synthetic}      # synthetic | synthetic_lvis | coco | lvis (+ root, repeat_factor);
+                                    # a list of such mappings crosses every cell with each
+    profile: tiny                   # tiny | paper
+    detectors: all                  # or a list of detector names
+    losses: all                     # or a list of registered loss names
+    seeds: [0]
+    schedule: {epochs: 2}           # see SCHEDULE_KEYS
+    launch: {cluster: local, gpus_per_run: 0, cpus_per_run: 1, mem_gb: 4, time_min: 20, array_parallelism: 2}
+    overrides:                      # per detector: schedule and launch keys
+      solov2: {schedule: {epochs: 3}}
+    loss_modules: []                # external loss modules to import (dotted names or .py paths)
+
+:func:`load_spec` validates everything before anything runs: an unknown key, detector or loss, or a bad
+value raises :class:`SpecError` whose message names the valid choices. :meth:`Spec.runs` expands the
+spec into :class:`RunSpec` s; a run's id is a hash of its fully resolved configuration (data, profile,
+detector, loss, schedule) and seed, so identical runs share an id across specs and edits that change a
+run change its id. Launch resources are not part of the id: where a run executes does not change it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+TOP_KEYS = ("name", "description", "dataset", "profile", "detectors", "losses", "seeds", "schedule", "launch",
+            "overrides", "loss_modules")
+DATASET_KEYS = ("kind", "root", "repeat_factor", "train_images", "val_images")
+DATASET_KINDS = ("synthetic", "synthetic_lvis", "coco", "lvis")
+PROFILES = ("tiny", "paper")
+# Schedule keys; None means "the cell's recipe" (lr and batch from the detector's published recipe).
+SCHEDULE_KEYS = {
+    "epochs": None,  # None: the profile's default
+    "lr": None,
+    "batch_per_gpu": None,
+    "checkpoint_every": 1,  # epochs between checkpoints
+    "val_every": None,  # None: evaluate at the end only
+    "max_iters_per_epoch": None,  # cap for quick runs
+}
+LAUNCH_KEYS = {
+    "executor": "auto",  # auto | slurm | local | debug
+    "cluster": "local",  # a slurm/profiles/<name>.yaml
+    "partition": None,  # None: the profile's default partition
+    "gpus_per_run": 0,
+    "cpus_per_run": 1,
+    "mem_gb": 4,
+    "time_min": 30,
+    "array_parallelism": 4,
+}
+EXECUTORS = ("auto", "slurm", "local", "debug")
+
+
+class SpecError(ValueError):
+    """A spec that does not validate; the message names the file, the key and the valid choices."""
+
+
+def _suggest(value: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; valid: {', '.join(choices)}"
+
+
+def _check_keys(where: str, mapping: Mapping, valid: Iterable[str]) -> None:
+    valid = list(valid)
+    for key in mapping:
+        if key not in valid:
+            raise SpecError(f"{where}: unknown key {key!r}{_suggest(key, valid)}")
+
+
+def _positive_int(where: str, value: Any, allow_none: bool = False, allow_zero: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SpecError(f"{where} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _positive_number(where: str, value: Any, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise SpecError(f"{where} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run: a cell (detector × loss) with a seed, fully resolved."""
+
+    experiment: str
+    detector: str
+    loss: str
+    seed: int
+    dataset: Mapping[str, Any]
+    profile: str
+    schedule: Mapping[str, Any]
+    launch: Mapping[str, Any]
+    loss_modules: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> dict:
+        """What determines the run's result (hashed into its id)."""
+        return {
+            "dataset": dict(self.dataset),
+            "profile": self.profile,
+            "detector": self.detector,
+            "loss": self.loss,
+            "schedule": dict(self.schedule),
+            "seed": self.seed,
+            "loss_modules": list(self.loss_modules),
+        }
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return f"{self.detector}-{self.loss}-s{self.seed}-{digest}"
+
+    @property
+    def resources(self) -> tuple:
+        """Runs with equal resources go into one job array."""
+        keys = ("cluster", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "time_min")
+        return tuple(self.launch[k] for k in keys)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["run_id"] = self.run_id
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "RunSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in fields}
+        kwargs["loss_modules"] = tuple(kwargs.get("loss_modules", ()))
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    path: Path | None
+    datasets: tuple[Mapping[str, Any], ...]
+    profile: str
+    detectors: tuple[str, ...]
+    losses: tuple[str, ...]
+    seeds: tuple[int, ...]
+    schedule: Mapping[str, Any]
+    launch: Mapping[str, Any]
+    overrides: Mapping[str, Mapping[str, Any]]
+    loss_modules: tuple[str, ...]
+    description: str = ""
+
+    def runs(self) -> list[RunSpec]:
+        out = []
+        for detector in self.detectors:
+            over = self.overrides.get(detector, {})
+            schedule = {**self.schedule, **over.get("schedule", {})}
+            launch = {**self.launch, **over.get("launch", {})}
+            for dataset, loss, seed in itertools.product(self.datasets, self.losses, self.seeds):
+                out.append(
+                    RunSpec(
+                        experiment=self.name,
+                        detector=detector,
+                        loss=loss,
+                        seed=seed,
+                        dataset=copy.deepcopy(dict(dataset)),
+                        profile=self.profile,
+                        schedule=schedule,
+                        launch=launch,
+                        loss_modules=self.loss_modules,
+                    )
+                )
+        return out
+
+
+def _names(where: str, value: Any, valid: list[str]) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(valid)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{where} must be 'all' or a non-empty list of names; valid: {', '.join(valid)}")
+    for v in value:
+        if v not in valid:
+            raise SpecError(f"{where}: unknown name {v!r}{_suggest(v, valid)}")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: names repeat in {value}")
+    return tuple(value)
+
+
+def _schedule(where: str, raw: Any) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where} must be a mapping of {', '.join(SCHEDULE_KEYS)}")
+    _check_keys(where, raw, SCHEDULE_KEYS)
+    out = dict(raw)
+    for key in ("epochs", "batch_per_gpu", "val_every", "max_iters_per_epoch"):
+        if key in out:
+            out[key] = _positive_int(f"{where}.{key}", out[key], allow_none=True)
+    if "checkpoint_every" in out:
+        out["checkpoint_every"] = _positive_int(f"{where}.checkpoint_every", out["checkpoint_every"])
+    if "lr" in out:
+        out["lr"] = _positive_number(f"{where}.lr", out["lr"], allow_none=True)
+    return out
+
+
+def _launch(where: str, raw: Any) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where} must be a mapping of {', '.join(LAUNCH_KEYS)}")
+    _check_keys(where, raw, LAUNCH_KEYS)
+    out = dict(raw)
+    if "executor" in out and out["executor"] not in EXECUTORS:
+        raise SpecError(f"{where}.executor: {out['executor']!r} is not one of {', '.join(EXECUTORS)}")
+    for key in ("gpus_per_run",):
+        if key in out:
+            out[key] = _positive_int(f"{where}.{key}", out[key], allow_zero=True)
+    for key in ("cpus_per_run", "time_min", "array_parallelism"):
+        if key in out:
+            out[key] = _positive_int(f"{where}.{key}", out[key])
+    if "mem_gb" in out:
+        out["mem_gb"] = _positive_number(f"{where}.mem_gb", out["mem_gb"])
+    for key in ("cluster", "partition"):
+        if key in out and out[key] is not None and not isinstance(out[key], str):
+            raise SpecError(f"{where}.{key} must be a name, got {out[key]!r}")
+    return out
+
+
+def _dataset(where: str, raw: Any) -> dict:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    if not isinstance(raw, Mapping) or "kind" not in raw:
+        raise SpecError(f"{where} must name a kind: one of {', '.join(DATASET_KINDS)}")
+    _check_keys(where, raw, DATASET_KEYS)
+    out = {"kind": raw["kind"], "root": raw.get("root"), "repeat_factor": raw.get("repeat_factor")}
+    if out["kind"] not in DATASET_KINDS:
+        raise SpecError(f"{where}.kind: {out['kind']!r} is not one of {', '.join(DATASET_KINDS)}")
+    if out["repeat_factor"] is not None:
+        out["repeat_factor"] = _positive_number(f"{where}.repeat_factor", out["repeat_factor"])
+        if out["kind"] not in ("lvis", "synthetic_lvis"):
+            raise SpecError(f"{where}.repeat_factor applies to lvis and synthetic_lvis data only")
+    for key in ("train_images", "val_images"):
+        if key in raw:
+            if not out["kind"].startswith("synthetic"):
+                raise SpecError(f"{where}.{key} applies to synthetic data only")
+            out[key] = _positive_int(f"{where}.{key}", raw[key])
+    if out["root"] is not None and not isinstance(out["root"], str):
+        raise SpecError(f"{where}.root must be a path, got {out['root']!r}")
+    return out
+
+
+def _datasets(where: str, raw: Any) -> tuple[dict, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise SpecError(f"{where} must not be an empty list")
+    out = tuple(_dataset(f"{where}[{i}]" if isinstance(raw, list) else where, item) for i, item in enumerate(items))
+    if len({json.dumps(d, sort_keys=True) for d in out}) != len(out):
+        raise SpecError(f"{where}: the same dataset appears twice")
+    return out
+
+
+def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list[str], losses_loader=None) -> Spec:
+    """Validate a spec's parsed YAML. ``detectors``: the valid detector names. ``losses_loader``:
+    called with the spec's ``loss_modules``, returns the valid loss names after importing them."""
+    where = str(path) if path else name
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: a spec is a mapping with keys {', '.join(TOP_KEYS)}")
+    _check_keys(where, raw, TOP_KEYS)
+    for key in ("detectors", "losses"):
+        if key not in raw:
+            raise SpecError(f"{where}: missing key {key!r}")
+    loss_modules = raw.get("loss_modules") or []
+    if not isinstance(loss_modules, list) or not all(isinstance(m, str) for m in loss_modules):
+        raise SpecError(f"{where}.loss_modules must be a list of module names or .py paths")
+    valid_losses = losses_loader(loss_modules) if losses_loader else []
+    exp_name = raw.get("name", name)
+    if not isinstance(exp_name, str) or not exp_name.replace("_", "").replace("-", "").isalnum():
+        raise SpecError(f"{where}.name must be letters, digits, '-' or '_', got {exp_name!r}")
+    profile = raw.get("profile", "tiny")
+    if profile not in PROFILES:
+        raise SpecError(f"{where}.profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds:
+        raise SpecError(f"{where}.seeds must be a non-empty list of integers >= 0")
+    seeds = tuple(_positive_int(f"{where}.seeds[{i}]", s, allow_zero=True) for i, s in enumerate(seeds))
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}.seeds repeat: {list(seeds)}")
+    dets = _names(f"{where}.detectors", raw["detectors"], detectors)
+    overrides_raw = raw.get("overrides") or {}
+    if not isinstance(overrides_raw, Mapping):
+        raise SpecError(f"{where}.overrides must map detector names to {{schedule, launch}}")
+    overrides = {}
+    for det, over in overrides_raw.items():
+        if det not in detectors:
+            raise SpecError(f"{where}.overrides: unknown detector {det!r}{_suggest(det, detectors)}")
+        if not isinstance(over, Mapping):
+            raise SpecError(f"{where}.overrides.{det} must be a mapping with keys schedule, launch")
+        _check_keys(f"{where}.overrides.{det}", over, ("schedule", "launch"))
+        overrides[det] = {
+            "schedule": _schedule(f"{where}.overrides.{det}.schedule", over.get("schedule")),
+            "launch": _launch(f"{where}.overrides.{det}.launch", over.get("launch")),
+        }
+    return Spec(
+        name=exp_name,
+        path=path,
+        description=str(raw.get("description", "")),
+        datasets=_datasets(f"{where}.dataset", raw.get("dataset", "synthetic")),
+        profile=profile,
+        detectors=dets,
+        losses=_names(f"{where}.losses", raw["losses"], valid_losses),
+        seeds=seeds,
+        schedule={**SCHEDULE_KEYS, **_schedule(f"{where}.schedule", raw.get("schedule"))},
+        launch={**LAUNCH_KEYS, **_launch(f"{where}.launch", raw.get("launch"))},
+        overrides=overrides,
+        loss_modules=tuple(loss_modules),
+    )
+
+
+def load_spec(path: str | Path, detectors: list[str] | None = None) -> Spec:
+    """Read and validate ``path``; :class:`SpecError` with one clear line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec {path} does not exist; specs live in experiments/*.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if detectors is None:
+        from harness.detectors import detector_names
+
+        detectors = list(detector_names())
+    return parse_spec(raw, name=path.stem, path=path, detectors=detectors, losses_loader=_load_losses)
+
+
+def _load_losses(modules: list[str]) -> list[str]:
+    from harness.losses import load_loss_module, loss_names
+
+    for m in modules:
+        try:
+            load_loss_module(m)
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            raise SpecError(f"loss_modules: {exc}") from None
+        except ValueError as exc:  # e.g. a duplicate name
+            raise SpecError(f"loss_modules: {m}: {exc}") from None
+    return loss_names()

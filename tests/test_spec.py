@@ -1,0 +1,106 @@
+"""Experiment specs: validation with clear errors, expansion into runs, stable run ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.experiments.spec import SpecError, load_spec
+
+DETECTORS = ["faster_rcnn", "cascade_rcnn", "atss", "paa", "mask_rcnn", "yolact", "solov2"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, data, name="exp"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def load(tmp_path, data):
+    return load_spec(write(tmp_path, data), DETECTORS)
+
+
+BASE = {"detectors": ["atss"], "losses": ["rs", "focal"]}
+
+
+@pytest.mark.parametrize("name, cells", [("synthetic", 35), ("synthetic_lvis", 10), ("coco_1x", 35), ("lvis_1x", 3)])
+def test_shipped_specs_validate_and_expand(name, cells):
+    spec = load_spec(REPO / "experiments" / f"{name}.yaml", DETECTORS)
+    runs = spec.runs()
+    assert len(runs) == cells and len({r.run_id for r in runs}) == cells
+    assert all(r.experiment == spec.name == name for r in runs)
+
+
+def test_coco_grid_is_the_paper_grid():
+    spec = load_spec(REPO / "experiments" / "coco_1x.yaml", DETECTORS)
+    assert spec.profile == "paper" and set(spec.detectors) == set(DETECTORS)
+    assert set(spec.losses) == {"ce", "focal", "ap", "alrp", "rs"}
+    runs = {(r.detector, r.loss): r for r in spec.runs()}
+    assert runs["atss", "rs"].launch["gpus_per_run"] * runs["atss", "rs"].schedule["batch_per_gpu"] == 16
+    assert runs["solov2", "rs"].schedule["epochs"] == 36 and runs["atss", "rs"].schedule["epochs"] == 12
+
+
+def test_synthetic_lvis_crosses_rfs_on_and_off():
+    runs = load_spec(REPO / "experiments" / "synthetic_lvis.yaml", DETECTORS).runs()
+    assert {r.dataset["repeat_factor"] for r in runs} == {0.001, None}
+
+
+def test_run_ids_hash_the_resolved_config_and_seed(tmp_path):
+    a = load(tmp_path, {**BASE, "seeds": [0, 1]}).runs()
+    b = load(tmp_path, {**BASE, "seeds": [0, 1], "launch": {"cpus_per_run": 2}}).runs()
+    c = load(tmp_path, {**BASE, "seeds": [0, 1], "schedule": {"epochs": 3}}).runs()
+    assert [r.run_id for r in a] == [r.run_id for r in b]  # resources do not change a run
+    assert not {r.run_id for r in a} & {r.run_id for r in c}  # the schedule does
+    assert a[0].run_id != a[1].run_id  # nor do seeds share ids
+    assert a[0].run_id.startswith("atss-rs-s0-") or a[0].run_id.startswith("atss-focal-s0-")
+
+
+def test_overrides_apply_per_detector(tmp_path):
+    spec = load(tmp_path, {"detectors": ["atss", "solov2"], "losses": ["rs"], "schedule": {"epochs": 2},
+                           "overrides": {"solov2": {"schedule": {"epochs": 5}, "launch": {"time_min": 99}}}})
+    runs = {r.detector: r for r in spec.runs()}
+    assert runs["atss"].schedule["epochs"] == 2 and runs["solov2"].schedule["epochs"] == 5
+    assert runs["solov2"].launch["time_min"] == 99 and runs["atss"].resources != runs["solov2"].resources
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"detectors": ["atts"]}, "unknown name 'atts' (did you mean 'atss'?); valid: faster_rcnn, cascade_rcnn"),
+        ({"losses": ["rank_sort"]}, "unknown name 'rank_sort'"),
+        ({"lossses": ["rs"]}, "unknown key 'lossses' (did you mean 'losses'?)"),
+        ({"profile": "huge"}, "profile: 'huge' is not one of tiny, paper"),
+        ({"seeds": [0, -1]}, "seeds[1] must be an integer >= 0"),
+        ({"seeds": [1, 1]}, "seeds repeat"),
+        ({"schedule": {"epochs": 0}}, "schedule.epochs must be an integer >= 1, got 0"),
+        ({"schedule": {"lr": "fast"}}, "schedule.lr must be a number > 0"),
+        ({"schedule": {"epoch": 2}}, "unknown key 'epoch' (did you mean 'epochs'?)"),
+        ({"launch": {"executor": "ssh"}}, "executor: 'ssh' is not one of auto, slurm, local, debug"),
+        ({"launch": {"gpus_per_run": -1}}, "gpus_per_run must be an integer >= 0"),
+        ({"dataset": {"kind": "imagenet"}}, "kind: 'imagenet' is not one of synthetic, synthetic_lvis, coco, lvis"),
+        ({"dataset": {"kind": "coco", "repeat_factor": 0.001}}, "repeat_factor applies to lvis"),
+        ({"overrides": {"retinanet": {}}}, "overrides: unknown detector 'retinanet'"),
+        ({"overrides": {"atss": {"lr": 1}}}, "overrides.atss: unknown key 'lr'"),
+        ({"loss_modules": ["no_such_module_xyz"]}, "cannot be imported"),
+        ({"name": "has space"}, "name must be letters"),
+    ],
+)
+def test_bad_specs_name_the_problem_and_the_choices(tmp_path, change, message):
+    with pytest.raises(SpecError) as info:
+        load(tmp_path, {**BASE, **change})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml", DETECTORS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detectors: [atss\nlosses: rs\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_spec(bad, DETECTORS)
+    with pytest.raises(SpecError, match="missing key 'losses'"):
+        load(tmp_path, {"detectors": "all"})
