@@ -41,6 +41,10 @@ die() {
     else
       printf '[slurm] (%s is empty or missing)\n' "$2" >&2
     fi
+    if [ "$2" = "${MARK_FILE:-}" ] && [ -s "$MARK_OUT" ]; then
+      printf '[slurm] its output on start-up (%s):\n' "$MARK_OUT" >&2
+      tail -n 10 "$MARK_OUT" | sed 's/^/    /' >&2
+    fi
   fi
   exit 1
 }
@@ -53,12 +57,28 @@ alive() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]
 }
 
-# wait_for SECONDS WHAT LOGFILE COMMAND...: poll COMMAND every 0.2 s; die with the log tail on timeout.
+# mark NAME LOGFILE: before starting daemon NAME, remember where its LOGFILE ends, so that wait_for
+# can spot a fatal error written after that (the daemon died: no point waiting for the timeout).
+# spawn then sends what the daemon prints before it opens its log to $LOGS/NAME.out.
+mark() { MARK_FILE=$2; MARK_OFFSET=$(stat -c %s "$2" 2>/dev/null || echo 0); MARK_OUT=$LOGS/$1.out; }
+
+# spawn COMMAND...: start a daemon with no terminal, no inherited pipes (a caller capturing our output
+# would otherwise wait for it) and without the lock on fd 9.
+spawn() { setsid "$@" </dev/null >"$MARK_OUT" 2>&1 9>&- & }
+
+FATAL_PATTERN='(fatal:|\[ERROR\] Aborting|\[ERROR\] Can.t start server)'
+
+# wait_for SECONDS WHAT LOGFILE COMMAND...: poll COMMAND every 0.2 s; die with the log tail on timeout,
+# or at once when the log (since `mark`) shows a fatal error.
 wait_for() {
   local seconds=$1 what=$2 logfile=$3
   shift 3
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
+    if [ "$logfile" = "${MARK_FILE:-}" ] &&
+      { tail -c "+$((MARK_OFFSET + 1))" "$logfile"; cat "$MARK_OUT"; } 2>/dev/null | grep -qE "$FATAL_PATTERN"; then
+      die "$what failed to start" "$logfile"
+    fi
     [ "$SECONDS" -lt "$deadline" ] || die "$what not ready after ${seconds}s (HARNESS_SLURM_TIMEOUT=$WAIT_S)" "$logfile"
     sleep 0.2
   done

@@ -114,10 +114,6 @@ install_conf() {  # install_conf FILE DAEMON...: move FILE.new into place; resta
 install_conf "$CONF" slurmd slurmctld
 install_conf "$DBD_CONF" slurmdbd
 
-# Daemons get no terminal, no inherited pipes (a caller capturing our output would otherwise wait for
-# them) and not the lock on fd 9.
-spawn() { setsid "$@" </dev/null >>"$LOGS/daemons.out" 2>&1 9>&- & }
-
 # -- munged (private key and socket, as user munge) ---------------------------------------------------
 if ! alive munged; then
   if id munge >/dev/null 2>&1; then MUNGE_USER=munge; else MUNGE_USER=root; fi
@@ -130,6 +126,7 @@ if ! alive munged; then
   rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
   munge_args=(--socket="$MUNGE_SOCKET" --key-file="$MUNGE_DIR/munge.key" --pid-file="$MUNGE_DIR/munged.pid"
     --log-file="$MUNGE_DIR/munged.log" --seed-file="$MUNGE_DIR/munged.seed" --num-threads=10)
+  mark munged "$MUNGE_DIR/munged.log"
   if [ "$MUNGE_USER" = munge ]; then
     spawn runuser -u munge -- munged "${munge_args[@]}"
   else
@@ -150,6 +147,7 @@ if ! alive mariadbd; then
       --skip-test-db >"$LOGS/mariadb-install.log" 2>&1 ||
       die "mariadb-install-db failed" "$LOGS/mariadb-install.log"
   fi
+  mark mariadbd "$LOGS/mariadb.log"
   spawn mariadbd --no-defaults --user=root --datadir="$DATADIR" --bind-address=127.0.0.1 --port="$DB_PORT" \
     --socket="$DB_SOCKET" --pid-file="$RUN/mariadbd.pid" --log-error="$LOGS/mariadb.log" --skip-name-resolve \
     --innodb-buffer-pool-size=1024M --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 --max-connections=100
@@ -164,6 +162,7 @@ mariadb --no-defaults --socket="$DB_SOCKET" -e "
 
 # -- slurmdbd, then the cluster's record in it ------------------------------------------------------------
 if ! alive slurmdbd; then
+  mark slurmdbd "$LOGS/slurmdbd.log"
   spawn slurmdbd
   wait_for "$WAIT_S" slurmdbd "$LOGS/slurmdbd.log" alive slurmdbd
   log "started slurmdbd"
@@ -175,12 +174,14 @@ fi
 
 # -- slurmctld, slurmd ------------------------------------------------------------------------------------
 if ! alive slurmctld; then
+  mark slurmctld "$LOGS/slurmctld.log"
   spawn slurmctld -f "$CONF"
   wait_for "$WAIT_S" slurmctld "$LOGS/slurmctld.log" alive slurmctld
   log "started slurmctld"
 fi
 wait_for "$WAIT_S" slurmctld "$LOGS/slurmctld.log" bash -c "scontrol ping | grep -q 'is UP'"
 if ! alive slurmd; then
+  mark slurmd "$LOGS/slurmd.log"
   spawn slurmd -f "$CONF"
   wait_for "$WAIT_S" slurmd "$LOGS/slurmd.log" alive slurmd
   log "started slurmd"
