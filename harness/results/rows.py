@@ -1,0 +1,89 @@
+"""Result rows: ``results/<experiment>/runs/<run_id>.json``, one per finished (or failed) run.
+
+A row is written atomically (a temporary file in the same folder, then ``os.replace``), so a reader
+sees either no row or a whole one, never half, even if the writer is killed. Reading skips and reports
+a corrupt file (with a warning) instead of dropping it silently.
+
+Row fields: ``run_id``, ``experiment``, ``detector``, ``loss``, ``seed``, ``dataset``, ``profile``,
+``schedule``, ``status`` (``done`` or ``failed``), ``reason`` (why it failed), ``metrics`` (flat
+name → value), ``curve`` (training loss per logged iteration) and ``provenance`` (git commit and dirty
+flag, package versions, effective batch and lr, wall time, job id, host, restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+ROW_STATUSES = ("done", "failed")
+
+
+class CorruptRowWarning(UserWarning):
+    """A row file that cannot be read; it is left out of tables and listed by ``harness status``."""
+
+
+def runs_dir(experiment_dir: str | Path) -> Path:
+    return Path(experiment_dir) / "runs"
+
+
+def row_path(experiment_dir: str | Path, run_id: str) -> Path:
+    return runs_dir(experiment_dir) / f"{run_id}.json"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_row(experiment_dir: str | Path, row: Mapping[str, Any]) -> Path:
+    if row.get("status") not in ROW_STATUSES:
+        raise ValueError(f"a row's status must be one of {ROW_STATUSES}, got {row.get('status')!r}")
+    return write_json_atomic(row_path(experiment_dir, row["run_id"]), dict(row))
+
+
+@dataclass
+class CorruptRow:
+    path: Path
+    reason: str
+
+
+def read_rows(experiment_dir: str | Path, warn: bool = True) -> tuple[list[dict], list[CorruptRow]]:
+    """All rows of an experiment, and the files that could not be read (each warned about)."""
+    rows, corrupt = [], []
+    folder = runs_dir(experiment_dir)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            row = json.loads(path.read_text())
+            if not isinstance(row, dict) or "run_id" not in row or row.get("status") not in ROW_STATUSES:
+                raise ValueError("not a result row (no run_id or status)")
+            if row["run_id"] != path.stem:
+                raise ValueError(f"its run_id {row['run_id']!r} does not match the file name")
+        except (OSError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else f"invalid JSON ({exc.msg} at line {exc.lineno})"
+            corrupt.append(CorruptRow(path, reason))
+            if warn:
+                warnings.warn(f"corrupt result row {path} left out: {reason}", CorruptRowWarning, stacklevel=2)
+            continue
+        rows.append(row)
+    return rows, corrupt
+
+
+def iter_done(rows: list[dict]) -> Iterator[dict]:
+    return (r for r in rows if r.get("status") == "done")
