@@ -126,7 +126,8 @@ def wait_for(predicate, timeout: float, job, what: str) -> None:
 @slurm
 def test_cluster_has_the_local_profile_partitions(slurm_cluster):
     assert local_cluster_env()["SLURM_CONF"] == slurm_cluster["SLURM_CONF"]
-    out = subprocess.run(["sinfo", "-h", "-o", "%R %T"], capture_output=True, text=True, timeout=30, check=True).stdout
+    sinfo = ["sinfo", "-h", "-o", "%R %T"]
+    out = subprocess.run(sinfo, capture_output=True, text=True, timeout=30, check=True).stdout
     partitions = dict(line.split() for line in out.splitlines())
     assert set(load_profile("local").partitions.values()) <= set(partitions), out
     assert partitions["debug"] in {"idle", "mixed", "allocated", "completing"}, out
@@ -168,7 +169,11 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(slurm_cluster
     # timeout_min > 10: submitit counts the USR2 as a preemption, not as a timeout (see docs/slurm.md).
     job = make_executor(tmp_path, timeout_min=15).submit(SumOfSquares(n, str(work)))
     progress = work / "progress.json"
-    wait_for(lambda: progress.exists() and json.loads(progress.read_text())["done"] >= 4, 60, job, "4 steps of progress")
+
+    def four_steps_done() -> bool:
+        return progress.exists() and json.loads(progress.read_text())["done"] >= 4
+
+    wait_for(four_steps_done, 60, job, "4 steps of progress")
     job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 to the job
     wait_done([job], timeout=120)
     assert job.result() == expected, describe([job])

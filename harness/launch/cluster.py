@@ -197,7 +197,9 @@ def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
     else:
         path = PROFILES_DIR / f"{text}.yaml"
     if not path.is_file():
-        raise ProfileError(f"no cluster profile {text!r} (looked for {path}); available: {_listing(available_profiles())}")
+        raise ProfileError(
+            f"no cluster profile {text!r} (looked for {path}); available: {_listing(available_profiles())}"
+        )
     import yaml  # PyYAML: only needed here
 
     try:
@@ -217,7 +219,10 @@ def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | Non
         raise bad(f"a profile is a mapping of keys to values, got {type(data).__name__}")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(str(k), _FIELDS, 1)) else repr(k) for k in unknown]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), _FIELDS, 1)
+            hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
         raise bad(f"unknown key(s) {', '.join(hints)}; valid keys: {_listing(_FIELDS)}")
     values = dict(data)
     values.setdefault("name", default_name)
@@ -227,7 +232,9 @@ def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | Non
     partitions = values.get("partitions")
     if isinstance(partitions, str):
         partitions = {"default": partitions}
-    if not isinstance(partitions, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in partitions.items()):
+    if not isinstance(partitions, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in partitions.items()
+    ):
         raise bad("'partitions' must map roles to partition names, e.g. {default: gpu, debug: dev}")
     if "default" not in partitions:
         raise bad(f"'partitions' needs a 'default' entry (roles given: {_listing(partitions)})")
@@ -310,13 +317,19 @@ def local_cluster_env() -> dict[str, str]:
     try:
         env = _parse_exports(env_file.read_text())
     except FileNotFoundError:
-        raise ClusterUnavailable(f"the local SLURM cluster is not running (no {env_file}); start it with `make slurm-up`") from None
+        raise ClusterUnavailable(
+            f"the local SLURM cluster is not running (no {env_file}); start it with `make slurm-up`"
+        ) from None
     if not env.get("SLURM_CONF") or not Path(env["SLURM_CONF"]).is_file():
-        raise ClusterUnavailable(f"{env_file} names no existing SLURM_CONF; restart the cluster with `make slurm-up`")
+        raise ClusterUnavailable(
+            f"{env_file} names no existing SLURM_CONF; restart the cluster with `make slurm-up`"
+        )
     return env
 
 
-def _run_script(name: str, args: list[str], timeout: float, extra_env: Mapping[str, str]) -> subprocess.CompletedProcess:
+def _run_script(
+    name: str, args: list[str], timeout: float, extra_env: Mapping[str, str]
+) -> subprocess.CompletedProcess:
     if not sys.platform.startswith("linux"):
         raise ClusterUnavailable(f"the local SLURM cluster needs Linux (this is {sys.platform})")
     script = SLURM_SCRIPTS / name
@@ -325,13 +338,16 @@ def _run_script(name: str, args: list[str], timeout: float, extra_env: Mapping[s
     env = {**os.environ, **extra_env}
     try:
         # The daemons are started with their output redirected, so the pipes close when the script ends.
-        return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
     except FileNotFoundError:
         raise ClusterUnavailable("bash is not installed") from None
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         tail = "\n".join(err.strip().splitlines()[-5:])
-        raise ClusterUnavailable(f"slurm/{name} did not finish within {timeout:.0f}s" + (f"; last output:\n{tail}" if tail else "")) from None
+        message = f"slurm/{name} did not finish within {timeout:.0f}s"
+        raise ClusterUnavailable(message + (f"; last output:\n{tail}" if tail else "")) from None
 
 
 def _failure(proc: subprocess.CompletedProcess, name: str) -> str:
