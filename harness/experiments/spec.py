@@ -164,6 +164,7 @@ class Spec:
     overrides: Mapping[str, Mapping[str, Any]]
     loss_modules: tuple[str, ...]
     description: str = ""
+    only: frozenset[tuple[str, str]] | None = None  # restrict to these (detector, loss) cells
 
     def runs(self) -> list[RunSpec]:
         out = []
@@ -172,6 +173,8 @@ class Spec:
             schedule = {**self.schedule, **over.get("schedule", {})}
             launch = {**self.launch, **over.get("launch", {})}
             for dataset, loss, seed in itertools.product(self.datasets, self.losses, self.seeds):
+                if self.only is not None and (detector, loss) not in self.only:
+                    continue
                 out.append(
                     RunSpec(
                         experiment=self.name,
