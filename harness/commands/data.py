@@ -1,0 +1,125 @@
+"""Datasets: write the synthetic benchmark, or check a COCO 2017 / LVIS v1 data root.
+
+`harness data synthetic [--kind coco|lvis] [--out DIR]` writes the generated dataset to DIR (atomically;
+without --out it is generated into the cache, $HARNESS_DATA_DIR or <repo>/data, and reused when present).
+`harness data check coco|lvis [--root DIR]` checks a real data root (else $HARNESS_COCO_ROOT /
+$HARNESS_LVIS_ROOT) and prints the resolved paths. Layouts: docs/data-evaluation.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+NAME = "data"
+HELP = "write the synthetic dataset (COCO or LVIS format) or check a COCO / LVIS data root"
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    syn = sub.add_parser("synthetic", help="write the generated dataset", description=__doc__)
+    syn.add_argument("--kind", choices=("coco", "lvis"), default="coco", help="annotation format and categories (default coco)")
+    syn.add_argument("--out", metavar="DIR", help="folder to write (default: the cache, reused when present)")
+    syn.add_argument("--force", action="store_true", help="replace --out DIR when it holds something else")
+    syn.add_argument("--seed", type=int, help="random seed (default 0)")
+    syn.add_argument("--train-images", type=int, metavar="N", help="train split size (default coco 400, lvis 1200)")
+    syn.add_argument("--val-images", type=int, metavar="N", help="val split size (default coco 100, lvis 200)")
+    syn.add_argument("--image-size", type=int, metavar="PX", help="side of the square images (default 128)")
+    syn.add_argument("--json", action="store_true", help="print the summary as JSON")
+    chk = sub.add_parser("check", help="check a COCO 2017 / LVIS v1 data root", description=__doc__)
+    chk.add_argument("dataset", choices=("coco", "lvis"))
+    chk.add_argument("--root", metavar="DIR", help="data root (default $HARNESS_COCO_ROOT / $HARNESS_LVIS_ROOT)")
+
+
+def _params(args):
+    from harness.data import SyntheticParams
+
+    overrides = {
+        k: v
+        for k, v in {
+            "seed": args.seed,
+            "train_images": args.train_images,
+            "val_images": args.val_images,
+            "image_size": args.image_size,
+        }.items()
+        if v is not None
+    }
+    p = SyntheticParams.default(args.kind, **overrides)
+    p.validate()
+    return p
+
+
+def _synthetic(args) -> int:
+    from pathlib import Path
+
+    from harness.cli import UsageError
+    from harness.data import dataset_paths, ensure_synthetic, generate_synthetic, summary
+
+    try:
+        params = _params(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    t0 = time.perf_counter()
+    if args.out:
+        out = Path(args.out).expanduser()
+        existing = None
+        if (out / "params.json").is_file():
+            try:
+                existing = dataset_paths(out)
+            except (OSError, ValueError, KeyError, TypeError):
+                existing = None
+        if existing is not None and existing.params == params.to_dict() and not args.force:
+            paths, status = existing, "up to date"
+        else:
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"--out {out} exists and is not a folder")
+            if out.is_dir() and any(out.iterdir()) and not args.force:
+                raise UsageError(f"--out {out} exists and holds something else; pass --force to replace it")
+            try:
+                paths = generate_synthetic(params, out, overwrite=args.force)
+            except OSError as exc:
+                raise UsageError(f"cannot write {out}: {exc}") from None
+            status = "wrote"
+    else:
+        paths, status = ensure_synthetic(params.kind, params), "ready"
+    info = summary(paths)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    line = (
+        f"{status}: synthetic {info['kind']} dataset at {info['root']}: {info['train_images']} train / "
+        f"{info['val_images']} val images, {info['train_instances']} / {info['val_instances']} instances, "
+        f"{info['categories']} categories"
+    )
+    if "frequency" in info:
+        f = info["frequency"]
+        line += f" (rare {f['r']}, common {f['c']}, frequent {f['f']})"
+    print(f"{line} [{info['seconds']:.1f} s]")
+    print(f"  train: {paths.train_ann}")
+    print(f"  val:   {paths.val_ann}")
+    return 0
+
+
+def _check(args) -> int:
+    from harness.cli import UsageError
+    from harness.data import DataRootError, real_paths
+
+    try:
+        paths = real_paths(args.dataset, args.root)
+    except DataRootError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.dataset}: {paths.root}")
+    for split in ("train", "val"):
+        print(f"  {split}: {paths.ann_files[split]}  images: {paths.img_dir(split)}")
+    return 0
+
+
+def run(args) -> int:
+    from harness.cli import UsageError
+
+    if args.data_command == "synthetic":
+        return _synthetic(args)
+    if args.data_command == "check":
+        return _check(args)
+    raise UsageError("name an action: synthetic or check (harness data --help)")
