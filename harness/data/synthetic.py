@@ -42,6 +42,7 @@ complete, so an interrupted run never leaves half a dataset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -56,7 +57,7 @@ import numpy as np
 from harness.data.paths import LVIS_OVERSAMPLE_THR, LVIS_V1_TRAIN_IMAGES, DatasetPaths
 
 #: Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 KINDS = ("coco", "lvis")
 
@@ -234,12 +235,21 @@ def _rasterise(polys, size: int, cx: float, cy: float, half: float, sx: float, s
     return np.asarray(img, dtype=bool)
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(size: int):
+    """Pixel coordinates (y, x) of a square image, float32, shared read-only."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
 def _texture(rng, size: int, box) -> np.ndarray:
     """A brightness modulation field in [-1, 1] over the image (used inside one object's mask)."""
     kind = _TEXTURES[rng.integers(len(_TEXTURES))]
     if kind == "solid":
         return np.zeros((size, size), np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = _grid(size)
     if kind == "stripes":
         phi = rng.uniform(0, np.pi)
         period = rng.uniform(3.0, 8.0)
@@ -258,7 +268,7 @@ def _texture(rng, size: int, box) -> np.ndarray:
 def _background(rng, p: SyntheticParams) -> np.ndarray:
     size = p.image_size
     base = rng.uniform(70, 175) + rng.normal(0, 12, 3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = (g / size for g in _grid(size))
     phi = rng.uniform(0, 2 * np.pi)
     ramp = (xx * math.cos(phi) + yy * math.sin(phi)) * rng.uniform(-40, 40)
     f1, f2 = rng.uniform(1, 4, 2)
@@ -393,7 +403,7 @@ def _rle(mask: np.ndarray) -> dict:
 def _write_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(arr, "RGB").save(path, format="PNG", compress_level=6, optimize=False)
+    Image.fromarray(arr, "RGB").save(path, format="PNG", compress_level=1, optimize=False)
 
 
 def _generate_split(p: SyntheticParams, split: str, n_images: int, first_image_id: int, cats, out: Path):

@@ -1,0 +1,310 @@
+"""Reading and checking ground truth and detections (COCO / LVIS v1 JSON, or the same as Python objects).
+
+Everything wrong with an input is an :class:`EvaluationError` with a one-line message saying which file or
+which detection is wrong and how; nothing downstream (pycocotools, lvis) is reached with bad data.
+
+Shapes accepted
+---------------
+Ground truth: a COCO or LVIS v1 annotation dict (or a path to its JSON) with ``images`` (``id``;
+``height``/``width`` for masks; LVIS: ``neg_category_ids`` and ``not_exhaustive_category_ids``),
+``categories`` (``id``; LVIS: ``frequency`` in r/c/f) and ``annotations`` (``id``, ``image_id``,
+``category_id``, ``bbox`` [x, y, w, h]; ``segmentation`` (polygons or RLE) for masks; ``area`` and
+``iscrowd`` optional: filled in when missing).
+
+Detections: a list (or a path to a JSON list) of ``{"image_id", "category_id", "score", "bbox":
+[x, y, w, h]}`` with ``"segmentation"`` (RLE ``{"size": [h, w], "counts": ...}`` or polygons) for mask
+evaluation — the COCO results format. A mask-only detection gets its box from the mask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IOU_TYPES = ("bbox", "segm")
+KINDS = ("coco", "lvis")
+FREQUENCIES = ("r", "c", "f")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input; the message is one line naming the problem."""
+
+
+def _load_json(path, what: str):
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise EvaluationError(f"{what} file {p} does not exist")
+    if not p.is_file():
+        raise EvaluationError(f"{what} file {p} is not a file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"cannot read {what} file {p}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{what} file {p} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_box(box, where: str) -> list[float]:
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_num(v) for v in box):
+        raise EvaluationError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {_short(box)}")
+    x, y, w, h = (float(v) for v in box)
+    if w < 0 or h < 0:
+        raise EvaluationError(f"{where}: box {_short(box)} has negative {'width' if w < 0 else 'height'} (format is [x, y, w, h])")
+    return [x, y, w, h]
+
+
+def _short(x, n: int = 60) -> str:
+    s = json.dumps(x) if not isinstance(x, str) else repr(x)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _rle_string_ok(counts: bytes, height: int, width: int) -> bool:
+    """Whether a compressed RLE string (pycocotools' format: run lengths as 5-bit groups offset by 48,
+    0x20 = more groups follow, 0x10 in the last group = negative; from the third run on each is stored
+    as the difference to the run two before) decodes to non-negative runs covering height × width
+    pixels exactly. pycocotools decodes without bounds checks, so a bad string must not reach it."""
+    raw = np.frombuffer(counts, dtype=np.uint8)
+    if raw.size == 0:
+        return height * width == 0
+    if raw.min() < 48 or raw.max() > 111:
+        return False
+    c = raw.astype(np.int64) - 48
+    ends = (c & 0x20) == 0
+    if not ends[-1]:
+        return False
+    group = np.concatenate([[0], np.cumsum(ends)[:-1]])
+    starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))
+    pos = np.arange(c.size) - starts[group]
+    if pos.max() > 11:  # more than 60 bits: not a run length
+        return False
+    x = np.zeros(starts.size, dtype=np.int64)
+    np.add.at(x, group, (c & 0x1F) << (5 * pos))
+    last = np.flatnonzero(ends)
+    neg = (c[last] & 0x10) != 0
+    x[neg] -= np.left_shift(np.int64(1), 5 * (pos[last][neg] + 1))
+    runs = x.copy()
+    runs[2::2] = np.cumsum(x[2::2])
+    if x.size > 3:
+        runs[3::2] = np.cumsum(x[3::2]) + x[1]
+    return bool((runs >= 0).all() and runs.sum() == height * width)
+
+
+def segmentation_to_rle(segm, height: int, width: int, where: str) -> dict:
+    """Polygons, uncompressed or compressed RLE → compressed RLE (``counts`` as str); checked."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        if isinstance(segm, list):
+            if not segm or not all(
+                isinstance(p, (list, tuple)) and len(p) >= 6 and len(p) % 2 == 0 and all(_is_num(v) for v in p) for p in segm
+            ):
+                raise EvaluationError(f"{where}: polygon segmentation must be lists of at least 3 x, y pairs")
+            if height is None or width is None:
+                raise EvaluationError(f"{where}: polygons need the image's height and width in the ground truth")
+            rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], height, width))
+        elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
+            size = segm["size"]
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+                raise EvaluationError(f"{where}: RLE size must be [height, width], got {_short(size)}")
+            if height is not None and width is not None and list(size) != [height, width]:
+                raise EvaluationError(f"{where}: RLE size {list(size)} differs from the image size [{height}, {width}]")
+            counts = segm["counts"]
+            if isinstance(counts, list):
+                if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != size[0] * size[1]:
+                    raise EvaluationError(f"{where}: uncompressed RLE counts must be non-negative and sum to height × width")
+                rle = mask_utils.frPyObjects(dict(segm, size=list(size)), size[0], size[1])
+            elif isinstance(counts, (str, bytes)):
+                data = counts.encode("ascii") if isinstance(counts, str) else counts
+                if not _rle_string_ok(data, size[0], size[1]):
+                    raise EvaluationError(f"{where}: malformed segmentation (RLE counts do not decode to {size[0]} × {size[1]} pixels)")
+                rle = {"size": [int(size[0]), int(size[1])], "counts": data}
+            else:
+                raise EvaluationError(f"{where}: RLE counts must be a string or a list of integers")
+        else:
+            raise EvaluationError(f"{where}: segmentation must be polygons or an RLE dict with size and counts")
+    except EvaluationError:
+        raise
+    except Exception as exc:  # pycocotools raises plain Exceptions on malformed input
+        raise EvaluationError(f"{where}: malformed segmentation ({exc})") from None
+    counts = rle["counts"]
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+@dataclass
+class GroundTruth:
+    """A checked ground-truth dataset: ``data`` is a private copy (annotations copied one level deep),
+    safe to hand to pycocotools / lvis which write into annotation dicts."""
+
+    data: dict
+    kind: str
+    source: str
+    images: dict = field(default_factory=dict)  # id -> image dict
+    categories: dict = field(default_factory=dict)  # id -> category dict
+    has_segm: bool = False
+
+    def fresh(self) -> dict:
+        """A copy of the dataset whose annotation dicts may be modified by an evaluator."""
+        return {**self.data, "annotations": [dict(a) for a in self.data["annotations"]]}
+
+
+def load_ground_truth(gt, kind: str = "coco", iou_types=("bbox",)) -> GroundTruth:
+    """Read (path) or take (dict) a ground-truth dataset and check it for ``kind`` and ``iou_types``."""
+    if kind not in KINDS:
+        raise EvaluationError(f"unknown kind {kind!r}; choose coco or lvis")
+    if isinstance(gt, GroundTruth):
+        gt = gt.data
+    if isinstance(gt, (str, Path)):
+        source = str(gt)
+        data = _load_json(gt, "ground-truth")
+    else:
+        source = "ground truth"
+        data = gt
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{source}: ground truth must be a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise EvaluationError(f"{source}: ground truth has no '{key}' list (COCO / LVIS annotation format expected)")
+    images: dict = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not _is_int(img.get("id")):
+            raise EvaluationError(f"{source}: images[{i}] has no integer 'id'")
+        if img["id"] in images:
+            raise EvaluationError(f"{source}: image id {img['id']} appears twice")
+        if kind == "lvis":
+            for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+                if not isinstance(img.get(key), list):
+                    raise EvaluationError(f"{source}: image {img['id']} has no '{key}' list (needed for LVIS evaluation; use --kind coco for COCO files)")
+        for key in ("height", "width"):
+            if key in img and not (_is_int(img[key]) and img[key] > 0):
+                raise EvaluationError(f"{source}: image {img['id']} has an invalid {key} {_short(img[key])}")
+        images[img["id"]] = img
+    cats: dict = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise EvaluationError(f"{source}: categories[{i}] has no integer 'id'")
+        if cat["id"] in cats:
+            raise EvaluationError(f"{source}: category id {cat['id']} appears twice")
+        if kind == "lvis" and cat.get("frequency") not in FREQUENCIES:
+            raise EvaluationError(f"{source}: category {cat['id']} has no frequency r, c or f (needed for LVIS evaluation)")
+        cats[cat["id"]] = cat
+    if kind == "lvis":
+        for img in images.values():
+            for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+                bad = [c for c in img[key] if c not in cats]
+                if bad:
+                    raise EvaluationError(f"{source}: image {img['id']} lists unknown category {bad[0]} in {key}")
+    want_segm = "segm" in iou_types
+    anns = []
+    ids = [a.get("id") for a in data["annotations"] if isinstance(a, dict)]
+    need_ids = len(ids) != len(data["annotations"]) or not all(_is_int(x) for x in ids) or len(set(ids)) != len(ids)
+    has_segm = bool(data["annotations"])
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise EvaluationError(f"{where} is not an object")
+        a = dict(ann)
+        if a.get("image_id") not in images:
+            raise EvaluationError(f"{where}: image_id {_short(a.get('image_id'))} is not among the images")
+        if a.get("category_id") not in cats:
+            raise EvaluationError(f"{where}: category_id {_short(a.get('category_id'))} is not among the categories")
+        a["bbox"] = _check_box(a.get("bbox"), where)
+        img = images[a["image_id"]]
+        if "segmentation" in a and a["segmentation"] not in (None, [], {}):
+            if want_segm:
+                a["segmentation"] = segmentation_to_rle(a["segmentation"], img.get("height"), img.get("width"), where)
+        else:
+            has_segm = False
+            a.pop("segmentation", None)
+            if want_segm:
+                raise EvaluationError(f"{where} has no segmentation (needed for --iou-type segm)")
+        if need_ids:
+            a["id"] = i + 1
+        if "area" not in a or not _is_num(a["area"]):
+            if want_segm and "segmentation" in a:
+                from pycocotools import mask as mask_utils
+
+                seg = a["segmentation"]
+                a["area"] = float(mask_utils.area({"size": seg["size"], "counts": seg["counts"].encode("ascii")}))
+            else:
+                a["area"] = a["bbox"][2] * a["bbox"][3]
+        a["iscrowd"] = int(bool(a.get("iscrowd", 0)))
+        anns.append(a)
+    copy = {k: v for k, v in data.items() if k not in ("annotations",)}
+    copy["annotations"] = anns
+    return GroundTruth(data=copy, kind=kind, source=source, images=images, categories=cats, has_segm=has_segm)
+
+
+def load_detections(dets, gt: GroundTruth, iou_types=("bbox",), source: str | None = None) -> list[dict]:
+    """Read (path) or take (list) detections, check them against ``gt`` and normalise them: a list of new
+    dicts with ``image_id``, ``category_id``, ``score`` (float), ``bbox`` (floats) and, when mask
+    evaluation is asked for, ``segmentation`` as compressed RLE (``counts`` a str). ``source`` names the
+    input in messages (default: the path, or "detections")."""
+    if isinstance(dets, (str, Path)):
+        source = source or str(dets)
+        data = _load_json(dets, "detections")
+    else:
+        source = source or "detections"
+        data = dets
+    if isinstance(data, tuple):
+        data = list(data)
+    if not isinstance(data, list):
+        raise EvaluationError(f"{source}: detections must be a JSON list of objects (the COCO results format)")
+    want_segm = "segm" in iou_types
+    out = []
+    for i, det in enumerate(data):
+        where = f"{source}: detection {i}"
+        if not isinstance(det, dict):
+            raise EvaluationError(f"{where} is not an object")
+        image_id, cat_id = det.get("image_id"), det.get("category_id")
+        if image_id not in gt.images:
+            raise EvaluationError(f"{where}: image_id {_short(image_id)} is not in the ground truth")
+        if cat_id not in gt.categories:
+            raise EvaluationError(f"{where}: category_id {_short(cat_id)} is not in the ground truth")
+        if not _is_num(det.get("score")):
+            raise EvaluationError(f"{where}: score must be a finite number, got {_short(det.get('score'))}")
+        d = {"image_id": image_id, "category_id": cat_id, "score": float(det["score"])}
+        img = gt.images[image_id]
+        seg = det.get("segmentation")
+        if want_segm:
+            if seg is None:
+                raise EvaluationError(f"{where} has no segmentation (needed for --iou-type segm)")
+            d["segmentation"] = segmentation_to_rle(seg, img.get("height"), img.get("width"), where)
+        if "bbox" in det:
+            d["bbox"] = _check_box(det["bbox"], where)
+        elif seg is not None:
+            from pycocotools import mask as mask_utils
+
+            rle = d.get("segmentation") or segmentation_to_rle(seg, img.get("height"), img.get("width"), where)
+            d["bbox"] = [float(v) for v in mask_utils.toBbox({"size": rle["size"], "counts": rle["counts"].encode("ascii")})]
+        else:
+            raise EvaluationError(f"{where} has neither bbox nor segmentation")
+        out.append(d)
+    return out
+
+
+def limit_per_image(dets: list[dict], max_dets: int) -> list[dict]:
+    """Keep the ``max_dets`` highest-scoring detections of each image (LVIS: 300), order otherwise kept."""
+    by_img: dict = {}
+    for i, d in enumerate(dets):
+        by_img.setdefault(d["image_id"], []).append(i)
+    keep = set()
+    for idx in by_img.values():
+        if len(idx) > max_dets:
+            idx = sorted(idx, key=lambda i: -dets[i]["score"])[:max_dets]
+        keep.update(idx)
+    return [d for i, d in enumerate(dets) if i in keep]
