@@ -1,0 +1,255 @@
+"""COCO / LVIS AP and oLRP through harness.evaluation.evaluate: perfect detections, hand-computed shifts,
+LVIS frequency groups, empty and bad inputs, mmdet prediction conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from harness.data import SyntheticParams, generate_synthetic
+from harness.evaluation import (
+    EvaluationError,
+    encode_mask,
+    evaluate,
+    gt_to_detections,
+    label_to_category_ids,
+    metric_keys,
+    predictions_to_coco,
+)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
+
+
+def approx(x):
+    """AP equality up to the packages' eps in precision = tp / (tp + fp + eps)."""
+    return pytest.approx(x, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Small generated datasets of both kinds."""
+    base = tmp_path_factory.mktemp("eval-data")
+    return {
+        kind: generate_synthetic(SyntheticParams.default(kind, train_images=12, val_images=10), base / kind)
+        for kind in ("coco", "lvis")
+    }
+
+
+@pytest.mark.parametrize("kind", ["coco", "lvis"])
+def test_ground_truth_as_detections_is_perfect(tiny, kind):
+    ann = tiny[kind].val_ann
+    dets = gt_to_detections(ann)
+    m = evaluate(str(ann), dets, kind=kind, iou_types=("bbox", "segm"))
+    assert list(m) == metric_keys(kind)
+    one = approx(1.0)
+    for t in ("bbox", "segm"):
+        assert m[f"{t}_AP"] == one and m[f"{t}_AP50"] == one and m[f"{t}_AP75"] == one
+        assert m[f"{t}_oLRP"] == 0.0 and m[f"{t}_oLRP_loc"] == 0.0 and m[f"{t}_oLRP_FP"] == 0.0 and m[f"{t}_oLRP_FN"] == 0.0
+        defined = [v for k, v in m.items() if k.startswith(f"{t}_AP") and not math.isnan(v)]
+        assert defined and all(v == one for v in defined)
+    if kind == "lvis":
+        assert m["bbox_APr"] == one  # the tiny train split makes every category rare
+
+
+def _gt(boxes, kind="coco", freqs=None):
+    """One 100×100 image; boxes: [(category_id, [x, y, w, h])], masks are the same rectangles."""
+    cats = sorted({c for c, _ in boxes} | set(freqs or {}))
+    img = {"id": 7, "height": 100, "width": 100, "file_name": "a.png"}
+    if kind == "lvis":
+        img.update(neg_category_ids=[], not_exhaustive_category_ids=[])
+    anns = []
+    for i, (c, b) in enumerate(boxes):
+        anns.append({"id": i + 1, "image_id": 7, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0, "segmentation": _rle(b)})
+    categories = [{"id": c, "name": f"c{c}", **({"frequency": (freqs or {}).get(c, "f")} if kind == "lvis" else {})} for c in cats]
+    return {"images": [img], "categories": categories, "annotations": anns}
+
+
+def _rle(box):
+    x, y, w, h = box
+    m = np.zeros((100, 100), bool)
+    m[y : y + h, x : x + w] = True
+    return encode_mask(m)
+
+
+def _det(c, box, score=0.9):
+    return {"image_id": 7, "category_id": c, "bbox": box, "score": score, "segmentation": _rle(box)}
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_shifted_box_hand_computed(iou_type):
+    # 10×10 box shifted by 1 px: IoU = 90 / 110 = 9/11 ≈ 0.818: a TP at the thresholds 0.50 … 0.80
+    # (7 of 10) → AP 0.7, AP50 = AP75 = 1; a small object (area 100) → APs 0.7, no medium/large.
+    # oLRP: one TP, nothing else: (1 − 9/11) / 0.5 = 4/11; loc 2/11.
+    gt = _gt([(1, [10, 10, 10, 10])])
+    m = evaluate(gt, [_det(1, [11, 10, 10, 10])], iou_types=(iou_type,))
+    t = iou_type
+    assert m[f"{t}_AP"] == approx(0.7) and m[f"{t}_AP50"] == approx(1) and m[f"{t}_AP75"] == approx(1)
+    assert m[f"{t}_APs"] == approx(0.7) and math.isnan(m[f"{t}_APm"]) and math.isnan(m[f"{t}_APl"])
+    assert m[f"{t}_oLRP"] == pytest.approx(4 / 11) and m[f"{t}_oLRP_loc"] == pytest.approx(2 / 11)
+    assert m[f"{t}_oLRP_FP"] == 0.0 and m[f"{t}_oLRP_FN"] == 0.0
+    # shifted by 3 px: IoU = 70 / 130 ≈ 0.538: a TP at 0.50 only → AP 0.1, AP50 1, AP75 0
+    m = evaluate(gt, [_det(1, [13, 10, 10, 10])], iou_types=(iou_type,))
+    assert m[f"{t}_AP"] == approx(0.1) and m[f"{t}_AP50"] == approx(1) and m[f"{t}_AP75"] == 0.0
+    assert m[f"{t}_oLRP"] == pytest.approx((1 - 7 / 13) / 0.5)
+
+
+def test_false_positive_above_the_true_positive():
+    # COCO: a FP ranked above the only TP halves the precision at every recall: AP = AP50 = 0.5
+    # (interpolated precision 1/2 for all 101 recall points). oLRP: keep both → (0 + 1 + 0) / 2 = 0.5
+    gt = _gt([(1, [10, 10, 40, 40])])
+    dets = [_det(1, [55, 55, 40, 40], 0.9), _det(1, [10, 10, 40, 40], 0.8)]  # both medium (area 1600)
+    m = evaluate(gt, dets, iou_types=("bbox",))
+    assert m["bbox_AP"] == approx(0.5) and m["bbox_APm"] == approx(0.5) and math.isnan(m["bbox_APs"])
+    assert (m["bbox_oLRP"], m["bbox_oLRP_FP"], m["bbox_oLRP_FN"], m["bbox_oLRP_loc"]) == (0.5, 0.5, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_lvis_frequency_groups_separately(iou_type):
+    # one object per category: rare (1) detected exactly → 1; common (2) shifted 1 px → 0.7 (as above);
+    # frequent (3) shifted 3 px → 0.1. AP is the mean over categories: (1 + 0.7 + 0.1) / 3 = 0.6.
+    gt = _gt([(1, [10, 10, 10, 10]), (2, [40, 40, 10, 10]), (3, [70, 70, 10, 10])], "lvis", {1: "r", 2: "c", 3: "f"})
+    dets = [_det(1, [10, 10, 10, 10]), _det(2, [41, 40, 10, 10]), _det(3, [73, 70, 10, 10])]
+    # a category neither annotated in the image nor listed negative (4) is not evaluated: no effect
+    gt["categories"].append({"id": 4, "name": "c4", "frequency": "c"})
+    dets.append(_det(4, [0, 80, 10, 10], 0.99))
+    m = evaluate(gt, dets, kind="lvis", iou_types=(iou_type,))
+    t = iou_type
+    assert m[f"{t}_APr"] == approx(1.0)
+    assert m[f"{t}_APc"] == approx(0.7)
+    assert m[f"{t}_APf"] == approx(0.1)
+    assert m[f"{t}_AP"] == approx(0.6)
+    # oLRP over the three categories with ground truth: 0, 4/11, (1 − 7/13) / 0.5
+    assert m[f"{t}_oLRP"] == pytest.approx((0 + 4 / 11 + (6 / 13) / 0.5) / 3)
+    # listed as negative in the image, category 4's detection becomes a false positive — but category 4
+    # has no ground truth anywhere, so AP and oLRP still skip it
+    gt["images"][0]["neg_category_ids"] = [4]
+    assert evaluate(gt, dets, kind="lvis", iou_types=(iou_type,))[f"{t}_AP"] == approx(0.6)
+
+
+def test_lvis_not_exhaustive_ignores_unmatched_detections():
+    gt = _gt([(1, [10, 10, 20, 20])], "lvis", {1: "f"})
+    dets = [_det(1, [60, 60, 20, 20], 0.95), _det(1, [10, 10, 20, 20], 0.5)]
+    assert evaluate(gt, dets, kind="lvis", iou_types=("bbox",))["bbox_AP"] == approx(0.5)
+    gt["images"][0]["not_exhaustive_category_ids"] = [1]
+    m = evaluate(gt, dets, kind="lvis", iou_types=("bbox",))
+    assert m["bbox_AP"] == approx(1.0) and m["bbox_oLRP"] == 0.0
+
+
+@pytest.mark.parametrize("kind", ["coco", "lvis"])
+def test_empty_detections_score_zero(tiny, kind):
+    m = evaluate(str(tiny[kind].val_ann), [], kind=kind, iou_types=("bbox", "segm"))
+    for t in ("bbox", "segm"):
+        assert m[f"{t}_AP"] == 0.0 and m[f"{t}_AP50"] == 0.0
+        assert m[f"{t}_oLRP"] == 1.0 and m[f"{t}_oLRP_FN"] == 1.0
+    assert "float" not in np.__dict__  # the lvis numpy alias does not leak
+
+
+def test_default_iou_types_follow_the_detections(tiny):
+    ann = tiny["coco"].val_ann
+    boxes = gt_to_detections(ann, with_masks=False)
+    assert set(k.split("_")[0] for k in evaluate(str(ann), boxes)) == {"bbox"}
+    assert set(k.split("_")[0] for k in evaluate(str(ann), gt_to_detections(ann))) == {"bbox", "segm"}
+
+
+def test_lvis_keeps_300_detections_per_image():
+    gt = _gt([(1, [10, 10, 20, 20])], "lvis", {1: "f"})
+    noise = [_det(1, [60, 60, 5, 5], 0.9) for _ in range(300)]
+    # the TP is the 301st by score: cut by the 300-per-image limit → AP 0
+    m = evaluate(gt, noise + [_det(1, [10, 10, 20, 20], 0.1)], kind="lvis", iou_types=("bbox",))
+    assert m["bbox_AP"] == 0.0 and m["bbox_oLRP"] == 1.0
+
+
+BAD = [
+    ({"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}, "image_id 99 is not in the ground truth"),
+    ({"image_id": 7, "category_id": 42, "bbox": [0, 0, 1, 1], "score": 0.5}, "category_id 42 is not in the ground truth"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, -2], "score": 0.5}, "negative height"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1], "score": 0.5}, "bbox must be 4 finite numbers"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}, "score must be a finite number"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": float("nan")}, "score must be a finite number"),
+    ({"image_id": 7, "category_id": 1, "score": 0.5}, "neither bbox nor segmentation"),
+]
+
+
+@pytest.mark.parametrize("det,message", BAD)
+def test_bad_detections(det, message):
+    with pytest.raises(EvaluationError, match=message):
+        evaluate(_gt([(1, [10, 10, 10, 10])]), [det], iou_types=("bbox",))
+
+
+def test_bad_masks_and_files(tmp_path):
+    gt = _gt([(1, [10, 10, 10, 10])])
+    det = {"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}
+    with pytest.raises(EvaluationError, match="has no segmentation"):
+        evaluate(gt, [det], iou_types=("segm",))
+    with pytest.raises(EvaluationError, match="malformed segmentation"):
+        evaluate(gt, [dict(det, segmentation={"size": [100, 100], "counts": "\x7f\x7f"})], iou_types=("segm",))
+    with pytest.raises(EvaluationError, match="differs from the image size"):
+        evaluate(gt, [dict(det, segmentation={"size": [50, 100], "counts": "0"})], iou_types=("segm",))
+    with pytest.raises(EvaluationError, match="does not exist"):
+        evaluate(str(tmp_path / "none.json"), [])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(EvaluationError, match="not valid JSON"):
+        evaluate(str(bad), [])
+    with pytest.raises(EvaluationError, match="JSON list"):
+        evaluate(gt, {"image_id": 7})
+    with pytest.raises(EvaluationError, match="no 'annotations' list"):
+        evaluate({"images": [], "categories": []}, [])
+    with pytest.raises(EvaluationError, match="neg_category_ids"):
+        evaluate(gt, [], kind="lvis")
+    with pytest.raises(EvaluationError, match="unknown kind"):
+        evaluate(gt, [], kind="voc")
+    with pytest.raises(EvaluationError, match="unknown IoU type"):
+        evaluate(gt, [], iou_types=("keypoints",))
+    # polygons are accepted for masks on both sides
+    poly = {"image_id": 7, "category_id": 1, "bbox": [10, 10, 10, 10], "score": 1.0, "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]}
+    assert evaluate(gt, [poly], iou_types=("segm",))["segm_AP50"] == approx(1.0)
+
+
+def test_detections_file_and_inputs_untouched(tiny, tmp_path):
+    ann = tiny["coco"].val_ann
+    dets = gt_to_detections(ann)
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    before = json.dumps(dets)
+    assert evaluate(str(ann), str(path))["segm_AP"] == approx(1.0)
+    assert evaluate(str(ann), dets)["bbox_AP"] == approx(1.0) and json.dumps(dets) == before
+
+
+def test_mmdet_predictions_to_coco(tiny):
+    torch = pytest.importorskip("torch")
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    ann = tiny["coco"].val_ann
+    gt = json.loads(ann.read_text())
+    cat_ids = label_to_category_ids(ann, "coco", tiny["coco"].classes)
+    assert cat_ids == list(range(1, 9)) == tiny["coco"].label_to_category_id()
+    img = gt["images"][0]
+    mask = torch.zeros(2, img["height"], img["width"], dtype=torch.bool)
+    mask[0, 10:20, 30:50] = True
+    mask[1, 0:5, 0:5] = True
+    sample = DetDataSample(metainfo={"img_id": img["id"]})
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[30.0, 10.0, 50.0, 20.0], [0.0, 0.0, 5.0, 5.0]]),
+        scores=torch.tensor([0.9, 0.3]),
+        labels=torch.tensor([2, 0]),
+        masks=mask,
+    )
+    out = predictions_to_coco([sample], cat_ids)
+    assert out[0]["bbox"] == [30.0, 10.0, 20.0, 10.0] and out[0]["category_id"] == 3
+    assert out[1]["category_id"] == 1 and out[0]["score"] == pytest.approx(0.9)
+    from pycocotools import mask as mask_utils
+
+    decoded = mask_utils.decode({"size": out[0]["segmentation"]["size"], "counts": out[0]["segmentation"]["counts"].encode()})
+    assert decoded.sum() == 200 and decoded[10:20, 30:50].all()
+    # the dict form an mmengine metric receives gives the same, and evaluates
+    as_dict = [{"img_id": img["id"], "pred_instances": dict(sample.pred_instances.to_dict())}]
+    assert predictions_to_coco(as_dict, cat_ids) == out
+    assert predictions_to_coco([sample], cat_ids, with_masks=False)[0].keys() == {"image_id", "category_id", "bbox", "score"}
+    m = evaluate(str(ann), out, iou_types=("bbox", "segm"))
+    assert 0.0 <= m["bbox_AP"] <= 1.0 and 0.0 <= m["segm_oLRP"] <= 1.0
