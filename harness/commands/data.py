@@ -54,6 +54,7 @@ def _synthetic(args) -> int:
 
     from harness.cli import UsageError
     from harness.data import dataset_paths, ensure_synthetic, generate_synthetic, summary
+    from harness.data.synthetic import is_current
 
     try:
         params = _params(args)
@@ -62,14 +63,8 @@ def _synthetic(args) -> int:
     t0 = time.perf_counter()
     if args.out:
         out = Path(args.out).expanduser()
-        existing = None
-        if (out / "params.json").is_file():
-            try:
-                existing = dataset_paths(out)
-            except (OSError, ValueError, KeyError, TypeError):
-                existing = None
-        if existing is not None and existing.params == params.to_dict() and not args.force:
-            paths, status = existing, "up to date"
+        if is_current(out, params) and not args.force:
+            paths, status = dataset_paths(out), "up to date"
         else:
             if out.exists() and not out.is_dir():
                 raise UsageError(f"--out {out} exists and is not a folder")

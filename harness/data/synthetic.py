@@ -581,6 +581,16 @@ def dataset_paths(root: Path | str) -> DatasetPaths:
     )
 
 
+def is_current(root: Path | str, params: SyntheticParams) -> bool:
+    """Whether ``root`` holds the dataset of ``params`` made by this generator version."""
+    meta_file = Path(root) / "params.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta == {"params": params.to_dict(), "version": GENERATOR_VERSION}
+
+
 def generate_synthetic(params: SyntheticParams, out: Path | str, *, overwrite: bool = False) -> DatasetPaths:
     """Write a dataset to ``out`` (atomically: a sibling temporary folder renamed into place).
 
@@ -636,9 +646,9 @@ def ensure_synthetic(
         _write_dataset(params, tmp)
         try:
             os.rename(tmp, target)
-        except OSError:
+        except OSError as exc:
             if not (target / "params.json").is_file():  # not a concurrent winner: a real failure
-                raise
+                raise OSError(f"cannot place the synthetic dataset at {target} ({exc.strerror}); remove that folder") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -65,17 +65,21 @@ def evaluate(gt, dets, kind: str = "coco", iou_types=None, tau: float = TAU) -> 
 
         source = str(dets)
         dets = _load_json(dets, "detections")
+    checked = None
     if iou_types is None:
-        probe = load_ground_truth(gt, kind, ("bbox",))
-        iou_types = ("bbox", "segm") if probe.has_segm and _detections_have_masks(dets) else ("bbox",)
-        gt = probe.data
+        checked = load_ground_truth(gt, kind, ("bbox",))
+        iou_types = ("bbox", "segm") if checked.has_segm and _detections_have_masks(dets) else ("bbox",)
+        if "segm" in iou_types:
+            checked = None  # read again with the masks checked and encoded
     if isinstance(iou_types, str):
         iou_types = (iou_types,)
+    iou_types = tuple(iou_types)
     bad = [t for t in iou_types if t not in IOU_TYPES]
     if bad or not iou_types:
         raise EvaluationError(f"unknown IoU type {bad[0] if bad else '(none)'!r}; choose bbox or segm")
-    checked = load_ground_truth(gt, kind, tuple(iou_types))
-    detections = load_detections(dets, checked, tuple(iou_types), source=source)
+    if checked is None:
+        checked = load_ground_truth(gt, kind, iou_types)
+    detections = load_detections(dets, checked, iou_types, source=source)
     if kind == "lvis":
         detections = limit_per_image(detections, LVIS_MAX_DETS)
     out: dict = {}
