@@ -1,0 +1,314 @@
+"""Result rows → one tidy pandas DataFrame: one row per run.
+
+Columns (in this order; a column appears only when some run has it):
+
+- identity: ``run_id``, ``experiment``, ``detector``, ``loss``, ``seed``;
+- state: ``state`` (``done``, ``failed``, ``running``, ``pending``, ``interrupted``, ``lost``,
+  ``missing``: the run's state from :func:`harness.launch.status.experiment_status` where it is known,
+  else the row's status), ``status`` (the row's ``done`` / ``failed``; empty for a run without a row),
+  ``reason`` (why it failed or what it waits for);
+- parameters: ``dataset`` (a label: the kind, plus ``rfs <t>`` for repeat-factor sampling),
+  ``dataset_kind``, ``dataset_root``, ``dataset_repeat_factor`` (and any other dataset key as
+  ``dataset_<key>``), ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
+  (comma-separated);
+- metrics: one float column per metric name as the rows carry them (``bbox_AP``, ``segm_oLRP`` ...),
+  fractions as evaluated (NaN where a run has no such value);
+- provenance: ``git_commit``, ``git_dirty``, ``effective_batch``, ``lr``, ``recipe_batch``,
+  ``recipe_lr``, ``wall_time_s``, ``job_id``, ``host``, ``restarts``, ``finished_at``, any other
+  scalar provenance key, and ``version_<package>`` for each package version.
+
+Runs that have no row yet (running, pending, interrupted, lost, or in the spec but never submitted)
+are rows of the frame too, with their state and no metrics: tables show them, never drop them.
+The training curves stay in the result rows (see :mod:`harness.results.plots`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from harness.results.rows import CorruptRow, read_rows
+
+DETECTORS = {
+    "faster_rcnn": "Faster R-CNN",
+    "cascade_rcnn": "Cascade R-CNN",
+    "atss": "ATSS",
+    "paa": "PAA",
+    "mask_rcnn": "Mask R-CNN",
+    "yolact": "YOLACT",
+    "solov2": "SOLOv2",
+}
+LOSSES = {"ce": "CE", "focal": "Focal", "ap": "AP", "alrp": "aLRP", "rs": "RS"}
+# The loss each detector is published with (the "change vs baseline" reference).
+BASELINES = {
+    "faster_rcnn": "ce",
+    "cascade_rcnn": "ce",
+    "mask_rcnn": "ce",
+    "yolact": "ce",
+    "atss": "focal",
+    "paa": "focal",
+    "solov2": "focal",
+}
+# What each detector predicts: the metric families (``bbox_*``, ``segm_*``) it can have.
+DETECTOR_OUTPUTS = {
+    "faster_rcnn": ("bbox",),
+    "cascade_rcnn": ("bbox",),
+    "atss": ("bbox",),
+    "paa": ("bbox",),
+    "mask_rcnn": ("bbox", "segm"),
+    "yolact": ("bbox", "segm"),
+    "solov2": ("segm",),
+}
+STATES = ("done", "failed", "running", "pending", "interrupted", "lost", "missing")
+_METRIC_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
+                    "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")
+METRIC_ORDER = tuple(f"{t}_{s}" for t in ("bbox", "segm") for s in _METRIC_SUFFIXES)
+PROVENANCE = ("git_commit", "git_dirty", "effective_batch", "lr", "recipe_batch", "recipe_lr", "wall_time_s",
+              "job_id", "host", "restarts", "finished_at")
+IDENTITY = ("run_id", "experiment", "detector", "loss", "seed")
+
+
+# ------------------------------------------------------------------------------------------------
+# Names and metric properties
+
+
+def detector_label(name: str) -> str:
+    return DETECTORS.get(name, name)
+
+
+def loss_label(name: str) -> str:
+    return LOSSES.get(name, name)
+
+
+def metric_family(metric: str) -> str | None:
+    """``bbox`` or ``segm`` for an evaluation metric, else None."""
+    head, _, _ = metric.partition("_")
+    return head if head in ("bbox", "segm") else None
+
+
+def is_fraction(metric: str) -> bool:
+    """AP and oLRP values: fractions in [0, 1], shown ×100 like the papers."""
+    fam = metric_family(metric)
+    return fam is not None and metric[len(fam) + 1:].startswith(("AP", "oLRP"))
+
+
+def lower_is_better(metric: str) -> bool:
+    """oLRP (and its components) is an error: lower is better. Every other metric: higher."""
+    return "LRP" in metric
+
+
+def metric_label(metric: str) -> str:
+    """``bbox_AP`` → ``AP``, ``segm_APr`` → ``mask APr``, ``bbox_oLRP`` → ``oLRP``; others as-is."""
+    fam = metric_family(metric)
+    if fam is None:
+        return metric
+    rest = metric[len(fam) + 1:]
+    return f"mask {rest}" if fam == "segm" else rest
+
+
+def order_names(names: Iterable[str], known: Mapping[str, str]) -> list[str]:
+    """Known names in their canonical order, then the others alphabetically."""
+    names = {n for n in names if isinstance(n, str)}
+    return [n for n in known if n in names] + sorted(names - set(known))
+
+
+def order_metrics(names: Iterable[str]) -> list[str]:
+    names = set(names)
+    return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
+
+
+def dataset_label(dataset: Mapping[str, Any] | None) -> str:
+    if not isinstance(dataset, Mapping) or not dataset.get("kind"):
+        return "unknown"
+    label = str(dataset["kind"])
+    if dataset.get("repeat_factor") is not None:
+        label += f" rfs {dataset['repeat_factor']:g}"
+    return label
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows → frame
+
+
+def _float(v: Any) -> float:
+    if v is None or isinstance(v, bool):
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flatten(row: Mapping[str, Any], state: str | None) -> dict:
+    out: dict[str, Any] = {k: row.get(k) for k in IDENTITY}
+    out["state"] = state or row.get("status")
+    out["status"] = row.get("status")
+    out["reason"] = row.get("reason")
+    ds = row.get("dataset")
+    out["dataset"] = dataset_label(ds)
+    if isinstance(ds, Mapping):
+        out["dataset_kind"] = ds.get("kind")
+        out["dataset_root"] = ds.get("root")
+        out["dataset_repeat_factor"] = ds.get("repeat_factor")
+        for k, v in ds.items():
+            if k not in ("kind", "root", "repeat_factor"):
+                out[f"dataset_{k}"] = v
+    out["profile"] = row.get("profile")
+    sched = row.get("schedule")
+    if isinstance(sched, Mapping):
+        for k, v in sched.items():
+            out[f"schedule_{k}"] = v
+    mods = row.get("loss_modules")
+    out["loss_modules"] = ",".join(map(str, mods)) if isinstance(mods, (list, tuple)) else mods
+    metrics = row.get("metrics")
+    if isinstance(metrics, Mapping):
+        for k, v in metrics.items():
+            out[k if k not in out else f"metric_{k}"] = _float(v)
+    prov = row.get("provenance")
+    if isinstance(prov, Mapping):
+        for k, v in prov.items():
+            if k == "versions" and isinstance(v, Mapping):
+                for pkg, ver in v.items():
+                    out[f"version_{pkg}"] = ver
+            elif not isinstance(v, (Mapping, list, tuple)):
+                out[k if k not in out else f"provenance_{k}"] = v
+    return out
+
+
+def rows_frame(rows: Iterable[Mapping[str, Any]], states: Mapping[str, tuple[str, str]] | None = None,
+               others: Iterable[Mapping[str, Any]] = ()) -> pd.DataFrame:
+    """The tidy frame of result ``rows``.
+
+    ``states``: run id → (state, reason) from the run status (a row's run being rerun reads
+    ``running``); without it a run's state is its row's status. ``others``: runs without a row, as
+    mappings with ``run_id``, ``detector``, ``loss``, ``seed``, ``state``, ``reason`` and optionally
+    ``dataset`` (a mapping), ``job_id``, ``experiment``.
+    """
+    states = states or {}
+    records = []
+    for r in rows:
+        st = states.get(r.get("run_id"))
+        rec = _flatten(r, st[0] if st else None)
+        records.append(rec)
+    for o in others:
+        records.append({
+            "run_id": o.get("run_id"), "experiment": o.get("experiment"), "detector": o.get("detector"),
+            "loss": o.get("loss"), "seed": o.get("seed"), "state": o.get("state") or "missing", "status": None,
+            "reason": o.get("reason") or None, "dataset": dataset_label(o.get("dataset")),
+            "job_id": o.get("job_id"),
+        })
+    if not records:
+        return pd.DataFrame(columns=list(IDENTITY) + ["state", "status", "reason", "dataset"])
+    df = pd.DataFrame.from_records(records)
+    return _tidy(df)
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    # One known dataset and runs whose dataset is unknown (no row, no manifest entry): they share it.
+    known = [d for d in df["dataset"].unique() if d != "unknown"]
+    if len(known) == 1:
+        df["dataset"] = df["dataset"].where(df["dataset"] != "unknown", known[0])
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
+    metric_cols = order_metrics(c for c in df.columns if metric_family(c) or c.startswith("metric_"))
+    for c in metric_cols:
+        df[c] = df[c].astype("float64")
+    first = list(IDENTITY) + ["state", "status", "reason", "dataset"]
+    params = [c for c in df.columns if c.startswith(("dataset_", "schedule_"))] + ["profile", "loss_modules"]
+    prov = [c for c in PROVENANCE if c in df.columns]
+    versions = sorted(c for c in df.columns if c.startswith("version_"))
+    order = first + [c for c in params if c in df.columns] + metric_cols + prov
+    rest = [c for c in df.columns if c not in order and c not in versions]
+    df = df[order + rest + versions]
+    det_rank = {d: i for i, d in enumerate(order_names(df["detector"].dropna(), DETECTORS))}
+    loss_rank = {d: i for i, d in enumerate(order_names(df["loss"].dropna(), LOSSES))}
+    df = df.assign(_d=df["detector"].map(det_rank), _l=df["loss"].map(loss_rank))
+    df = df.sort_values(["dataset", "_d", "_l", "seed", "run_id"], kind="stable", na_position="last")
+    return df.drop(columns=["_d", "_l"]).reset_index(drop=True)
+
+
+def metric_columns(frame: pd.DataFrame, with_values: bool = True) -> list[str]:
+    """The metrics some run of ``frame`` has a value for (``with_values=False``: also those every run
+    reports as undefined), in the canonical order."""
+    cols = [c for c in frame.columns if metric_family(c) or c.startswith("metric_")]
+    if with_values:
+        cols = [c for c in cols if frame[c].notna().any()]
+    return order_metrics(cols)
+
+
+def default_metric(frame: pd.DataFrame) -> str:
+    """``bbox_AP``; ``segm_AP`` when no run has a box AP (mask-only detectors); else the first metric."""
+    have = metric_columns(frame)
+    for m in ("bbox_AP", "segm_AP"):
+        if m in have:
+            return m
+    return have[0] if have else "bbox_AP"
+
+
+# ------------------------------------------------------------------------------------------------
+# An experiment folder → frame
+
+
+def _read_manifest(results_dir: Path) -> dict:
+    try:
+        data = json.loads((results_dir / "manifest.json").read_text())
+        return data.get("runs", {}) if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_states(results_dir: str | Path, spec=None, rows: list[dict] | None = None) -> list[dict]:
+    """The state of every known run (rows, manifest, spec), as dicts with run_id, detector, loss, seed,
+    state, reason, job_id. Uses :func:`harness.launch.status.experiment_status`; where that module is
+    not importable, falls back to the rows' statuses plus ``missing`` for the spec's runs."""
+    results_dir = Path(results_dir)
+    try:
+        from harness.launch.status import experiment_status
+    except ImportError:
+        experiment_status = None
+    if experiment_status is not None:
+        statuses, _ = experiment_status(results_dir, spec)
+        return [dict(run_id=s.run_id, detector=s.detector, loss=s.loss, seed=s.seed, state=s.state,
+                     reason=s.reason, job_id=s.job_id) for s in statuses]
+    if rows is None:
+        rows, _ = read_rows(results_dir, warn=False)
+    out = {r["run_id"]: dict(run_id=r["run_id"], detector=r.get("detector"), loss=r.get("loss"), seed=r.get("seed"),
+                             state=r.get("status"), reason=r.get("reason") or "", job_id=None) for r in rows}
+    for run in spec.runs() if spec is not None else []:
+        out.setdefault(run.run_id, dict(run_id=run.run_id, detector=run.detector, loss=run.loss, seed=run.seed,
+                                        state="missing", reason="", job_id=None))
+    return list(out.values())
+
+
+def load_frame(results_dir: str | Path, spec=None, with_states: bool = True) -> tuple[pd.DataFrame, list[CorruptRow]]:
+    """The frame of experiment folder ``results/<experiment>``: its rows plus every run without a row
+    that the manifest (or ``spec``, a :class:`~harness.experiments.spec.Spec`) knows, with its state.
+    Also returns the corrupt row files (left out, to be reported)."""
+    frame, _, corrupt = load_experiment(results_dir, spec, with_states)
+    return frame, corrupt
+
+
+def load_experiment(results_dir: str | Path, spec=None,
+                    with_states: bool = True) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
+    """:func:`load_frame`, also returning the result rows themselves (for their curves)."""
+    results_dir = Path(results_dir)
+    rows, corrupt = read_rows(results_dir, warn=False)
+    if not with_states:
+        return rows_frame(rows), rows, corrupt
+    by_id = {r["run_id"] for r in rows}
+    statuses = run_states(results_dir, spec, rows)
+    manifest = _read_manifest(results_dir)
+    spec_runs = {r.run_id: r for r in spec.runs()} if spec is not None else {}
+    states = {s["run_id"]: (s["state"], s["reason"]) for s in statuses if s["run_id"] in by_id}
+    others = []
+    for s in statuses:
+        if s["run_id"] in by_id:
+            continue
+        ds = (manifest.get(s["run_id"]) or {}).get("dataset")
+        if ds is None and s["run_id"] in spec_runs:
+            ds = dict(spec_runs[s["run_id"]].dataset)
+        others.append({**s, "dataset": ds, "experiment": getattr(spec, "name", None) or results_dir.name})
+    return rows_frame(rows, states, others), rows, corrupt
