@@ -1,0 +1,73 @@
+"""Paper-style tables of an experiment's results: detectors × losses for one metric, every cell's
+change vs the detector's baseline loss beside the published number, and all metrics per cell.
+
+`harness table results/<experiment> [--metric bbox_AP] [--format md|latex|csv|all] [--out DIR]`
+writes the tables (default: every format into results/<experiment>/tables/) and prints them
+(Markdown for md and all). Failed, running, pending and missing cells are shown as such. See
+docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+NAME = "table"
+HELP = "paper-style tables of an experiment (Markdown, LaTeX, CSV) into results/<experiment>/tables/"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("results_dir", help="results/<experiment>")
+    parser.add_argument("--metric", help="metric of the detector × loss tables (default bbox_AP, or segm_AP "
+                                         "when no run has box AP)")
+    parser.add_argument("--format", choices=["md", "latex", "csv", "all"], default="all",
+                        help="what to write (default all); md and all print Markdown, latex LaTeX, csv the cells CSV")
+    parser.add_argument("--out", help="folder to write into (default results/<experiment>/tables)")
+    parser.add_argument("--spec", help="the experiment's spec, to show its runs never submitted as missing")
+
+
+def load(args):
+    """The experiment of ``args.results_dir`` (frame, rows, table set) for the table and plot commands;
+    bad input raises UsageError."""
+    from harness.cli import UsageError
+    from harness.results.frame import load_experiment
+    from harness.results.tables import TablesError, build_tables
+
+    folder = Path(args.results_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder; give results/<experiment> (run `harness run SPEC` first)")
+    spec = None
+    if getattr(args, "spec", None):
+        from harness.experiments.spec import SpecError, load_spec
+
+        try:
+            spec = load_spec(args.spec)
+        except (SpecError, ImportError) as exc:
+            raise UsageError(f"--spec {args.spec}: {exc}") from None
+    frame, rows, corrupt = load_experiment(folder, spec)
+    for c in corrupt:
+        print(f"warning: corrupt row {c.path} left out: {c.reason}", file=sys.stderr)
+    if frame.empty:
+        raise UsageError(f"no result rows in {folder / 'runs'} and no submitted runs; run `harness run SPEC` first")
+    try:
+        tset = build_tables(frame, args.metric, len(corrupt))
+    except TablesError as exc:
+        raise UsageError(str(exc)) from None
+    return folder, frame, rows, tset
+
+
+def run(args) -> int:
+    from harness.results.tables import FORMATS, write_tables
+
+    folder, frame, _, tset = load(args)
+    formats = FORMATS if args.format == "all" else (args.format,)
+    out = Path(args.out) if args.out else folder / "tables"
+    written = write_tables(tset, frame, out, formats, title=f"Results: {folder.name}")
+    if args.format in ("md", "all"):
+        print(tset.markdown(f"Results: {folder.name}"))
+    elif args.format == "latex":
+        print(tset.latex())
+    else:
+        print(written["cells.csv"].read_text(), end="")
+    print(f"wrote {len(written)} files to {out}", file=sys.stderr)
+    return 0
