@@ -439,7 +439,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "x"
 
 
 def check_metric(frame: pd.DataFrame, metric: str | None) -> str:
