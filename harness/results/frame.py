@@ -25,7 +25,6 @@ The training curves stay in the result rows (see :mod:`harness.results.plots`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -112,7 +111,7 @@ def metric_label(metric: str) -> str:
 
 def order_names(names: Iterable[str], known: Mapping[str, str]) -> list[str]:
     """Known names in their canonical order, then the others alphabetically."""
-    names = {n for n in names if isinstance(n, str)}
+    names = {n for n in (names.unique() if isinstance(names, pd.Series) else names) if isinstance(n, str)}
     return [n for n in known if n in names] + sorted(names - set(known))
 
 
@@ -122,7 +121,7 @@ def order_metrics(names: Iterable[str]) -> list[str]:
 
 
 def dataset_label(dataset: Mapping[str, Any] | None) -> str:
-    if not isinstance(dataset, Mapping) or not dataset.get("kind"):
+    if not isinstance(dataset, dict) or not dataset.get("kind"):
         return "unknown"
     label = str(dataset["kind"])
     if dataset.get("repeat_factor") is not None:
@@ -134,23 +133,15 @@ def dataset_label(dataset: Mapping[str, Any] | None) -> str:
 # Rows → frame
 
 
-def _float(v: Any) -> float:
-    if v is None or isinstance(v, bool):
-        return math.nan
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _flatten(row: Mapping[str, Any], state: str | None) -> dict:
+    # Rows are parsed JSON: plain dicts and lists (``isinstance(x, dict)`` is much faster than an ABC check).
     out: dict[str, Any] = {k: row.get(k) for k in IDENTITY}
     out["state"] = state or row.get("status")
     out["status"] = row.get("status")
     out["reason"] = row.get("reason")
     ds = row.get("dataset")
     out["dataset"] = dataset_label(ds)
-    if isinstance(ds, Mapping):
+    if isinstance(ds, dict):
         out["dataset_kind"] = ds.get("kind")
         out["dataset_root"] = ds.get("root")
         out["dataset_repeat_factor"] = ds.get("repeat_factor")
@@ -159,22 +150,23 @@ def _flatten(row: Mapping[str, Any], state: str | None) -> dict:
                 out[f"dataset_{k}"] = v
     out["profile"] = row.get("profile")
     sched = row.get("schedule")
-    if isinstance(sched, Mapping):
+    if isinstance(sched, dict):
         for k, v in sched.items():
             out[f"schedule_{k}"] = v
     mods = row.get("loss_modules")
-    out["loss_modules"] = ",".join(map(str, mods)) if isinstance(mods, (list, tuple)) else mods
+    out["loss_modules"] = ",".join(map(str, mods)) if isinstance(mods, list) else mods
     metrics = row.get("metrics")
-    if isinstance(metrics, Mapping):
+    if isinstance(metrics, dict):
         for k, v in metrics.items():
-            out[k if k not in out else f"metric_{k}"] = _float(v)
+            out[k if k not in out else f"metric_{k}"] = v  # made float column-wise in _tidy
     prov = row.get("provenance")
-    if isinstance(prov, Mapping):
+    if isinstance(prov, dict):
         for k, v in prov.items():
-            if k == "versions" and isinstance(v, Mapping):
-                for pkg, ver in v.items():
-                    out[f"version_{pkg}"] = ver
-            elif not isinstance(v, (Mapping, list, tuple)):
+            if type(v) is dict:
+                if k == "versions":
+                    for pkg, ver in v.items():
+                        out[f"version_{pkg}"] = ver
+            elif type(v) is not list:
                 out[k if k not in out else f"provenance_{k}"] = v
     return out
 
@@ -215,7 +207,7 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
     metric_cols = order_metrics(c for c in df.columns if metric_family(c) or c.startswith("metric_"))
     for c in metric_cols:
-        df[c] = df[c].astype("float64")
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")  # None, bools, text → NaN
     first = list(IDENTITY) + ["state", "status", "reason", "dataset"]
     params = [c for c in df.columns if c.startswith(("dataset_", "schedule_"))] + ["profile", "loss_modules"]
     prov = [c for c in PROVENANCE if c in df.columns]
