@@ -29,3 +29,8 @@ slurm-up:  ## start the single-node SLURM test cluster on loopback (installs it 
 
 slurm-down:  ## stop the SLURM test cluster (state kept, so the next slurm-up is a warm start)
 	@bash slurm/down.sh
+
+# Tables and plots (docs/tables.md).
+.PHONY: bench-tables
+bench-tables: setup  ## time all tables for 10 000 synthetic result rows; writes results/bench/tables.md
+	$(PY) -m harness.bench.tables --out results/bench/tables.md
