@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def test_occluded_masks_do_not_overlap(tmp_path):
 
 def test_cache_is_keyed_by_parameters_and_written_atomically(tmp_path, monkeypatch):
     p = SyntheticParams.default("coco", **SMALL)
+    stale = tmp_path / "synthetic" / f".coco-{p.key()}.tmp-killed"  # left by a generation killed yesterday
+    stale.mkdir(parents=True)
+    os.utime(stale, (1e9, 1e9))
     first = ensure_synthetic(params=p, cache_dir=tmp_path)
+    assert not stale.exists()
     assert first.root == tmp_path / "synthetic" / f"coco-{p.key()}"
     stamp = first.train_ann.stat().st_mtime_ns
     calls = []

@@ -49,6 +49,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -619,6 +620,17 @@ def generate_synthetic(params: SyntheticParams, out: Path | str, *, overwrite: b
     return dataset_paths(out)
 
 
+def _remove_stale_temporaries(target: Path, max_age_s: float = 86400.0) -> None:
+    """Remove temporary folders of ``target`` left by killed generations (older than a day)."""
+    now = time.time()
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            if now - stale.stat().st_mtime > max_age_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def synthetic_cache_dir(params: SyntheticParams, cache_dir: Path | str | None = None) -> Path:
     base = Path(cache_dir).expanduser() if cache_dir is not None else _env_data_dir()
     return base / "synthetic" / f"{params.kind}-{params.key()}"
@@ -641,6 +653,7 @@ def ensure_synthetic(
     if (target / "params.json").is_file():
         return dataset_paths(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _write_dataset(params, tmp)
