@@ -8,7 +8,7 @@
 #      (torch 2.14 headers need C++20); about 27 minutes on 2 cores. The built wheel goes into the
 #      local cache, so the next setup is fast.
 # A wheel only loads beside the torch it was built against (2.14.1 here): a wheel whose import fails
-# is skipped.
+# is skipped. HARNESS_MMCV_BUILD_ONLY=1 builds the wheel into the cache and exits (fills a cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -61,6 +61,12 @@ build_mmcv() {
   (cd "$work/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "${PIP[@]}" wheel --no-deps --no-build-isolation -w "$CACHE" .)
   rm -rf "$work"
 }
+
+if [ "${HARNESS_MMCV_BUILD_ONLY:-0}" = 1 ]; then  # build the wheel into the cache and stop (to fill a cache)
+  build_mmcv
+  ls "$CACHE"/mmcv-$MMCV_VERSION-*.whl
+  exit 0
+fi
 
 if mmcv_ok; then
   log "mmcv $MMCV_VERSION with ops already installed"
