@@ -253,3 +253,71 @@ def test_mmdet_predictions_to_coco(tiny):
     assert predictions_to_coco([sample], cat_ids, with_masks=False)[0].keys() == {"image_id", "category_id", "bbox", "score"}
     m = evaluate(str(ann), out, iou_types=("bbox", "segm"))
     assert 0.0 <= m["bbox_AP"] <= 1.0 and 0.0 <= m["segm_oLRP"] <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["coco", "lvis"])
+def test_agrees_with_mmdet_metrics(tiny, kind):
+    """Random predictions (jittered ground truth, wrong labels, clutter), as mmdet data samples: our AP
+    equals mmdet's own CocoMetric / LVISMetric (which round to 3 decimals)."""
+    torch = pytest.importorskip("torch")
+    from mmdet.evaluation.metrics import CocoMetric, LVISMetric
+
+    from harness.evaluation import numpy_float_alias, predictions_to_results
+
+    paths = tiny[kind]
+    gt = json.loads(paths.val_ann.read_text())
+    cat_ids = label_to_category_ids(gt, kind, paths.classes)
+    label_of = {c: i for i, c in enumerate(cat_ids)}
+    rng = np.random.default_rng(0)
+    samples = []
+    for img in gt["images"]:
+        boxes, labels, scores = [], [], []
+        for a in (a for a in gt["annotations"] if a["image_id"] == img["id"]):
+            x, y, w, h = a["bbox"]
+            for _ in range(2):
+                j = rng.normal(0, 0.12, 4) * [w, h, w, h]
+                boxes.append([x + j[0], y + j[1], x + w + j[2], y + h + j[3]])
+                labels.append(label_of[a["category_id"]] if rng.uniform() < 0.8 else int(rng.integers(len(cat_ids))))
+                scores.append(rng.uniform())
+        for _ in range(3):
+            x, y = rng.uniform(0, 100, 2)
+            boxes.append([x, y, x + rng.uniform(5, 28), y + rng.uniform(5, 28)])
+            labels.append(int(rng.integers(len(cat_ids))))
+            scores.append(rng.uniform(0, 0.5))
+        b = np.clip(np.array(boxes), 0, 128)
+        masks = np.zeros((len(b), img["height"], img["width"]), bool)
+        for i, (x1, y1, x2, y2) in enumerate(np.rint(b).astype(int)):
+            masks[i, y1:y2, x1:x2] = True
+        samples.append(
+            {
+                "img_id": img["id"],
+                "ori_shape": (img["height"], img["width"]),
+                "pred_instances": {
+                    "bboxes": torch.tensor(b, dtype=torch.float32),
+                    "scores": torch.tensor(scores, dtype=torch.float32),
+                    "labels": torch.tensor(labels),
+                    "masks": torch.from_numpy(masks),
+                },
+            }
+        )
+    ours = evaluate(str(paths.val_ann), predictions_to_results(samples, paths.val_ann, kind, paths.classes), kind=kind)
+    metric = (CocoMetric if kind == "coco" else LVISMetric)(ann_file=str(paths.val_ann), metric=["bbox", "segm"])
+    metric.dataset_meta = {"classes": paths.classes}
+    metric.process({}, samples)
+    with numpy_float_alias():
+        theirs = metric.compute_metrics(metric.results)
+    names = {"AP": "mAP", "AP50": "mAP_50", "AP75": "mAP_75", "APs": "mAP_s", "APm": "mAP_m", "APl": "mAP_l"}
+    if kind == "lvis":
+        names = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APr": "APr", "APc": "APc"}
+    compared = 0
+    for t in ("bbox", "segm"):
+        for ours_key, their_key in names.items():
+            if kind == "lvis" and t == "segm" and ours_key in ("APs", "APm"):
+                continue  # mmdet's LVIS segm results keep the box, so its size ranges use box areas
+            want = theirs[f"{t}_{their_key}"]
+            if want == -1:
+                assert math.isnan(ours[f"{t}_{ours_key}"])
+            else:
+                assert ours[f"{t}_{ours_key}"] == pytest.approx(want, abs=6e-4), (t, ours_key)
+                compared += 0 < want < 1
+    assert compared >= 8  # informative values, not all 0 or 1
