@@ -251,6 +251,9 @@ def test_mmdet_predictions_to_coco(tiny):
     as_dict = [{"img_id": img["id"], "pred_instances": dict(sample.pred_instances.to_dict())}]
     assert predictions_to_coco(as_dict, cat_ids) == out
     assert predictions_to_coco([sample], cat_ids, with_masks=False)[0].keys() == {"image_id", "category_id", "bbox", "score"}
+    # a mask-only detector (SOLOv2 fills bboxes with zeros): boxes come from the masks
+    sample.pred_instances.bboxes = torch.zeros(2, 4)
+    assert [d["bbox"] for d in predictions_to_coco([sample], cat_ids)] == [[30.0, 10.0, 20.0, 10.0], [0.0, 0.0, 5.0, 5.0]]
     m = evaluate(str(ann), out, iou_types=("bbox", "segm"))
     assert 0.0 <= m["bbox_AP"] <= 1.0 and 0.0 <= m["segm_oLRP"] <= 1.0
 

@@ -4,7 +4,8 @@ mmdet 3.x predictions are ``DetDataSample`` objects (or their ``to_dict()`` form
 mmengine metric receives) with ``img_id`` and ``pred_instances``: ``bboxes`` (N × 4, x1 y1 x2 y2),
 ``scores`` (N), ``labels`` (N, indices into the dataset's classes) and optionally ``masks`` (N × H × W
 booleans, or already RLE-encoded). Labels become category ids through the list mmdet itself uses
-(:func:`label_to_category_ids`).
+(:func:`label_to_category_ids`). A detection whose box is empty but which has a mask (SOLOv2 predicts
+masks only and fills ``bboxes`` with zeros) gets the tight box of its mask.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def instances_to_coco(img_id: int, bboxes, scores, labels, cat_ids, masks=None) 
                 d["segmentation"] = {"size": [int(v) for v in m["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
             else:
                 d["segmentation"] = encode_mask(m)
+            if x2 <= x1 and y2 <= y1:  # no box predicted (SOLOv2 gives zeros): the mask's tight box
+                from pycocotools import mask as mask_utils
+
+                seg = d["segmentation"]
+                d["bbox"] = [float(v) for v in mask_utils.toBbox({"size": seg["size"], "counts": seg["counts"].encode("ascii")})]
         out.append(d)
     return out
 
