@@ -55,6 +55,7 @@ def test_annotations_describe_what_is_visible(tmp_path):
 
     paths = generate_synthetic(SyntheticParams.default("coco", **SMALL), tmp_path / "d")
     assert paths.classes == syn.class_names("coco") and paths.num_classes == 8
+    assert dataset_paths(paths.root) == paths  # described again from its params.json
     for split in ("train", "val"):
         data = json.loads(paths.ann_files[split].read_text())
         assert [c["name"] for c in data["categories"]] == list(paths.classes)
@@ -237,4 +238,3 @@ def test_real_roots_name_the_missing_path(tmp_path, monkeypatch):
     (tmp_path / "val2017").rmdir()
     with pytest.raises(DataRootError, match=f"expected {tmp_path}/val2017"):
         lvis_paths(tmp_path)
-    assert dataset_paths  # re-exported for the run code
