@@ -350,9 +350,9 @@ def load_spec(path: str | Path, detectors: list[str] | None = None) -> Spec:
         at = f" at line {mark.line + 1}" if mark else ""
         raise SpecError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
     if detectors is None:
-        from harness.detectors import detector_names
+        from harness.detectors.grid import DETECTOR_NAMES
 
-        detectors = list(detector_names())
+        detectors = list(DETECTOR_NAMES)
     return parse_spec(raw, name=path.stem, path=path, detectors=detectors, losses_loader=_load_losses)
 
 

@@ -1,0 +1,233 @@
+"""``harness run SPEC``: turn a spec's runs into submitit jobs, skipping finished work.
+
+Executors (``--executor``, else the spec's ``launch.executor``):
+
+* ``slurm``: runs grouped by resources into one job array each (``slurm_array_parallelism`` = the spec's
+  ``array_parallelism``); a run with G > 1 GPUs is one node with G tasks (mmengine's distributed launch
+  inside the job). Submits, writes the manifest and returns unless ``--wait``.
+* ``local``: submitit's LocalExecutor on this machine, at most ``cores // cpus_per_run`` runs at once (no
+  oversubscription). Without ``--wait`` a detached pool process runs them and the command returns.
+* ``debug``: submitit's DebugExecutor, in this process, one run after another (for debugging).
+* ``auto``: ``slurm`` when ``sbatch`` is on PATH, else ``local``.
+
+A run with a ``done`` row is skipped (``--force`` redoes it); a ``failed`` one runs again; a run whose
+lock is held by a live process is left to it. Everything submitted is recorded in
+``results/<experiment>/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from harness.experiments.spec import RunSpec, Spec
+from harness.launch.job import RunJob, RunLock, work_dir
+from harness.results.rows import read_rows, row_path, write_json_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def results_dir_for(spec: Spec, results_root: str | Path) -> Path:
+    return Path(results_root) / spec.name
+
+
+def resolve_executor(kind: str) -> str:
+    if kind == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return kind
+
+
+@dataclass
+class Plan:
+    submit: list[RunSpec]
+    done: list[RunSpec]
+    busy: list[RunSpec]  # locked by a live process elsewhere
+
+    def summary(self) -> str:
+        return f"{len(self.submit)} to run, {len(self.done)} already done, {len(self.busy)} running elsewhere"
+
+
+def make_plan(spec: Spec, results_dir: Path, force: bool = False) -> Plan:
+    rows, _ = read_rows(results_dir, warn=True)
+    status = {r["run_id"]: r["status"] for r in rows}
+    plan = Plan([], [], [])
+    for run in spec.runs():
+        if RunLock(work_dir(results_dir, run.run_id)).held_elsewhere():
+            plan.busy.append(run)
+        elif status.get(run.run_id) == "done" and not force:
+            plan.done.append(run)
+        else:
+            plan.submit.append(run)
+    return plan
+
+
+def _manifest_path(results_dir: Path) -> Path:
+    return results_dir / "manifest.json"
+
+
+def read_manifest(results_dir: Path) -> dict:
+    path = _manifest_path(results_dir)
+    if not path.exists():
+        return {"runs": {}, "submissions": []}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"runs": {}, "submissions": []}
+
+
+def record(results_dir: Path, spec: Spec, executor: str, jobs: dict[str, str | None]) -> None:
+    manifest = read_manifest(results_dir)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    manifest.update(experiment=spec.name, spec=str(spec.path) if spec.path else None)
+    manifest.setdefault("submissions", []).append({"at": now, "executor": executor, "runs": len(jobs)})
+    runs = manifest.setdefault("runs", {})
+    by_id = {r.run_id: r for r in spec.runs()}
+    for run_id, job_id in jobs.items():
+        r = by_id[run_id]
+        runs[run_id] = {"detector": r.detector, "loss": r.loss, "seed": r.seed, "dataset": dict(r.dataset),
+                        "executor": executor, "job_id": job_id, "submitted_at": now}
+    write_json_atomic(_manifest_path(results_dir), manifest)
+
+
+def group_by_resources(runs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
+    groups: dict[tuple, list[RunSpec]] = defaultdict(list)
+    for run in runs:
+        groups[run.resources].append(run)
+    return dict(groups)
+
+
+# ------------------------------------------------------------------------------------------------
+# SLURM
+
+
+def slurm_parameters(run: RunSpec) -> dict:
+    from harness.launch.cluster import load_profile
+
+    launch = run.launch
+    profile = load_profile(launch["cluster"])
+    gpus = launch["gpus_per_run"]
+    params = profile.executor_parameters(gpus=gpus, time_min=launch["time_min"], partition=launch["partition"] or "default")
+    params["slurm_array_parallelism"] = launch["array_parallelism"]
+    params["slurm_max_num_timeout"] = 20  # long trainings are resumed across many preemptions/timeouts
+    params["slurm_signal_delay_s"] = 120 if launch["time_min"] > 10 else 30
+    if gpus > 1:  # one task per GPU on one node; mmengine's distributed launch inside the job
+        params["tasks_per_node"] = gpus
+        cpus = max(1, launch["cpus_per_run"] // gpus)
+        params["cpus_per_task"] = cpus
+    elif "cpus_per_task" in params or not gpus:
+        params["cpus_per_task"] = launch["cpus_per_run"]
+    if profile.mem_gb is not None or gpus:
+        params["mem_gb"] = launch["mem_gb"]
+    return params
+
+
+def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool) -> list:
+    import submitit
+
+    jobs = []
+    for _, group in group_by_resources(runs).items():
+        executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
+        executor.update_parameters(name=f"{spec.name}", **slurm_parameters(group[0]))
+        with executor.batch():
+            group_jobs = [executor.submit(RunJob(run, results_dir, force)) for run in group]
+        jobs.extend(zip(group, group_jobs))
+    record(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in jobs})
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------
+# local and debug
+
+
+def local_slots(runs: list[RunSpec]) -> int:
+    cores = os.cpu_count() or 1
+    per_run = max(r.launch["cpus_per_run"] for r in runs) if runs else 1
+    return max(1, cores // per_run)
+
+
+def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool,
+                   log: Callable[[str], None] = print, executor_kind: str = "local") -> None:
+    """Run ``runs`` with submitit's LocalExecutor (or DebugExecutor), at most ``local_slots`` at once."""
+    import submitit
+
+    slots = 1 if executor_kind == "debug" else local_slots(runs)
+    threads = max(r.launch["cpus_per_run"] for r in runs) if runs else 1
+    os.environ["HARNESS_NUM_THREADS"] = str(threads)
+    if executor_kind == "debug":
+        executor = submitit.DebugExecutor(folder=results_dir / "local" / "%j")
+    else:
+        executor = submitit.LocalExecutor(folder=results_dir / "local" / "%j")
+    queue = list(runs)
+    running: list[tuple[RunSpec, object]] = []
+    total, finished = len(queue), 0
+    record(results_dir, spec, executor_kind, {r.run_id: None for r in runs})
+    while queue or running:
+        while queue and len(running) < slots:
+            run = queue.pop(0)
+            timeout = run.launch["time_min"]
+            executor.update_parameters(timeout_min=timeout)
+            job = executor.submit(RunJob(run, results_dir, force))
+            if executor_kind == "debug":
+                job.result()  # the debug executor runs on demand, in this process
+            running.append((run, job))
+            log(f"started  {run.run_id} ({finished}/{total} finished, {len(running)} running, {len(queue)} queued)")
+        still = []
+        for run, job in running:
+            if job.done():
+                finished += 1
+                try:
+                    row = job.result()
+                    state = row.get("status", "?")
+                    extra = f": {row.get('reason')}" if row.get("reason") else ""
+                except Exception as exc:  # the job process died (killed, out of memory)
+                    state, extra = "failed", f": job ended without a row ({type(exc).__name__})"
+                log(f"finished {run.run_id} {state}{extra} ({finished}/{total})")
+            else:
+                still.append((run, job))
+        running = still
+        if running:
+            time.sleep(1.0)
+
+
+def spawn_background_pool(spec_path: Path, results_root: Path, force: bool, executor: str) -> int:
+    """Start ``harness run SPEC --wait`` detached (its own session), logging to the results folder."""
+    log_path = results_root / "local-pool.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "harness", "run", str(spec_path), "--executor", executor, "--wait",
+           "--results", str(results_root.parent)]
+    if force:
+        cmd.append("--force")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=REPO_ROOT)
+    return proc.pid
+
+
+def wait_for(spec: Spec, results_dir: Path, timeout_s: float | None, log: Callable[[str], None] = print,
+             poll_s: float = 2.0) -> bool:
+    """Block until every run of ``spec`` has a row and none is locked; progress on each change."""
+    start, last = time.time(), None
+    while True:
+        plan = make_plan(spec, results_dir)
+        rows, _ = read_rows(results_dir, warn=False)
+        ids = {r.run_id for r in spec.runs()}
+        failed = sum(1 for r in rows if r["run_id"] in ids and r["status"] == "failed")
+        line = f"{len(plan.done)}/{len(ids)} done, {failed} failed, {len(plan.busy)} running"
+        if line != last:
+            log(line)
+            last = line
+        pending = [r for r in plan.submit if not row_path(results_dir, r.run_id).exists()]
+        if not plan.busy and not pending:
+            return True
+        if timeout_s is not None and time.time() - start > timeout_s:
+            log(f"timed out after {timeout_s:.0f} s: {line}")
+            return False
+        time.sleep(poll_s)

@@ -1,0 +1,102 @@
+"""mmengine pieces a run adds to its cell's config: NaN guard, loss curve, evaluation metric.
+Registered on import (``harness.launch.train`` imports this module)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmdet.registry import HOOKS, METRICS
+
+from harness.launch.train import CURVE_FILE
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or Inf loss; the message says where."""
+
+
+def read_curve(folder: str | Path) -> list:
+    path = Path(folder) / CURVE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+@HOOKS.register_module(force=True)
+class NonFiniteLossHook(Hook):
+    """Stop the run at the first NaN or Inf loss, naming the iteration and the loss terms at fault."""
+
+    priority = "VERY_HIGH"
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if not outputs:
+            return
+        values = {k: float(v.detach()) for k, v in outputs.items() if hasattr(v, "detach")}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            raise NonFiniteLoss(f"non-finite loss at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {terms}")
+
+
+@HOOKS.register_module(force=True)
+class LossCurveHook(Hook):
+    """Append ``[iteration, loss, {terms}]`` every ``interval`` iterations to ``curve.json`` (kept across
+    resumes: the file lives in the work folder and is rewritten atomically at each epoch end)."""
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 5):
+        self.interval = interval
+        self.curve: list = []
+
+    def before_train(self, runner):
+        self.curve = [p for p in read_curve(runner.work_dir) if p[0] <= runner.iter]
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if outputs and (runner.iter + 1) % self.interval == 0:
+            terms = {k: round(float(v.detach()), 6) for k, v in outputs.items() if hasattr(v, "detach")}
+            self.curve.append([runner.iter + 1, terms.get("loss"), terms])
+
+    def after_train_epoch(self, runner):
+        from harness.results.rows import write_json_atomic
+
+        write_json_atomic(Path(runner.work_dir) / CURVE_FILE, self.curve)
+
+    after_train = after_train_epoch
+
+
+@METRICS.register_module(force=True)
+class HarnessMetric(BaseMetric):
+    """Collects predictions as COCO results, writes them to ``outfile`` and evaluates them with
+    :func:`harness.evaluation.evaluate` (COCO or LVIS AP and oLRP; box, and mask when predicted)."""
+
+    default_prefix = ""
+
+    def __init__(self, ann_file: str, kind: str = "coco", outfile: str | None = None, classes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.ann_file = ann_file
+        self.kind = kind
+        self.outfile = outfile
+        self.classes = tuple(classes) if classes else None
+        self._cat_ids = None
+
+    def process(self, data_batch, data_samples):
+        """Convert each batch to COCO results at once (no predicted masks kept in memory)."""
+        from harness.evaluation import label_to_category_ids, predictions_to_coco
+
+        if self._cat_ids is None:
+            self._cat_ids = label_to_category_ids(self.ann_file, self.kind, self.classes)
+        self.results.extend(predictions_to_coco(data_samples, self._cat_ids))
+
+    def compute_metrics(self, results):
+        from harness.evaluation import evaluate
+        from harness.results.rows import write_json_atomic
+
+        if self.outfile:
+            write_json_atomic(self.outfile, results)
+        iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
+        return evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types)

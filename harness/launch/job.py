@@ -1,0 +1,195 @@
+"""One run as a submitit job: a thin, picklable, checkpointable callable.
+
+:class:`RunJob` holds only a :class:`~harness.experiments.spec.RunSpec` (plain data) and the results
+folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
+
+1. takes the run's lock (``work/<run_id>/lock``, an ``flock`` released when the process dies), so two
+   processes never train the same run; a run already locked elsewhere returns at once;
+2. trains with mmengine's Runner in ``work/<run_id>/``, saving checkpoints regularly and resuming from
+   the latest one when there is one;
+3. evaluates and writes the run's result row atomically (``runs/<run_id>.json``), status ``done``, or
+   ``failed`` with the reason (a NaN/Inf loss, an exception).
+
+On preemption or timeout submitit calls :meth:`RunJob.checkpoint`, which resubmits a fresh instance of
+the same run: it resumes from the latest checkpoint in the work folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from harness.experiments.spec import RunSpec
+from harness.results.rows import row_path, write_json_atomic, write_row
+
+
+def work_dir(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / "work" / run_id
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``work/<run_id>/lock``; freed when the holder dies."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """True when another live process holds the lock (used by status and dispatch)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+def _job_id() -> str | None:
+    try:
+        return submitit.JobEnvironment().job_id
+    except RuntimeError:
+        return os.environ.get("SLURM_JOB_ID")
+
+
+def write_state(folder: Path, **fields: Any) -> None:
+    """``work/<run_id>/state.json``: what the run is doing now (read by ``harness status``)."""
+    path = folder / "state.json"
+    state = {}
+    if path.exists():
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            state = {}
+    state.update(fields, updated_at=time.time())
+    write_json_atomic(path, state)
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """The callable submitted for one run; returns the run's result row (or a note that it was skipped)."""
+
+    def __init__(self, run: RunSpec | dict, results_dir: str | Path, force: bool = False):
+        self.run = run.to_dict() if isinstance(run, RunSpec) else dict(run)
+        self.results_dir = str(results_dir)
+        self.force = force
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec.from_dict(self.run)
+
+    def __call__(self) -> dict:
+        spec = self.spec
+        folder = work_dir(self.results_dir, spec.run_id)
+        lock = RunLock(folder)
+        if not lock.acquire():
+            return {"run_id": spec.run_id, "status": "skipped", "reason": "another process is running it"}
+        try:
+            existing = row_path(self.results_dir, spec.run_id)
+            if self.force:  # redo from scratch: forget the old row, checkpoints and curve
+                existing.unlink(missing_ok=True)
+                for path in folder.iterdir():
+                    if path.name != "lock":
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                self.force = False  # a requeued instance resumes this new attempt
+            if existing.exists():
+                try:
+                    row = json.loads(existing.read_text())
+                    if row.get("status") == "done":
+                        return row
+                except (OSError, ValueError):
+                    pass
+            return self._execute(spec, folder)
+        finally:
+            lock.release()
+
+    def _execute(self, spec: RunSpec, folder: Path) -> dict:
+        from harness.launch.train import RunFailed, train_and_evaluate
+
+        started = time.time()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        write_state(folder, state="running", job_id=_job_id(), pid=os.getpid(), host=socket.gethostname(),
+                    started_at=started, restarts=restarts)
+        row: dict[str, Any] = {**spec.identity, "run_id": spec.run_id, "experiment": spec.experiment}
+        try:
+            result = train_and_evaluate(spec, folder)
+            row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve)
+            info = result.info
+        except RunFailed as exc:
+            row.update(status="failed", reason=str(exc), metrics={}, curve=exc.curve)
+            info = exc.info
+        except Exception as exc:  # the row records why; the job itself still ends normally
+            tail = traceback.format_exc(limit=4)
+            row.update(status="failed", reason=f"{type(exc).__name__}: {exc}", metrics={}, curve=[], traceback=tail)
+            info = {}
+        row["provenance"] = {
+            **provenance(),
+            **info,
+            "job_id": _job_id(),
+            "host": socket.gethostname(),
+            "restarts": restarts,
+            "wall_time_s": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_row(self.results_dir, row)
+        write_state(folder, state=row["status"], finished_at=time.time())
+        return row
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Preempted or timed out: resubmit the same run; it resumes from its latest checkpoint."""
+        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force))
+
+
+def provenance() -> dict:
+    """Git commit and dirty flag of the harness, and the versions of the stack."""
+    import importlib.metadata as md
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    out: dict[str, Any] = {"git_commit": None, "git_dirty": None}
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                           timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        out["git_dirty"] = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for pkg in ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools", "lvis", "submitit"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    out["versions"] = versions
+    return out

@@ -1,0 +1,176 @@
+"""Train and evaluate one run with mmengine's Runner (called inside a :class:`~harness.launch.job.RunJob`).
+
+The cell's config comes from :func:`harness.detectors.build_cell_config` (detector × loss × profile); this
+module binds it to the run's data, schedule, seed and work folder, then:
+
+* trains, saving a checkpoint every ``schedule.checkpoint_every`` epochs (and at the end) and resuming
+  from the latest checkpoint in the work folder when one exists (a requeued job continues there);
+* stops the run as ``failed`` with the reason on a NaN or Inf loss (:class:`NonFiniteLossHook`);
+* keeps the training-loss curve (``curve.json`` in the work folder, kept across resumes);
+* evaluates the final model on the validation split with :mod:`harness.evaluation` (COCO or LVIS AP and
+  oLRP, box and mask as the detector predicts them).
+
+Under SLURM with several tasks, the job is one node × G tasks; mmengine's ``pytorch`` launcher runs
+distributed training from the environment submitit exports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.experiments.spec import RunSpec
+
+CURVE_FILE = "curve.json"
+PREDICTIONS_FILE = "predictions.json"
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    curve: list
+    info: dict = field(default_factory=dict)
+
+
+class RunFailed(RuntimeError):
+    """The run cannot finish (e.g. a NaN loss); ``info`` and ``curve`` still go into its row."""
+
+    def __init__(self, reason: str, info: dict | None = None, curve: list | None = None):
+        super().__init__(reason)
+        self.info = info or {}
+        self.curve = curve or []
+
+
+def dataset_paths(run: RunSpec):
+    """The run's :class:`~harness.data.paths.DatasetPaths` (the synthetic data is generated once, cached)."""
+    kind = run.dataset["kind"]
+    if kind.startswith("synthetic"):
+        from harness.data.synthetic import SyntheticParams, ensure_synthetic
+
+        data_kind = "lvis" if kind == "synthetic_lvis" else "coco"
+        params = SyntheticParams.default(data_kind)
+        sizes = {k: run.dataset[k] for k in ("train_images", "val_images") if run.dataset.get(k)}
+        if sizes:
+            import dataclasses
+
+            params = dataclasses.replace(params, **sizes)
+        return ensure_synthetic(params=params)
+    from harness.data.real import real_paths
+
+    return real_paths(kind, run.dataset.get("root"))
+
+
+def _set_threads(run: RunSpec) -> None:
+    import torch
+
+    threads = int(os.environ.get("HARNESS_NUM_THREADS") or run.launch.get("cpus_per_run") or 1)
+    torch.set_num_threads(max(1, threads))
+
+
+def _distributed() -> bool:
+    """Export torch.distributed's variables from SLURM when the job has several tasks."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return False
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
+def build_config(run: RunSpec, folder: Path, paths) -> Any:
+    """The mmengine Config of this run: the cell's config bound to data, schedule, seed and folder."""
+    from harness.detectors import build_cell_config
+
+    cfg = build_cell_config(run.detector, run.loss, classes=paths.classes, num_classes=paths.num_classes,
+                            profile=run.profile)
+    sched = run.schedule
+    cfg.work_dir = str(folder)
+    rfs = run.dataset.get("repeat_factor")
+    extra = {}
+    if sched.get("max_iters_per_epoch"):  # quick runs: the first images only (mmengine's `indices`)
+        extra["indices"] = sched["max_iters_per_epoch"] * (sched.get("batch_per_gpu") or cfg.train_dataloader.batch_size)
+    train_ds = paths.mmdet_dataset("train", cfg.train_pipeline, class_balanced=bool(rfs), oversample_thr=rfs, **extra)
+    val_ds = paths.mmdet_dataset("val", cfg.test_pipeline)
+    cfg.train_dataloader.dataset = train_ds
+    cfg.val_dataloader = None
+    cfg.val_cfg = None
+    cfg.val_evaluator = None
+    cfg.test_dataloader.dataset = val_ds
+    # Some tiny heads normalise 1x1 maps with GroupNorm, which needs more than one image per batch:
+    # a test batch size that never leaves a last batch of one image.
+    n_val = len(json.loads(Path(paths.val_ann).read_text())["images"])
+    cfg.test_dataloader.batch_size = next(b for b in (4, 5, 3, 6, 7, 2) if n_val % b != 1 or n_val <= 1)
+    cfg.test_evaluator = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind,
+                          "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
+    if sched.get("batch_per_gpu"):
+        cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
+    if sched.get("epochs"):
+        cfg.train_cfg.max_epochs = sched["epochs"]
+        for s in cfg.param_scheduler if isinstance(cfg.param_scheduler, list) else [cfg.param_scheduler]:
+            if s.get("type") == "MultiStepLR" and s.get("by_epoch", True):
+                # the recipe's steps at 8/12 and 11/12 of the schedule (1x: 8, 11)
+                e = sched["epochs"]
+                s["milestones"] = sorted({max(1, round(e * 8 / 12)), max(1, round(e * 11 / 12))})
+                s["end"] = e
+            elif s.get("by_epoch", True) and "end" in s and s.get("type") != "LinearLR":
+                s["end"] = sched["epochs"]
+    if sched.get("lr"):
+        cfg.optim_wrapper.optimizer.lr = sched["lr"]
+    cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": sched.get("checkpoint_every") or 1,
+                                    "by_epoch": True, "max_keep_ckpts": 2, "save_last": True}
+    cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
+    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [{"type": "NonFiniteLossHook"}, {"type": "LossCurveHook"}]
+    cfg.randomness = {"seed": run.seed, "deterministic": False}
+    cfg.launcher = "pytorch" if _distributed() else "none"
+    cfg.resume = (folder / "last_checkpoint").exists()
+    cfg.load_from = None
+    return cfg
+
+
+def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
+    import harness.launch.hooks  # noqa: F401  (registers the hooks and the metric)
+    import torch
+    from mmengine.runner import Runner
+
+    # mmengine checkpoints hold more than tensors; torch >= 2.6 loads weights only unless told otherwise.
+    # They are this run's own files, so full loading is safe.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    _set_threads(run)
+    random.seed(run.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = dataset_paths(run)
+    cfg = build_config(run, folder, paths)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batch = cfg.train_dataloader.batch_size * world
+    info = {
+        "effective_batch": batch,
+        "lr": cfg.optim_wrapper.optimizer.lr,
+        "recipe_batch": cfg.get("recipe", {}).get("total_batch"),
+        "recipe_lr": cfg.get("recipe", {}).get("lr"),
+        "epochs": cfg.train_cfg.max_epochs,
+        "world_size": world,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "num_train_images": None,
+    }
+    if info["recipe_batch"] and info["recipe_batch"] != batch:
+        info["warning"] = f"total batch {batch} differs from the recipe's {info['recipe_batch']}"
+    runner = Runner.from_cfg(cfg)
+    from harness.launch.hooks import NonFiniteLoss, read_curve
+
+    try:
+        runner.train()
+    except NonFiniteLoss as exc:
+        raise RunFailed(str(exc), info, read_curve(folder)) from None
+    info["num_train_images"] = len(runner.train_dataloader.dataset)
+    metrics = runner.test()
+    metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    return TrainResult(metrics=metrics, curve=read_curve(folder), info=info)
+
+
+def load_predictions(folder: Path) -> list:
+    return json.loads((folder / PREDICTIONS_FILE).read_text())

@@ -1,0 +1,110 @@
+"""`harness run` / `harness status` on this machine: rows written once, reruns skip finished work,
+failed runs say why, a killed driver leaves nothing half-done. Real (tiny) mmdet training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.results.rows import read_rows
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec_file(tmp_path, name="smoke", **overrides):
+    data = {
+        "name": name,
+        "dataset": {"kind": "synthetic", "train_images": 16, "val_images": 8},
+        "profile": "tiny",
+        "detectors": ["atss"],
+        "losses": ["focal", "rs"],
+        "schedule": {"epochs": 1, "max_iters_per_epoch": 2, "batch_per_gpu": 2},
+        "launch": {"executor": "local", "cpus_per_run": 1, "time_min": 20},
+    }
+    data.update(overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def test_run_writes_rows_and_reruns_skip_done_cells(tmp_path):
+    spec = spec_file(tmp_path)
+    results = tmp_path / "results"
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows, corrupt = read_rows(results / "smoke")
+    assert not corrupt and sorted(r["loss"] for r in rows) == ["focal", "rs"]
+    for row in rows:
+        assert row["status"] == "done" and "bbox_AP" in row["metrics"]
+        prov = row["provenance"]
+        assert prov["effective_batch"] == 2 and prov["git_commit"] and prov["versions"]["mmdet"] == "3.3.0"
+        assert prov["job_id"] and prov["wall_time_s"] > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in (results / "smoke" / "runs").glob("*.json")}
+
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results), "--dry-run")
+    assert "0 to run, 2 already done" in proc.stdout
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 0 and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing redone
+
+    proc = run_cli("status", str(results / "smoke"))
+    assert proc.returncode == 0 and "2 done" in proc.stdout
+
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results), "--force", "--only", "atss:rs")
+    assert proc.returncode == 0
+    changed = [p.name for p, t in mtimes.items() if p.stat().st_mtime_ns != t]
+    assert len(changed) == 1 and changed[0].startswith("atss-rs-")
+
+
+def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
+    spec = spec_file(tmp_path, name="diverge", losses=["focal"],
+                     schedule={"epochs": 1, "max_iters_per_epoch": 3, "batch_per_gpu": 2, "lr": 1e12})
+    results = tmp_path / "results"
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 1
+    (row,), _ = read_rows(results / "diverge")
+    assert row["status"] == "failed" and "non-finite loss at iteration" in row["reason"]
+    status = run_cli("status", str(results / "diverge"))
+    assert "failed" in status.stdout and "non-finite loss" in status.stdout
+
+
+def test_bad_spec_is_a_usage_error(tmp_path):
+    spec = spec_file(tmp_path, detectors=["atts"])
+    proc = run_cli("run", str(spec), "--dry-run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "did you mean 'atss'" in proc.stderr
+
+
+def test_sigkill_of_the_driver_then_rerun_completes_without_duplicates(tmp_path):
+    spec = spec_file(tmp_path, name="killed", schedule={"epochs": 2, "max_iters_per_epoch": 2, "batch_per_gpu": 2})
+    results = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "harness", "run", str(spec), "--executor", "local", "--wait",
+                               "--results", str(results)], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    work = results / "killed" / "work"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(work.glob("*/state.json")):
+        time.sleep(0.5)
+    assert list(work.glob("*/state.json")), "no run started within 300 s"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and every job it started, mid-run
+    driver.wait(timeout=30)
+    proc = run_cli("run", str(spec), "--executor", "local", "--wait", "--results", str(results), "--timeout", "12")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows, corrupt = read_rows(results / "killed")
+    assert not corrupt and sorted(r["loss"] for r in rows) == ["focal", "rs"]
+    assert all(r["status"] == "done" for r in rows)
+    leftovers = [p.name for p in (results / "killed" / "runs").iterdir() if p.suffix != ".json"]
+    assert all(name.endswith(".tmp") for name in leftovers)
