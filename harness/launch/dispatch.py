@@ -116,7 +116,6 @@ def slurm_parameters(run: RunSpec) -> dict:
     gpus = launch["gpus_per_run"]
     params = profile.executor_parameters(gpus=gpus, time_min=launch["time_min"], partition=launch["partition"] or "default")
     params["slurm_array_parallelism"] = launch["array_parallelism"]
-    params["slurm_max_num_timeout"] = 20  # long trainings are resumed across many preemptions/timeouts
     params["slurm_signal_delay_s"] = 120 if launch["time_min"] > 10 else 30
     if gpus > 1:  # one task per GPU on one node; mmengine's distributed launch inside the job
         params["tasks_per_node"] = gpus
@@ -134,7 +133,8 @@ def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool
 
     jobs = []
     for _, group in group_by_resources(runs).items():
-        executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
+        # long trainings are resumed across many preemptions / timeouts
+        executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm", slurm_max_num_timeout=20)
         executor.update_parameters(name=f"{spec.name}", **slurm_parameters(group[0]))
         with executor.batch():
             group_jobs = [executor.submit(RunJob(run, results_dir, force)) for run in group]

@@ -43,6 +43,36 @@ class NonFiniteLossHook(Hook):
 
 
 @HOOKS.register_module(force=True)
+class RNGStateHook(Hook):
+    """Save the random number generators' states (python, numpy, torch) in every checkpoint and restore
+    them on resume, so a run preempted and resumed from a checkpoint continues exactly as an
+    uninterrupted run with the same seed would (augmentations, samplers, dropout)."""
+
+    priority = "LOW"
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        import random
+
+        import numpy as np
+        import torch
+
+        checkpoint["harness_rng"] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                                     "torch": torch.get_rng_state()}
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        import random
+
+        import numpy as np
+        import torch
+
+        state = checkpoint.get("harness_rng")
+        if state:
+            random.setstate(state["python"])
+            np.random.set_state(state["numpy"])
+            torch.set_rng_state(state["torch"])
+
+
+@HOOKS.register_module(force=True)
 class LossCurveHook(Hook):
     """Append ``[iteration, loss, {terms}]`` every ``interval`` iterations to ``curve.json`` (kept across
     resumes: the file lives in the work folder and is rewritten atomically at each epoch end)."""

@@ -124,7 +124,8 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": sched.get("checkpoint_every") or 1,
                                     "by_epoch": True, "max_keep_ckpts": 2, "save_last": True}
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
-    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [{"type": "NonFiniteLossHook"}, {"type": "LossCurveHook"}]
+    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [{"type": "NonFiniteLossHook"}, {"type": "LossCurveHook"},
+                                                        {"type": "RNGStateHook"}]
     cfg.randomness = {"seed": run.seed, "deterministic": False}
     cfg.launcher = "pytorch" if _distributed() else "none"
     cfg.resume = (folder / "last_checkpoint").exists()

@@ -1,0 +1,102 @@
+"""Experiment runs through the real loopback SLURM cluster (slurm/up.sh): a spec as a job array, a
+cancelled run, and a preempted run that resumes from its checkpoint and ends with the same metrics as
+an uninterrupted run with the same seed. Skipped, with the reason, where SLURM cannot run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.experiments.spec import load_spec
+from harness.launch import dispatch
+from harness.launch.status import experiment_status
+from harness.results.rows import read_rows
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec_file(tmp_path, name, losses=("focal", "rs"), epochs=1, iters=2):
+    data = {
+        "name": name,
+        "dataset": {"kind": "synthetic", "train_images": 16, "val_images": 8},
+        "profile": "tiny",
+        "detectors": ["atss"],
+        "losses": list(losses),
+        "schedule": {"epochs": epochs, "max_iters_per_epoch": iters, "batch_per_gpu": 2},
+        # time_min > 10: submitit counts a USR2 as a preemption, not a timeout
+        "launch": {"executor": "slurm", "cluster": "local", "cpus_per_run": 1, "time_min": 20, "array_parallelism": 2},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def harness(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def test_a_spec_runs_as_a_job_array(slurm_cluster, tmp_path):
+    spec = spec_file(tmp_path, "array")
+    results = tmp_path / "results"
+    proc = harness("run", str(spec), "--results", str(results), "--wait", "--timeout", "10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "submitted 2 run(s) as SLURM job arrays" in proc.stdout
+    rows, _ = read_rows(results / "array")
+    assert sorted(r["loss"] for r in rows) == ["focal", "rs"] and all(r["status"] == "done" for r in rows)
+    array_ids = {r["provenance"]["job_id"].split("_")[0] for r in rows}
+    assert len(array_ids) == 1 and all("_" in r["provenance"]["job_id"] for r in rows)  # one array, two tasks
+    status = harness("status", str(results / "array"))
+    assert "2 done" in status.stdout
+
+
+def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):
+    spec = load_spec(spec_file(tmp_path, "cancel", losses=("focal",), epochs=20, iters=3))
+    results = tmp_path / "results" / "cancel"
+    (job,) = [j for _, j in dispatch.submit_slurm(spec, spec.runs(), results, force=False)]
+    deadline = time.time() + 120
+    while time.time() < deadline and job.state not in ("RUNNING", "COMPLETED"):
+        time.sleep(1)
+    subprocess.run(["scancel", job.job_id], check=True, timeout=30)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        (st,), _ = experiment_status(results)
+        if st.state == "lost":
+            break
+        time.sleep(2)
+    assert st.state == "lost" and "CANCELLED" in st.reason, (st.state, st.reason)
+    assert not read_rows(results)[0]  # no row: the rerun will pick it up
+
+
+def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster, tmp_path):
+    path = spec_file(tmp_path, "preempt", losses=("focal",), epochs=3, iters=3)
+    spec = load_spec(path)
+    (run,) = spec.runs()
+    results = tmp_path / "results" / "preempt"
+    (job,) = [j for _, j in dispatch.submit_slurm(spec, [run], results, force=False)]
+    first_ckpt = results / "work" / run.run_id / "epoch_1.pth"
+    deadline = time.time() + 400
+    while time.time() < deadline and not first_ckpt.exists() and not job.done():
+        time.sleep(0.5)
+    assert first_ckpt.exists(), f"no checkpoint after epoch 1; job state {job.state}"
+    job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 → checkpoint() → requeue
+    deadline = time.time() + 600
+    while time.time() < deadline and not (results / "runs" / f"{run.run_id}.json").exists():
+        time.sleep(2)
+    (row,), _ = read_rows(results)
+    assert row["status"] == "done", row.get("reason")
+    assert row["provenance"]["restarts"] >= 1  # SLURM_RESTART_COUNT: it was requeued
+
+    # The same run, uninterrupted, on this machine: identical metrics.
+    clean = tmp_path / "clean"
+    proc = harness("run", str(path), "--executor", "debug", "--results", str(clean))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (ref,), _ = read_rows(clean / "preempt")
+    assert ref["metrics"] == row["metrics"]
+    assert [p[:2] for p in ref["curve"]] == [p[:2] for p in row["curve"]]
