@@ -83,6 +83,13 @@ def _job_id() -> str | None:
         return os.environ.get("SLURM_JOB_ID")
 
 
+def _rank() -> int:
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:
+        return 0
+
+
 def write_state(folder: Path, **fields: Any) -> None:
     """``work/<run_id>/state.json``: what the run is doing now (read by ``harness status``)."""
     path = folder / "state.json"
@@ -111,6 +118,11 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         spec = self.spec
         folder = work_dir(self.results_dir, spec.run_id)
+        if _rank() != 0:  # a multi-GPU run: every task trains, only rank 0 holds the lock and writes the row
+            from harness.launch.train import train_and_evaluate
+
+            train_and_evaluate(spec, folder)
+            return {"run_id": spec.run_id, "status": "secondary task"}
         lock = RunLock(folder)
         if not lock.acquire():
             return {"run_id": spec.run_id, "status": "skipped", "reason": "another process is running it"}
