@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 export HARNESS_WHEELHOUSE ?= $(if $(wildcard ../shared/wheels),$(abspath ../shared/wheels),)
 PYTEST_ARGS ?=
 
-.PHONY: help setup test bench-losses
+EXPERIMENT ?= experiments/synthetic.yaml
+
+.PHONY: help setup test bench-losses benchmark tables
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -18,6 +20,12 @@ $(VENV)/.harness-setup: requirements.txt scripts/setup.sh pyproject.toml
 
 test: setup  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+benchmark: setup  ## run EXPERIMENT (default: the embedded synthetic grid) and print its tables
+	$(PY) -m harness benchmark $(EXPERIMENT)
+
+tables: setup  ## rebuild EXPERIMENT's tables and plots from whatever has finished
+	$(PY) -m harness benchmark $(EXPERIMENT) --tables-only
 
 bench-losses: setup  ## time the losses; writes results/bench/losses.md and .csv
 	$(PY) -m harness bench losses --out results/bench/losses

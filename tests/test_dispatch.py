@@ -108,3 +108,15 @@ def test_sigkill_of_the_driver_then_rerun_completes_without_duplicates(tmp_path)
     assert all(r["status"] == "done" for r in rows)
     leftovers = [p.name for p in (results / "killed" / "runs").iterdir() if p.suffix != ".json"]
     assert all(name.endswith(".tmp") for name in leftovers)
+
+
+def test_benchmark_runs_and_prints_the_tables(tmp_path):
+    spec = spec_file(tmp_path, name="bench", losses=["rs"])
+    results = tmp_path / "results"
+    proc = run_cli("benchmark", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| ATSS |" in proc.stdout and "written:" in proc.stdout
+    assert (results / "bench" / "tables" / "grid_bbox_AP.tex").exists()
+    assert (results / "bench" / "plots" / "bar_bbox_AP.png").exists()
+    again = run_cli("benchmark", str(spec), "--executor", "debug", "--results", str(results))
+    assert "0 to run, 1 already done" in again.stdout
