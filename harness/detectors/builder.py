@@ -1,0 +1,595 @@
+"""The cell builder: (detector, loss, dataset classes, profile) → an mmengine ``Config``.
+
+A cell's config is the config mmdet ships for the detector plus a visible list of :class:`Change` s, each
+a dotted path, its new value (or :data:`DELETE`) and why. The list is recorded in the config
+(``cfg.cell['changes']``), printed by ``harness cells --changes DETECTOR LOSS`` and checked by the tests:
+the built config differs from mmdet's exactly at the documented paths.
+
+Profiles (see docs/grid.md):
+
+* ``paper``: mmdet's R-50 FPN configs at COCO scale with the cell's published (or defined) learning rate,
+  total batch and schedule (:func:`harness.detectors.grid.cell_recipe`). Built, not trained here.
+* ``tiny``: the same heads and losses on a CPU: ResNet-18 at a quarter of the width, 32-channel FPN and
+  heads, 128-pixel images, few proposals, small RoI heads and SOLOv2 grids, total batch 4 with the
+  recipe's learning rate scaled linearly.
+
+``build_cell_config`` needs mmengine and mmdet's shipped configs; it does not import torch models.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.detectors.grid import (
+    DETECTORS,
+    PROFILES,
+    Detector,
+    Recipe,
+    cell_recipe,
+    fixed_weights,
+    get_detector,
+    head_family,
+    localisation_recipe,
+)
+
+COCO_CLASSES = 80
+TINY_BATCH = 4
+TINY_SIZE = 128
+TINY_WARMUP_ITERS = 50
+TINY_MAX_SCORE_THR = 0.05
+SB_INITIAL = 50.0  # aLRP's published initial self-balance weight
+RPN_TAU = 0.7  # RPN positive IoU threshold: aLRP's E_loc is divided by 2(1 - τ)
+ROI_TAU = 0.5
+RPN_HEAD_WEIGHT = 0.2  # RS R-CNN recipe: all three RPN terms x 0.2
+MASK_POSITIVES = 200  # RS Mask R-CNN recipe: at most 200 positives for the mask head
+PLUGIN = "harness.detectors.plugin"
+# Test-time settings of published recipes that differ from mmdet's (RS R-CNNs: score_thr 0.40).
+PUBLISHED_TEST = {
+    ("faster_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
+    ("cascade_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
+    ("mask_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
+}
+
+
+class _Delete:
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One edit of mmdet's config: set ``path`` (dotted; list items by index) to ``value`` or delete it."""
+
+    path: str
+    value: Any
+    why: str
+
+    def describe(self) -> str:
+        value = "deleted" if self.value is DELETE else _short(self.value)
+        return f"{self.path} = {value}  # {self.why}"
+
+
+def _short(value: Any, limit: int = 110) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def mmdet_config_root() -> Path:
+    import mmdet
+
+    return Path(mmdet.__file__).resolve().parent / ".mim" / "configs"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_base_cached(relpath: str) -> dict:
+    from mmengine.config import Config
+
+    path = mmdet_config_root() / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"mmdet's config {relpath} is missing under {mmdet_config_root()}")
+    return Config.fromfile(str(path)).to_dict()
+
+
+def load_base(detector: str) -> dict:
+    """mmdet's shipped config of ``detector`` as a plain dict (a fresh copy)."""
+    return copy.deepcopy(_load_base_cached(get_detector(detector).base_config))
+
+
+# ----------------------------------------------------------------------------------------------- paths
+
+def _split(path: str) -> list:
+    return [int(p) if p.isdigit() else p for p in path.split(".")]
+
+
+def get_path(cfg: Any, path: str, default: Any = None) -> Any:
+    node = cfg
+    for key in _split(path):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return node
+
+
+def has_path(cfg: Any, path: str) -> bool:
+    sentinel = object()
+    return get_path(cfg, path, sentinel) is not sentinel
+
+
+def apply_change(cfg: dict, change: Change) -> None:
+    keys = _split(change.path)
+    node = cfg
+    for key in keys[:-1]:
+        if isinstance(node, dict) and key not in node:
+            node[key] = {}
+        node = node[key]
+    last = keys[-1]
+    if change.value is DELETE:
+        if isinstance(node, dict):
+            node.pop(last, None)
+        return
+    node[last] = copy.deepcopy(change.value)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted path (lists by index), for diffing configs."""
+    out: dict[str, Any] = {}
+    if isinstance(cfg, dict):
+        if not cfg and prefix:
+            out[prefix] = {}
+        for k, v in cfg.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(cfg, (list, tuple)):
+        if not cfg and prefix:
+            out[prefix] = type(cfg)()
+        for i, v in enumerate(cfg):
+            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+    else:
+        out[prefix] = cfg
+    return out
+
+
+def config_diff(base: dict, other: dict) -> set[str]:
+    """Dotted leaf paths whose values differ (added, removed or changed)."""
+    a, b = flatten(base), flatten(other)
+    return {k for k in set(a) | set(b) if a.get(k, DELETE) != b.get(k, DELETE)}
+
+
+def covered(path: str, documented: Iterable[str]) -> bool:
+    return any(path == d or path.startswith(d + ".") for d in documented)
+
+
+# ------------------------------------------------------------------------------------------ changes
+
+class _Changes(list):
+    def set(self, path: str, value: Any, why: str) -> None:
+        self.append(Change(path, value, why))
+
+    def delete(self, path: str, why: str) -> None:
+        self.append(Change(path, DELETE, why))
+
+
+def _walk_keys(node: Any, key: str, prefix: str = "") -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if k == key:
+                found.append(path)
+            found.extend(_walk_keys(v, key, path))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            found.extend(_walk_keys(v, key, f"{prefix}.{i}"))
+    return found
+
+
+def _bbox_head_paths(base: dict) -> list[str]:
+    heads = get_path(base, "model.roi_head.bbox_head")
+    if isinstance(heads, list):
+        return [f"model.roi_head.bbox_head.{i}" for i in range(len(heads))]
+    return ["model.roi_head.bbox_head"]
+
+
+def _rcnn_train_paths(base: dict) -> list[str]:
+    rcnn = get_path(base, "model.train_cfg.rcnn")
+    if isinstance(rcnn, list):
+        return [f"model.train_cfg.rcnn.{i}" for i in range(len(rcnn))]
+    return ["model.train_cfg.rcnn"]
+
+
+def _backbone_changes(ch: _Changes, base: dict, pretrained: str | None) -> None:
+    bb = get_path(base, "model.backbone")
+    if pretrained:
+        ch.set("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": pretrained},
+               "backbone weights from the path the user gave")
+        return
+    ch.set("model.backbone.init_cfg", None, "no pretrained weights here: train from scratch")
+    if bb.get("frozen_stages", -1) != -1:
+        ch.set("model.backbone.frozen_stages", -1, "from scratch: no stage is pretrained, so none is frozen")
+    if bb.get("norm_eval", True):  # mmdet's ResNet defaults norm_eval to True
+        ch.set("model.backbone.norm_eval", False, "from scratch: BatchNorm statistics must be learnt")
+
+
+def _class_changes(ch: _Changes, base: dict, num_classes: int, classes: tuple | None) -> None:
+    if num_classes != COCO_CLASSES:
+        for path in _walk_keys(base["model"], "num_classes", "model"):
+            ch.set(path, num_classes, f"the dataset has {num_classes} classes")
+    if classes:
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            if get_path(base, f"{loader}.dataset") is not None:
+                ch.set(f"{loader}.dataset.metainfo", {"classes": tuple(classes)}, "the dataset's class names")
+
+
+def _standard_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
+    """Swap the classification loss in mmdet's own heads (nothing for the detector's published loss)."""
+    if spec.name == det.baseline_loss:
+        return
+    loss = dict(spec.mmdet)
+    why = f"classification loss -> {spec.name} (mmdet's own head, loss swapped)"
+    if get_path(base, "model.rpn_head") is not None:
+        ch.set("model.rpn_head.loss_cls", loss, why + "; RPN")
+    if get_path(base, "model.roi_head") is not None:
+        for head in _bbox_head_paths(base):
+            ch.set(f"{head}.loss_cls", {"type": "SigmoidClassesLoss", "loss": loss},
+                   why + "; sigmoid classes without a background logit (trained and tested as sigmoid)")
+    for head in ("model.bbox_head", "model.mask_head"):
+        if get_path(base, f"{head}.loss_cls") is not None:
+            ch.set(f"{head}.loss_cls", loss, why)
+    if get_path(base, "model.bbox_head.use_ohem"):
+        ch.set("model.bbox_head.use_ohem", False, "OHEM ranks anchors by their softmax CE; the swapped loss "
+               "covers every anchor itself (as Focal was designed to)")
+        init = copy.deepcopy(get_path(base, "model.bbox_head.init_cfg") or _YOLACT_INIT)
+        init["override"] = {"type": init.get("type", "Xavier"), "name": "conv_cls",
+                            "distribution": init.get("distribution", "uniform"), "bias_prob": 0.01}
+        ch.set("model.bbox_head.init_cfg", init, "sigmoid classes start from the 0.01 prior (Focal Loss's "
+               "initialisation); YOLACT's softmax head started every logit at 0")
+
+
+_YOLACT_INIT = {"type": "Xavier", "distribution": "uniform", "bias": 0, "layer": "Conv2d"}
+
+
+def harness_loss_cfg(spec, det: Detector, *, primary: str, extras: tuple[str, ...] = (), head_weight: float = 1.0,
+                     tau: float = ROI_TAU) -> dict:
+    """The ``HarnessLoss`` config of a rank-family head: the loss by name, and only the options its spec's
+    balancing and loc-error use need."""
+    cfg: dict = {"type": "HarnessLoss", "loss": spec.name, "loss_weight": head_weight}
+    weights = fixed_weights(det)
+    if spec.balancing == "fixed":
+        cfg["loc_weights"] = {t: weights.get(t, 1.0) for t in (primary, *extras)}
+    if spec.balancing == "self_balance":
+        cfg["sb_initial"] = {primary: SB_INITIAL, **{t: weights.get(t, 1.0) for t in extras}}
+    if spec.uses_loc_errors:
+        cfg["loc_error_scale"] = 1.0 if primary == "mask" else round(2 * (1 - tau), 6)
+    return cfg
+
+
+def _box_loss(spec) -> tuple[dict, bool]:
+    if localisation_recipe(spec) == "smooth_l1":
+        return {"type": "SmoothL1Loss", "beta": 0.11, "loss_weight": 1.0}, False
+    return {"type": "GIoULoss", "loss_weight": 1.0}, True
+
+
+def _rank_rpn(ch: _Changes, spec, det: Detector) -> None:
+    box, decoded = _box_loss(spec)
+    ch.set("model.rpn_head.type", "RankRPNHead", "RPN head taking its loss from the harness registry")
+    ch.set("model.rpn_head.loss_cls",
+           {**harness_loss_cfg(spec, det, primary="bbox", head_weight=RPN_HEAD_WEIGHT, tau=RPN_TAU),
+            "log_prefix": "rpn_"},
+           f"{spec.name} over all anchors of the batch; all RPN terms x {RPN_HEAD_WEIGHT}")
+    ch.set("model.rpn_head.loss_bbox", box, "localisation loss of the cell's recipe")
+    ch.set("model.rpn_head.reg_decoded_bbox", decoded, "GIoU needs decoded boxes; Smooth L1 reads deltas")
+    ch.delete("model.train_cfg.rpn.sampler", "no sampling: every anchor is used (PseudoSampler)")
+
+
+def _rank_roi(ch: _Changes, base: dict, spec, det: Detector, extras: tuple[str, ...]) -> None:
+    box, decoded = _box_loss(spec)
+    for head in _bbox_head_paths(base):
+        ch.set(f"{head}.type", "RankBBoxHead", "shared-2-fc box head with sigmoid classes, loss from the registry")
+        ch.set(f"{head}.loss_cls", harness_loss_cfg(spec, det, primary="bbox", extras=extras),
+               f"{spec.name} over all proposals of the batch (no background logit)")
+        ch.set(f"{head}.loss_bbox", box, "localisation loss of the cell's recipe")
+        ch.set(f"{head}.reg_decoded_bbox", decoded, "GIoU needs decoded boxes; Smooth L1 reads deltas")
+    for train in _rcnn_train_paths(base):
+        ch.set(f"{train}.sampler", {"type": "AllProposalsSampler", "add_gt_as_proposals": True},
+               "no sampling: every proposal (and, as in mmdet, the GT boxes) is used")
+    if isinstance(get_path(base, "model.roi_head.stage_loss_weights"), list):
+        n = len(get_path(base, "model.roi_head.stage_loss_weights"))
+        ch.set("model.roi_head.stage_loss_weights", [1.0] * n, "RS Cascade R-CNN: every stage weighs 1")
+
+
+def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
+    box, decoded = _box_loss(spec)
+    name = det.name
+    if name in ("faster_rcnn", "cascade_rcnn", "mask_rcnn"):
+        _rank_rpn(ch, spec, det)
+        extras = ("mask",) if name == "mask_rcnn" else ()
+        _rank_roi(ch, base, spec, det, extras)
+        if name == "mask_rcnn":
+            ch.set("model.roi_head.type", "RankRoIHead", "balances the mask term against the box classification")
+            ch.set("model.roi_head.mask_head.type", "DiceMaskHead", "FCN mask head with a Dice loss")
+            ch.set("model.roi_head.mask_head.loss_mask",
+                   {"type": "DiceLoss", "use_sigmoid": True, "activate": True, "loss_weight": 1.0},
+                   "mask BCE -> Dice, weighted by the cell's balancing")
+            ch.set("model.roi_head.mask_head.max_positives", MASK_POSITIVES,
+                   f"at most {MASK_POSITIVES} positives sampled for the mask head (RS Mask R-CNN)")
+    elif name in ("atss", "paa"):
+        head = "model.bbox_head"
+        ch.set(f"{head}.type", "RankATSSHead" if name == "atss" else "RankPAAHead",
+               "the head without its centerness / IoU branch, loss from the registry")
+        ch.delete(f"{head}.loss_centerness", "no centerness / IoU-prediction branch: the ranking loss sorts by IoU")
+        if name == "paa":
+            ch.set(f"{head}.gmm_loss_cls", copy.deepcopy(get_path(base, f"{head}.loss_cls")),
+                   "Focal stays inside PAA's GMM anchor scoring only")
+            ch.set(f"{head}.gmm_loss_bbox", copy.deepcopy(get_path(base, f"{head}.loss_bbox")),
+                   "GIoU (x1.3) stays inside PAA's GMM anchor scoring only")
+        ch.set(f"{head}.loss_cls", harness_loss_cfg(spec, det, primary="bbox"),
+               f"{spec.name} over all anchors of the batch")
+        ch.set(f"{head}.loss_bbox", box, "localisation loss of the cell's recipe")
+        ch.set(f"{head}.reg_decoded_bbox", decoded, "GIoU needs decoded boxes; Smooth L1 reads deltas")
+        ch.set(f"{head}.anchor_generator.octave_base_scale", 4, "3 anchors per location (RS recipe)")
+        ch.set(f"{head}.anchor_generator.scales_per_octave", 3, "3 anchors per location (RS recipe)")
+    elif name == "yolact":
+        ch.set("model.type", "RankYOLACT", "YOLACT whose mask term is balanced against the classification")
+        ch.set("model.bbox_head.type", "RankYOLACTHead", "YOLACT head with sigmoid classes, loss from the registry")
+        ch.set("model.bbox_head.use_ohem", False, "no OHEM: the ranking loss covers every anchor")
+        ch.set("model.bbox_head.loss_cls", harness_loss_cfg(spec, det, primary="bbox", extras=("mask",)),
+               f"softmax CE with OHEM -> {spec.name} over all anchors of the batch")
+        ch.set("model.bbox_head.loss_bbox", box, "localisation loss of the cell's recipe")
+        ch.set("model.bbox_head.reg_decoded_bbox", decoded, "GIoU needs decoded boxes; Smooth L1 reads deltas")
+        ch.delete("model.train_cfg.neg_pos_ratio", "OHEM's negative:positive ratio: OHEM is off")
+        ch.set("model.mask_head.type", "RankYOLACTProtonet", "protonet with Dice masks")
+        ch.set("model.mask_head.with_seg_branch", False, "no semantic-segmentation auxiliary head")
+        ch.delete("model.mask_head.loss_segm", "no semantic-segmentation auxiliary head")
+        ch.delete("model.mask_head.loss_mask_weight", "BCE weight unused: Dice masks weighted by the balancing")
+        ch.set("model.mask_head.loss_mask",
+               {"type": "DiceLoss", "use_sigmoid": True, "activate": False, "loss_weight": 1.0},
+               "mask BCE -> Dice on the cropped masks (already sigmoid)")
+    elif name == "solov2":
+        ch.set("model.mask_head.type", "RankSOLOv2Head", "SOLOv2 head whose category targets are Dice coefficients")
+        ch.set("model.mask_head.loss_cls", harness_loss_cfg(spec, det, primary="mask"),
+               f"{det.baseline_loss} -> {spec.name} over all grid cells of the batch")
+        ch.set("model.mask_head.loss_mask.loss_weight", 1.0, "the Dice weight moves into the balancing")
+    else:  # pragma: no cover - every detector has a branch
+        raise KeyError(name)
+    for path, value in PUBLISHED_TEST.get((det.name, spec.name), {}).items():
+        ch.set(path, value, "published test setting of this recipe")
+
+
+def _scheduler(recipe: Recipe, warmup_iters: int | None = None) -> list[dict]:
+    warm = {"type": "LinearLR", "start_factor": recipe.warmup_ratio, "by_epoch": False, "begin": 0,
+            "end": warmup_iters or recipe.warmup_iters}
+    if recipe.milestones:
+        main = {"type": "MultiStepLR", "begin": 0, "end": recipe.epochs, "by_epoch": True,
+                "milestones": list(recipe.milestones), "gamma": 0.1}
+    else:
+        main = {"type": "CosineAnnealingLR", "begin": 0, "end": recipe.epochs, "T_max": recipe.epochs,
+                "by_epoch": True, "eta_min": 0.0}
+    return [warm, main]
+
+
+def _recipe_changes(ch: _Changes, base: dict, recipe: Recipe, det: Detector) -> None:
+    if get_path(base, "optim_wrapper.optimizer.lr") != recipe.lr:
+        ch.set("optim_wrapper.optimizer.lr", recipe.lr, f"learning rate of the recipe ({recipe.source})")
+    if get_path(base, "train_dataloader.batch_size") != recipe.batch_per_gpu:
+        ch.set("train_dataloader.batch_size", recipe.batch_per_gpu,
+               f"{recipe.gpus} GPUs x {recipe.batch_per_gpu} images = total batch {recipe.total_batch}")
+    if get_path(base, "train_cfg.max_epochs") != recipe.epochs:
+        ch.set("train_cfg.max_epochs", recipe.epochs, "epochs of the recipe")
+    if get_path(base, "param_scheduler") != _scheduler(recipe) and _schedule_differs(base, recipe):
+        ch.set("param_scheduler", _scheduler(recipe), f"schedule of the recipe: {recipe.schedule}")
+    if get_path(base, "auto_scale_lr.base_batch_size") != recipe.total_batch:
+        ch.set("auto_scale_lr.base_batch_size", recipe.total_batch, "the batch the recipe's lr is set for")
+
+
+def _schedule_differs(base: dict, recipe: Recipe) -> bool:
+    sched = get_path(base, "param_scheduler") or []
+    steps = [s for s in sched if s.get("type") == "MultiStepLR"]
+    warm = [s for s in sched if s.get("type") == "LinearLR"]
+    if recipe.milestones is None:
+        return True
+    return (not steps or list(steps[0].get("milestones", [])) != list(recipe.milestones)
+            or steps[0].get("end") != recipe.epochs or not warm or warm[0].get("end") != recipe.warmup_iters
+            or abs(warm[0].get("start_factor", 0) - recipe.warmup_ratio) > 1e-12)
+
+
+# ------------------------------------------------------------------------------------------- tiny
+
+def _tiny_pipeline(pipeline: list, keep_ratio: bool) -> list:
+    out = []
+    for t in pipeline:
+        t = copy.deepcopy(t)
+        if t.get("type") in ("Resize", "RandomResize", "RandomChoiceResize"):
+            t = {"type": "Resize", "scale": (TINY_SIZE, TINY_SIZE), "keep_ratio": keep_ratio}
+        out.append(t)
+    return out
+
+
+def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe) -> None:
+    why = "tiny profile (CPU)"
+    m = "model"
+    ch.set(f"{m}.backbone.depth", 18, f"{why}: ResNet-18")
+    ch.set(f"{m}.backbone.base_channels", 16, f"{why}: a quarter of ResNet-18's width (16-32-64-128)")
+    ch.set(f"{m}.neck.in_channels", [16, 32, 64, 128], f"{why}: the narrow backbone's outputs")
+    ch.set(f"{m}.neck.out_channels", 32, f"{why}: 32-channel FPN")
+    name = det.name
+    if get_path(base, f"{m}.rpn_head") is not None:
+        ch.set(f"{m}.rpn_head.in_channels", 32, why)
+        ch.set(f"{m}.rpn_head.feat_channels", 32, why)
+        ch.set(f"{m}.train_cfg.rpn_proposal.nms_pre", 200, f"{why}: few proposals")
+        ch.set(f"{m}.train_cfg.rpn_proposal.max_per_img", 100, f"{why}: few proposals")
+        ch.set(f"{m}.test_cfg.rpn.nms_pre", 200, f"{why}: few proposals")
+        ch.set(f"{m}.test_cfg.rpn.max_per_img", 100, f"{why}: few proposals")
+        ch.set(f"{m}.roi_head.bbox_roi_extractor.out_channels", 32, why)
+        for head in _bbox_head_paths(base):
+            ch.set(f"{head}.in_channels", 32, why)
+            ch.set(f"{head}.fc_out_channels", 64, f"{why}: narrow fc layers")
+        if get_path(base, f"{m}.roi_head.mask_head") is not None:
+            ch.set(f"{m}.roi_head.mask_roi_extractor.out_channels", 32, why)
+            ch.set(f"{m}.roi_head.mask_head.in_channels", 32, why)
+            ch.set(f"{m}.roi_head.mask_head.conv_out_channels", 32, why)
+            ch.set(f"{m}.roi_head.mask_head.num_convs", 2, f"{why}: 2 mask convs")
+        for train in _rcnn_train_paths(base):
+            if get_path(base, f"{train}.sampler.num") and head_family(spec) == "standard":
+                ch.set(f"{train}.sampler.num", 128, f"{why}: 128 sampled RoIs")
+        if get_path(base, f"{m}.train_cfg.rpn.sampler.num") and head_family(spec) == "standard":
+            ch.set(f"{m}.train_cfg.rpn.sampler.num", 128, f"{why}: 128 sampled anchors")
+    if name in ("atss", "paa"):
+        for key, value in (("in_channels", 32), ("feat_channels", 32), ("stacked_convs", 2)):
+            ch.set(f"{m}.bbox_head.{key}", value, why)
+    if name == "yolact":
+        strides = [TINY_SIZE / s for s in (16, 8, 4, 2, 1)]
+        ch.set(f"{m}.bbox_head.in_channels", 32, why)
+        ch.set(f"{m}.bbox_head.feat_channels", 32, why)
+        ch.set(f"{m}.bbox_head.num_protos", 16, f"{why}: 16 prototypes")
+        ch.set(f"{m}.bbox_head.anchor_generator.strides", strides, f"{why}: {TINY_SIZE}-pixel input")
+        ch.set(f"{m}.bbox_head.anchor_generator.centers", [(s / 2, s / 2) for s in strides],
+               f"{why}: {TINY_SIZE}-pixel input")
+        ch.set(f"{m}.mask_head.in_channels", 32, why)
+        ch.set(f"{m}.mask_head.num_protos", 16, f"{why}: 16 prototypes")
+        ch.set(f"{m}.mask_head.proto_channels", (32, 32, 32, None, 32, 16), f"{why}: narrow protonet")
+    if name == "solov2":
+        ch.set(f"{m}.mask_head.in_channels", 32, why)
+        ch.set(f"{m}.mask_head.feat_channels", 32, why)
+        ch.set(f"{m}.mask_head.stacked_convs", 2, why)
+        ch.set(f"{m}.mask_head.num_grids", [12, 10, 8, 6, 4], f"{why}: small grids")
+        ch.set(f"{m}.mask_head.mask_feature_head.in_channels", 32, why)
+        ch.set(f"{m}.mask_head.mask_feature_head.feat_channels", 32, why)
+        ch.set(f"{m}.mask_head.mask_feature_head.out_channels", 32, why)
+    for path in _walk_keys(base["model"].get("test_cfg", {}), "score_thr", f"{m}.test_cfg"):
+        if (get_path(base, path) or 0) > TINY_MAX_SCORE_THR:
+            ch.set(path, TINY_MAX_SCORE_THR, f"{why}: short trainings give low scores")
+    keep_ratio = name != "yolact"
+    for key in ("train_pipeline", "test_pipeline"):
+        if key in base:
+            ch.set(key, _tiny_pipeline(base[key], keep_ratio), f"{why}: {TINY_SIZE}-pixel images")
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        pipe = get_path(base, f"{loader}.dataset.pipeline")
+        if pipe is not None:
+            ch.set(f"{loader}.dataset.pipeline", _tiny_pipeline(pipe, keep_ratio), f"{why}: {TINY_SIZE}-pixel images")
+        ch.set(f"{loader}.num_workers", 0, f"{why}: load in the training process")
+        ch.set(f"{loader}.persistent_workers", False, f"{why}: no worker processes")
+    ch.set("train_dataloader.batch_size", TINY_BATCH, f"{why}: total batch {TINY_BATCH} on one process")
+    lr = round(recipe.lr * TINY_BATCH / recipe.total_batch, 8)
+    ch.set("optim_wrapper.optimizer.lr", lr,
+           f"{why}: the recipe's lr {recipe.lr:g} scaled linearly from batch {recipe.total_batch} to {TINY_BATCH}")
+    ch.set("param_scheduler", _scheduler(recipe, TINY_WARMUP_ITERS),
+           f"{why}: the recipe's schedule with a {TINY_WARMUP_ITERS}-iteration warm-up")
+    ch.set("train_cfg.max_epochs", recipe.epochs, "epochs of the recipe (a run's spec usually sets fewer)")
+    if not get_path(base, "optim_wrapper.clip_grad"):
+        ch.set("optim_wrapper.clip_grad", {"max_norm": 35, "norm_type": 2},
+               f"{why}: from-scratch, small-batch training: clip gradient spikes")
+    ch.set("auto_scale_lr.base_batch_size", TINY_BATCH, f"{why}: the batch the lr is set for")
+    ch.set("env_cfg.cudnn_benchmark", False, f"{why}: CPU")
+
+
+# ------------------------------------------------------------------------------------------- build
+
+def _normalise(detector: str, loss: str, profile: str):
+    from harness.losses import get_loss
+
+    det = get_detector(detector)
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    return det, get_loss(loss)
+
+
+def cell_changes(
+    detector: str,
+    loss: str,
+    *,
+    profile: str = "tiny",
+    classes: Iterable[str] | None = None,
+    num_classes: int | None = None,
+    pretrained: str | None = None,
+) -> list[Change]:
+    """The documented changes that turn mmdet's config of ``detector`` into the cell's config."""
+    det, spec = _normalise(detector, loss, profile)
+    classes = tuple(classes) if classes else None
+    num_classes = int(num_classes or (len(classes) if classes else COCO_CLASSES))
+    if classes and len(classes) != num_classes:
+        raise ValueError(f"{len(classes)} class names but num_classes={num_classes}")
+    base = load_base(detector)
+    recipe = cell_recipe(detector, loss)
+    ch = _Changes()
+    _backbone_changes(ch, base, pretrained)
+    _class_changes(ch, base, num_classes, classes)
+    family = head_family(spec)
+    if family == "standard":
+        _standard_changes(ch, base, det, spec)
+    else:
+        _rank_changes(ch, base, det, spec)
+    if profile == "paper":
+        _recipe_changes(ch, base, recipe, det)
+    else:
+        _tiny_changes(ch, base, det, spec, recipe)
+    total = TINY_BATCH if profile == "tiny" else recipe.total_batch
+    lr = round(recipe.lr * TINY_BATCH / recipe.total_batch, 8) if profile == "tiny" else recipe.lr
+    ch.set("recipe", {
+        "profile": profile, "lr": lr, "total_batch": total,
+        "gpus": 1 if profile == "tiny" else recipe.gpus,
+        "batch_per_gpu": TINY_BATCH if profile == "tiny" else recipe.batch_per_gpu,
+        "epochs": recipe.epochs, "schedule": recipe.schedule, "source": recipe.source,
+        "coco_lr": recipe.lr, "coco_total_batch": recipe.total_batch,
+    }, "the cell's recipe: its total batch and lr (a run warns when its total batch differs)")
+    hooks = list(base.get("custom_hooks", []))
+    hooks.append({"type": "RecipeCheckHook", "total_batch": total, "lr": lr})
+    if family == "rank":
+        hooks.append({"type": "SelfBalanceHook"})
+    ch.set("custom_hooks", hooks, "warn when the total batch differs from the recipe"
+           + ("; update self-balance weights once per epoch" if family == "rank" else ""))
+    ch.set("custom_imports", {"imports": [PLUGIN], "allow_failed_imports": False},
+           "the harness's mmdet modules (heads, losses, hooks) as a plug-in")
+    ch.set("cell", {"detector": detector, "loss": loss, "profile": profile, "family": family,
+                    "base_config": det.base_config}, "what this config is")
+    return list(ch)
+
+
+def build_cell_config(
+    detector: str,
+    loss: str,
+    classes: Iterable[str] | None = None,
+    num_classes: int | None = None,
+    profile: str = "tiny",
+    pretrained: str | None = None,
+):
+    """The mmengine ``Config`` of a cell: mmdet's shipped config plus :func:`cell_changes`.
+
+    ``classes``: the dataset's class names (``None``: COCO's 80); ``num_classes`` defaults to their
+    number. ``profile``: ``'tiny'`` (CPU) or ``'paper'`` (COCO scale). ``pretrained``: a backbone
+    checkpoint (``None``: from scratch). The config also carries ``cell`` (identity and the list of
+    changes), ``recipe`` (lr, total batch, schedule and their source) and imports the harness's mmdet
+    modules (``custom_imports``). Its datasets are mmdet's COCO defaults: the run code replaces them.
+    """
+    from mmengine.config import Config
+
+    changes = cell_changes(detector, loss, profile=profile, classes=classes, num_classes=num_classes,
+                           pretrained=pretrained)
+    cfg = load_base(detector)
+    for change in changes:
+        apply_change(cfg, change)
+    cfg["cell"]["changes"] = [c.describe() for c in changes]
+    _import_plugin()
+    return Config(cfg)
+
+
+def _import_plugin() -> None:
+    import importlib
+
+    importlib.import_module(PLUGIN)
+
+
+def all_cells(losses: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    from harness.detectors.grid import DETECTOR_NAMES, LOSS_NAMES
+
+    return [(d, loss) for d in DETECTOR_NAMES for loss in (tuple(losses) if losses else LOSS_NAMES)]
+
+
+__all__ = ["Change", "DELETE", "DETECTORS", "apply_change", "build_cell_config", "cell_changes", "config_diff",
+           "covered", "flatten", "get_path", "load_base", "all_cells"]

@@ -1,0 +1,11 @@
+"""The harness as an mmdet plug-in: importing this module registers its modules in mmdet's registries.
+
+A config names it with ``custom_imports = dict(imports=['harness.detectors.plugin'])`` (every cell
+config does); then ``type='HarnessLoss'`` (or ``'RankSortLoss'``, ``'APLoss'``, ``'aLRPLoss'``),
+``'RankATSSHead'``, ``'RankPAAHead'``, ``'RankRPNHead'``, ``'RankBBoxHead'``, ``'DiceMaskHead'``,
+``'RankRoIHead'``, ``'RankYOLACTHead'``, ``'RankYOLACTProtonet'``, ``'RankYOLACT'``,
+``'RankSOLOv2Head'``, ``'SigmoidClassesLoss'``, ``'AllProposalsSampler'``, ``'RecipeCheckHook'`` and
+``'SelfBalanceHook'`` resolve like mmdet's own.
+"""
+
+from harness.detectors import dense_heads, head_loss, hooks, roi_heads  # noqa: F401  (registration)
