@@ -369,8 +369,8 @@ def _scheduler(recipe: Recipe, warmup_iters: int | None = None) -> list[dict]:
         main = {"type": "MultiStepLR", "begin": 0, "end": recipe.epochs, "by_epoch": True,
                 "milestones": list(recipe.milestones), "gamma": 0.1}
     else:
-        main = {"type": "CosineAnnealingLR", "begin": 0, "end": recipe.epochs, "T_max": recipe.epochs,
-                "by_epoch": True, "eta_min": 0.0}
+        # T_max unset: mmengine takes end - begin, so a run that changes ``end`` keeps a full cosine
+        main = {"type": "CosineAnnealingLR", "begin": 0, "end": recipe.epochs, "by_epoch": True, "eta_min": 0.0}
     return [warm, main]
 
 

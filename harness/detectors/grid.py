@@ -135,7 +135,7 @@ DETECTORS: dict[str, Detector] = {
             "solov2", "SOLOv2", "solov2/solov2_r50_fpn_ms-3x_coco.py", "focal", ("segm",),
             Recipe(0.01, 8, 2, **_3X, source="mmdet solov2_r50_fpn_ms-3x_coco"),
             Recipe(0.006, 4, 4, **_3X, source=_RS),
-            "category branch targets = Dice coefficient of the predicted mask; one positive per grid cell",
+            "one positive per grid cell (a cell claimed by two instances keeps the last, as its label does)",
             "Dice coefficient of the predicted mask with its GT",
             ("mask",),
             ("mask_head.conv_cls",),
