@@ -42,3 +42,7 @@ slurm-down:  ## stop the SLURM test cluster (state kept, so the next slurm-up is
 .PHONY: bench-tables
 bench-tables: setup  ## time all tables for 10 000 synthetic result rows; writes results/bench/tables.md
 	$(PY) -m harness.bench.tables --out results/bench/tables.md
+
+.PHONY: bench-steps
+bench-steps: setup  ## median training-step time per detector x loss cell (tiny, CPU); writes results/bench/steps.md
+	$(PY) -m harness bench-steps --out results/bench/steps

@@ -1,0 +1,92 @@
+"""List the detector x loss cells: head family, learning rate at total batch, schedule and recipe source.
+
+`--profile paper` (default) shows the COCO-scale recipes; `--profile tiny` the CPU profile's lr and batch.
+`--changes DETECTOR LOSS` prints how that cell's config differs from the one mmdet ships (each change
+with why). `--load MODULE` imports an external loss module first; `--losses` picks the loss columns
+(default: the five of the comparison). `--json` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import json
+
+NAME = "cells"
+HELP = "list the detector x loss cells and their recipes (or one cell's config changes)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default="paper", help="paper (COCO scale, default) or tiny (CPU)")
+    parser.add_argument("--losses", nargs="+", metavar="LOSS", help="losses to cross (default: ce focal ap alrp rs)")
+    parser.add_argument("--changes", nargs=2, metavar=("DETECTOR", "LOSS"), help="print one cell's config changes")
+    parser.add_argument("--load", action="append", default=[], metavar="MODULE", help="import an external loss module first")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def validate_cell(detector: str, loss: str) -> None:
+    """UsageError naming the valid choices for an unknown detector or loss."""
+    from harness.cli import UsageError
+    from harness.detectors import detector_names
+    from harness.losses import loss_names
+
+    if detector not in detector_names():
+        raise UsageError(f"unknown detector {detector!r}; valid: {', '.join(detector_names())}")
+    if loss not in loss_names():
+        raise UsageError(f"unknown loss {loss!r}; valid: {', '.join(loss_names())}")
+
+
+def load_modules(targets) -> None:
+    from harness.cli import UsageError
+    from harness.losses import load_loss_module
+
+    for target in targets:
+        try:
+            load_loss_module(target)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+
+def run(args) -> int:
+    from harness.cli import UsageError
+    from harness.detectors import LOSS_NAMES, PROFILES, describe_cell, detector_names
+
+    load_modules(args.load)
+    if args.profile not in PROFILES:
+        raise UsageError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
+    if args.changes:
+        detector, loss = args.changes
+        validate_cell(detector, loss)
+        from harness.detectors.builder import DELETE, cell_changes
+
+        changes = cell_changes(detector, loss, profile=args.profile)
+        if args.json:
+            print(json.dumps([{"path": c.path, "deleted": c.value is DELETE,
+                               "value": None if c.value is DELETE else c.value, "why": c.why} for c in changes],
+                             indent=2, default=repr))
+            return 0
+        print(f"{detector} x {loss} ({args.profile}): mmdet's config plus {len(changes)} changes")
+        for change in changes:
+            print("  " + change.describe())
+        return 0
+    losses = tuple(args.losses) if args.losses else LOSS_NAMES
+    for loss in losses:
+        validate_cell(detector_names()[0], loss)
+    rows = []
+    for det in detector_names():
+        for loss in losses:
+            info = describe_cell(det, loss).as_dict()
+            if args.profile == "tiny":
+                from harness.detectors.builder import TINY_BATCH
+
+                info.update(lr=round(info["lr"] * TINY_BATCH / info["total_batch"], 8), total_batch=TINY_BATCH,
+                            gpus=1, batch_per_gpu=TINY_BATCH)
+            rows.append(info)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(rows)} cells ({args.profile} profile)")
+    print(f"{'detector':<13} {'loss':<6} {'heads':<9} {'lr':>9} {'batch':>9} {'schedule':<28} source")
+    for r in rows:
+        batch = f"{r['total_batch']} ({r['gpus']}x{r['batch_per_gpu']})"
+        print(f"{r['detector']:<13} {r['loss']:<6} {r['family']:<9} {r['lr']:>9g} {batch:>9} {r['schedule']:<28} "
+              f"{r['source']}")
+    return 0
