@@ -1,0 +1,204 @@
+"""The cell builder: mmdet's shipped configs plus documented changes; the paper and tiny profiles; the grid
+table in docs/grid.md."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from harness.detectors import DETECTOR_NAMES, LOSS_NAMES, build_cell_config, cells, describe_cell, grid_markdown
+from harness.detectors.builder import (
+    DELETE,
+    Change,
+    TINY_BATCH,
+    apply_change,
+    cell_changes,
+    config_diff,
+    covered,
+    flatten,
+    get_path,
+    load_base,
+)
+from harness.detectors.grid import DETECTORS
+from harness.detectors.hooks import batch_warning
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINES = {d: DETECTORS[d].baseline_loss for d in DETECTOR_NAMES}
+# What a baseline cell at the paper profile may change in mmdet's config, and nothing else: train from
+# scratch (no pretrained weights here), and the harness's metadata, hooks and plug-in import.
+BASELINE_CHANGES = {"model.backbone.init_cfg", "model.backbone.frozen_stages", "model.backbone.norm_eval",
+                    "recipe", "custom_hooks", "custom_imports", "cell"}
+
+# Published numbers (docs: ../shared/reference/detectors.md, mmdet's configs): lr, total batch, epochs.
+PAPER = {
+    ("faster_rcnn", "ce"): (0.02, 16, 12), ("faster_rcnn", "rs"): (0.012, 16, 12),
+    ("faster_rcnn", "alrp"): (0.012, 16, 12),
+    ("cascade_rcnn", "ce"): (0.02, 16, 12), ("cascade_rcnn", "rs"): (0.012, 16, 12),
+    ("atss", "focal"): (0.01, 16, 12), ("atss", "rs"): (0.008, 16, 12),
+    ("paa", "focal"): (0.01, 16, 12), ("paa", "rs"): (0.008, 16, 12),
+    ("mask_rcnn", "ce"): (0.02, 16, 12), ("mask_rcnn", "rs"): (0.012, 16, 12),
+    ("yolact", "ce"): (0.008, 64, 55), ("yolact", "rs"): (0.006, 32, 55),
+    ("solov2", "focal"): (0.01, 16, 36), ("solov2", "rs"): (0.006, 16, 36),
+}
+
+
+def _undo(cfg: dict, base: dict, paths) -> dict:
+    """``cfg`` with the documented paths put back as mmdet has them."""
+    cfg = copy.deepcopy(cfg)
+    for path in paths:
+        apply_change(cfg, Change(path, get_path(base, path, DELETE), "undo"))
+    return cfg
+
+
+@pytest.mark.parametrize("detector", DETECTOR_NAMES)
+def test_baseline_cell_equals_mmdets_config_except_documented_changes(detector):
+    loss = BASELINES[detector]
+    base = load_base(detector)
+    cfg = build_cell_config(detector, loss, profile="paper").to_dict()
+    documented = [c.path for c in cell_changes(detector, loss, profile="paper")]
+    assert set(documented) <= BASELINE_CHANGES, set(documented) - BASELINE_CHANGES
+    diff = config_diff(base, cfg)
+    assert diff and all(covered(p, documented) for p in diff), sorted(p for p in diff if not covered(p, documented))
+    # putting the documented paths back gives mmdet's config exactly
+    assert _undo(cfg, base, documented) == base
+    assert cfg["cell"]["changes"] and all("#" in line for line in cfg["cell"]["changes"])
+
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+@pytest.mark.parametrize("detector,loss", cells())
+def test_every_cell_differs_from_mmdet_only_where_documented(detector, loss, profile):
+    base = load_base(detector)
+    cfg = build_cell_config(detector, loss, profile=profile, classes=("a", "b", "c")).to_dict()
+    changes = cell_changes(detector, loss, profile=profile, classes=("a", "b", "c"))
+    documented = [c.path for c in changes]
+    uncovered = sorted(p for p in config_diff(base, cfg) if not covered(p, documented))
+    assert not uncovered
+    assert all(c.why for c in changes)
+    assert all(n == 3 for p, n in flatten(cfg["model"]).items() if p.endswith("num_classes"))
+
+
+@pytest.mark.parametrize("detector,loss", cells())
+def test_paper_profile_recipe(detector, loss):
+    cfg = build_cell_config(detector, loss, profile="paper")
+    recipe = cfg.recipe
+    gpus_batch = cfg.train_dataloader.batch_size * recipe["gpus"]
+    assert gpus_batch == recipe["total_batch"] and recipe["coco_total_batch"] == recipe["total_batch"]
+    assert cfg.optim_wrapper.optimizer.lr == recipe["lr"] and cfg.train_cfg.max_epochs == recipe["epochs"]
+    if (detector, loss) in PAPER:
+        assert (recipe["lr"], recipe["total_batch"], recipe["epochs"]) == PAPER[(detector, loss)]
+        assert not recipe["source"].startswith("defined here")
+    else:
+        assert recipe["source"].startswith("defined here")
+    if loss != BASELINES[detector] and recipe["total_batch"] == 16 and recipe["gpus"] == 4:
+        assert cfg.train_dataloader.batch_size == 4  # 4 GPUs x 4 images, as published
+    # R-50 FPN, COCO's 80 classes, the published schedule
+    assert cfg.model.backbone.depth == 50 and cfg.model.backbone.init_cfg is None
+    steps = [s for s in cfg.param_scheduler if s["type"] == "MultiStepLR"]
+    warm = [s for s in cfg.param_scheduler if s["type"] == "LinearLR"]
+    assert warm and warm[0]["by_epoch"] is False
+    if detector == "yolact" and loss not in ("ce", "focal"):
+        assert [s["type"] for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
+    elif detector == "yolact":
+        assert steps[0]["milestones"] == [20, 42, 49, 52]
+    elif detector == "solov2":
+        assert steps[0]["milestones"] == [27, 33] and steps[0]["end"] == 36
+    else:
+        assert steps[0]["milestones"] == [8, 11] and warm[0]["end"] == 500 and warm[0]["start_factor"] == 0.001
+    assert [h for h in cfg.custom_hooks if h["type"] == "RecipeCheckHook"][0]["total_batch"] == recipe["total_batch"]
+
+
+@pytest.mark.parametrize("detector,loss", cells())
+def test_tiny_profile_is_small_with_the_same_heads_and_losses(detector, loss):
+    tiny = build_cell_config(detector, loss, profile="tiny", classes=("a", "b"))
+    paper = build_cell_config(detector, loss, profile="paper", classes=("a", "b"))
+    assert tiny.model.backbone.depth == 18 and tiny.model.backbone.base_channels == 16
+    assert tiny.model.neck.out_channels == 32
+    assert tiny.train_dataloader.batch_size == TINY_BATCH == tiny.recipe["total_batch"]
+    assert tiny.optim_wrapper.optimizer.lr == pytest.approx(paper.recipe["lr"] * TINY_BATCH / paper.recipe["total_batch"])
+    resize = [t for t in tiny.train_pipeline if t["type"] == "Resize"]
+    assert resize and all(t["scale"] == (128, 128) for t in resize)
+    assert tiny.train_dataloader.dataset.pipeline == tiny.train_pipeline
+    assert tiny.test_dataloader.dataset.pipeline == tiny.test_pipeline
+
+    def heads(cfg):  # head types and their losses, which the two profiles share
+        flat = flatten(cfg.model.to_dict())
+        return {k: v for k, v in flat.items() if k.endswith(".type") and "backbone" not in k and "neck" not in k
+                and "sampler" not in k or ".loss_" in k}
+
+    assert heads(tiny) == heads(paper)
+
+
+@pytest.mark.parametrize("detector,loss", [("atss", "rs"), ("paa", "alrp"), ("faster_rcnn", "ap"),
+                                           ("cascade_rcnn", "rs"), ("mask_rcnn", "rs"), ("yolact", "alrp"),
+                                           ("solov2", "rs")])
+def test_paper_configs_build_into_mmdet_models(detector, loss):
+    from harness.detectors.check import build_model
+
+    cfg = build_cell_config(detector, loss, profile="paper")
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.backbone.parameters()) > 20e6  # ResNet-50
+
+
+def test_rank_cells_apply_the_published_changes():
+    atss = build_cell_config("atss", "rs", profile="paper").model.bbox_head
+    assert atss.type == "RankATSSHead" and "loss_centerness" not in atss
+    assert atss.anchor_generator.octave_base_scale == 4 and atss.anchor_generator.scales_per_octave == 3
+    assert atss.loss_bbox.type == "GIoULoss" and atss.reg_decoded_bbox
+    paa = build_cell_config("paa", "rs", profile="paper").model.bbox_head
+    assert paa.gmm_loss_cls.type == "FocalLoss" and paa.score_voting
+    frcnn = build_cell_config("faster_rcnn", "rs", profile="paper")
+    assert frcnn.model.rpn_head.loss_cls.loss_weight == 0.2 and "sampler" not in frcnn.model.train_cfg.rpn
+    assert frcnn.model.train_cfg.rcnn.sampler.type == "AllProposalsSampler"
+    assert frcnn.model.test_cfg.rcnn.score_thr == 0.40
+    assert build_cell_config("faster_rcnn", "alrp", profile="paper").model.rpn_head.loss_cls.loc_error_scale == \
+        pytest.approx(0.6)
+    assert build_cell_config("cascade_rcnn", "rs", profile="paper").model.roi_head.stage_loss_weights == [1, 1, 1]
+    mask = build_cell_config("mask_rcnn", "rs", profile="paper").model.roi_head
+    assert mask.type == "RankRoIHead" and mask.mask_head.max_positives == 200 and mask.mask_head.loss_mask.type == "DiceLoss"
+    yolact = build_cell_config("yolact", "rs", profile="paper").model
+    assert yolact.bbox_head.use_ohem is False and yolact.mask_head.with_seg_branch is False
+    assert build_cell_config("yolact", "ce", profile="paper").model.bbox_head.use_ohem is True  # CE keeps OHEM
+    ap = build_cell_config("atss", "ap", profile="paper").model.bbox_head
+    assert ap.loss_bbox.type == "SmoothL1Loss" and ap.reg_decoded_bbox is False and ap.loss_cls.loc_weights == {"bbox": 1.0}
+    focal_rcnn = build_cell_config("faster_rcnn", "focal", profile="paper").model
+    assert focal_rcnn.roi_head.bbox_head.loss_cls == {"type": "SigmoidClassesLoss", "loss": focal_rcnn.rpn_head.loss_cls}
+    assert build_cell_config("atss", "ce", profile="paper").model.bbox_head.loss_cls.type == "CrossEntropyLoss"
+
+
+def test_bad_builder_arguments():
+    with pytest.raises(KeyError, match="valid: faster_rcnn"):
+        build_cell_config("yolo", "rs")
+    with pytest.raises(KeyError, match="valid:"):
+        build_cell_config("atss", "nope")
+    with pytest.raises(KeyError, match="valid: tiny, paper"):
+        build_cell_config("atss", "rs", profile="huge")
+    with pytest.raises(ValueError, match="2 class names"):
+        build_cell_config("atss", "rs", classes=("a", "b"), num_classes=3)
+
+
+def test_pretrained_backbone_keeps_mmdets_freezing():
+    cfg = build_cell_config("atss", "focal", profile="paper", pretrained="/ckpt/r50.pth")
+    assert cfg.model.backbone.init_cfg == {"type": "Pretrained", "checkpoint": "/ckpt/r50.pth"}
+    assert cfg.model.backbone.frozen_stages == 1 and cfg.model.backbone.norm_eval is True
+
+
+def test_total_batch_warning():
+    assert batch_warning(16, 4, 4) is None
+    message = batch_warning(16, 4, 8)
+    assert "total batch 32 (8 process(es) x 4) differs from the recipe's 16" in message
+
+
+def test_grid_table_in_docs_is_current():
+    table = grid_markdown()
+    assert table.count("\n") == 2 + 35
+    doc = (ROOT / "docs" / "grid.md").read_text()
+    assert table in doc, "docs/grid.md is stale: paste harness.detectors.grid_markdown() into it"
+
+
+def test_cells_without_a_published_recipe_are_marked():
+    defined = {(c.detector, c.loss) for c in map(lambda dl: describe_cell(*dl), cells()) if c.defined_here}
+    assert ("solov2", "alrp") in defined and ("atss", "rs") not in defined and ("atss", "focal") not in defined
+    assert len(defined) == 35 - len(PAPER)
+    assert "Dice" in describe_cell("solov2", "alrp").replaces
