@@ -31,17 +31,29 @@ class RecipeCheckHook(Hook):
     def before_train(self, runner) -> None:
         from mmengine.dist import get_world_size
 
-        batch = getattr(runner.train_dataloader, "batch_size", None) or 0
-        message = batch_warning(self.total_batch, batch, get_world_size())
+        message = batch_warning(self.total_batch, _batch_per_process(runner), get_world_size())
         if message:
             warnings.warn(message, stacklevel=2)
             runner.logger.warning(message)
-        try:
-            lr = runner.optim_wrapper.get_lr()["lr"][0]
-        except Exception:  # noqa: BLE001 - logging only
-            lr = None
-        if self.lr and lr is not None and abs(lr - self.lr) > 1e-12 and runner.iter == 0:
+        lr = _configured_lr(runner)
+        if self.lr and lr is not None and abs(lr - self.lr) > 1e-12:
             runner.logger.info(f"learning rate {lr:g} (the recipe's: {self.lr:g})")
+
+
+def _batch_per_process(runner) -> int:
+    """Images per process and iteration: the loader's batch size, else its batch sampler's, else the config's."""
+    loader = runner.train_dataloader
+    size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+    if not size:
+        size = (runner.cfg.get("train_dataloader") or {}).get("batch_size")
+    return int(size or 0)
+
+
+def _configured_lr(runner) -> float | None:
+    try:
+        return float(runner.cfg.optim_wrapper.optimizer.lr)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 @HOOKS.register_module(force=True)
