@@ -155,6 +155,8 @@ def test_rank_cells_apply_the_published_changes():
     assert build_cell_config("faster_rcnn", "alrp", profile="paper").model.rpn_head.loss_cls.loc_error_scale == \
         pytest.approx(0.6)
     assert build_cell_config("cascade_rcnn", "rs", profile="paper").model.roi_head.stage_loss_weights == [1, 1, 1]
+    cascade = build_cell_config("cascade_rcnn", "alrp", profile="paper").model.roi_head.bbox_head
+    assert [h.loss_cls.loc_error_scale for h in cascade] == pytest.approx([1.0, 0.8, 0.6])  # 2(1 - τ) per stage
     mask = build_cell_config("mask_rcnn", "rs", profile="paper").model.roi_head
     assert mask.type == "RankRoIHead" and mask.mask_head.max_positives == 200 and mask.mask_head.loss_mask.type == "DiceLoss"
     yolact = build_cell_config("yolact", "rs", profile="paper").model
@@ -202,3 +204,25 @@ def test_cells_without_a_published_recipe_are_marked():
     assert ("solov2", "alrp") in defined and ("atss", "rs") not in defined and ("atss", "focal") not in defined
     assert len(defined) == 35 - len(PAPER)
     assert "Dice" in describe_cell("solov2", "alrp").replaces
+
+
+def test_recipe_check_hook_warns_when_the_runs_total_batch_differs():
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from harness.detectors.hooks import RecipeCheckHook
+
+    logged = []
+    runner = SimpleNamespace(
+        train_dataloader=SimpleNamespace(batch_size=None, batch_sampler=SimpleNamespace(batch_size=2)),  # mmdet's loaders
+        cfg=Config({"optim_wrapper": {"optimizer": {"lr": 0.004}}}),
+        logger=SimpleNamespace(warning=logged.append, info=logged.append),
+    )
+    with pytest.warns(UserWarning, match="total batch 2 .* differs from the recipe's 16"):
+        RecipeCheckHook(total_batch=16, lr=0.008).before_train(runner)
+    assert any("learning rate 0.004 (the recipe's: 0.008)" in m for m in logged)
+    logged.clear()
+    runner.train_dataloader.batch_sampler.batch_size = 16
+    RecipeCheckHook(total_batch=16, lr=0.004).before_train(runner)
+    assert not logged

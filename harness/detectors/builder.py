@@ -42,8 +42,8 @@ TINY_SIZE = 128
 TINY_WARMUP_ITERS = 50
 TINY_MAX_SCORE_THR = 0.05
 SB_INITIAL = 50.0  # aLRP's published initial self-balance weight
-RPN_TAU = 0.7  # RPN positive IoU threshold: aLRP's E_loc is divided by 2(1 - τ)
-ROI_TAU = 0.5
+RPN_TAU = 0.7  # positive IoU thresholds when an assigner names none: aLRP's E_loc is divided by 2(1 - τ)
+ROI_TAU = 0.5  # (R-CNN stages read theirs: Cascade's 0.5, 0.6, 0.7)
 RPN_HEAD_WEIGHT = 0.2  # RS R-CNN recipe: all three RPN terms x 0.2
 MASK_POSITIVES = 200  # RS Mask R-CNN recipe: at most 200 positives for the mask head
 PLUGIN = "harness.detectors.plugin"
@@ -276,11 +276,18 @@ def _box_loss(spec) -> tuple[dict, bool]:
     return {"type": "GIoULoss", "loss_weight": 1.0}, True
 
 
-def _rank_rpn(ch: _Changes, spec, det: Detector) -> None:
+def _tau(base: dict, train_path: str, default: float) -> float:
+    """The positive IoU threshold τ of an assigner (aLRP divides localisation errors by 2(1 - τ))."""
+    tau = get_path(base, f"{train_path}.assigner.pos_iou_thr")
+    return float(tau) if isinstance(tau, (int, float)) and 0 < tau < 1 else default
+
+
+def _rank_rpn(ch: _Changes, base: dict, spec, det: Detector) -> None:
     box, decoded = _box_loss(spec)
+    tau = _tau(base, "model.train_cfg.rpn", RPN_TAU)
     ch.set("model.rpn_head.type", "RankRPNHead", "RPN head taking its loss from the harness registry")
     ch.set("model.rpn_head.loss_cls",
-           {**harness_loss_cfg(spec, det, primary="bbox", head_weight=RPN_HEAD_WEIGHT, tau=RPN_TAU),
+           {**harness_loss_cfg(spec, det, primary="bbox", head_weight=RPN_HEAD_WEIGHT, tau=tau),
             "log_prefix": "rpn_"},
            f"{spec.name} over all anchors of the batch; all RPN terms x {RPN_HEAD_WEIGHT}")
     ch.set("model.rpn_head.loss_bbox", box, "localisation loss of the cell's recipe")
@@ -290,9 +297,10 @@ def _rank_rpn(ch: _Changes, spec, det: Detector) -> None:
 
 def _rank_roi(ch: _Changes, base: dict, spec, det: Detector, extras: tuple[str, ...]) -> None:
     box, decoded = _box_loss(spec)
-    for head in _bbox_head_paths(base):
+    for head, train in zip(_bbox_head_paths(base), _rcnn_train_paths(base)):
         ch.set(f"{head}.type", "RankBBoxHead", "shared-2-fc box head with sigmoid classes, loss from the registry")
-        ch.set(f"{head}.loss_cls", harness_loss_cfg(spec, det, primary="bbox", extras=extras),
+        ch.set(f"{head}.loss_cls", harness_loss_cfg(spec, det, primary="bbox", extras=extras,
+                                                    tau=_tau(base, train, ROI_TAU)),
                f"{spec.name} over all proposals of the batch (no background logit)")
         ch.set(f"{head}.loss_bbox", box, "localisation loss of the cell's recipe")
         ch.set(f"{head}.reg_decoded_bbox", decoded, "GIoU needs decoded boxes; Smooth L1 reads deltas")
@@ -308,7 +316,7 @@ def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
     box, decoded = _box_loss(spec)
     name = det.name
     if name in ("faster_rcnn", "cascade_rcnn", "mask_rcnn"):
-        _rank_rpn(ch, spec, det)
+        _rank_rpn(ch, base, spec, det)
         extras = ("mask",) if name == "mask_rcnn" else ()
         _rank_roi(ch, base, spec, det, extras)
         if name == "mask_rcnn":

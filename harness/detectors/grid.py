@@ -280,7 +280,8 @@ def describe_cell(detector: str, loss: str) -> CellInfo:
         replaces += f"; localisation: {_loc_text(spec, det)}"
         if spec.uses_loc_errors:
             replaces += ("; E_loc = Dice loss of the mask (no boxes)" if det.name == "solov2"
-                         else "; E_loc = GIoU loss / 2(1-τ) (τ = 0.5; RPN 0.7)")
+                         else "; E_loc = GIoU loss / 2(1-τ), τ the positive IoU threshold (0.5; RPN 0.7; Cascade "
+                               "stages 0.5, 0.6, 0.7)")
         ranks_by = det.quality if spec.targets == "quality" else "1 for every positive (binary)"
         balancing = _balancing_text(spec, det)
     defined = recipe.source.startswith("defined here")
