@@ -226,3 +226,13 @@ def test_recipe_check_hook_warns_when_the_runs_total_batch_differs():
     runner.train_dataloader.batch_sampler.batch_size = 16
     RecipeCheckHook(total_batch=16, lr=0.004).before_train(runner)
     assert not logged
+
+
+@pytest.mark.parametrize("detector,loss", [("yolact", "rs"), ("cascade_rcnn", "alrp"), ("faster_rcnn", "focal")])
+def test_a_dumped_cell_config_reloads_with_its_plugin(detector, loss, tmp_path):
+    from mmengine.config import Config
+
+    cfg = build_cell_config(detector, loss, classes=("a", "b"))
+    cfg.dump(str(tmp_path / "cell.py"))
+    again = Config.fromfile(str(tmp_path / "cell.py"))  # imports custom_imports: the harness plug-in
+    assert again.to_dict()["model"] == cfg.to_dict()["model"] and again.recipe == cfg.recipe
