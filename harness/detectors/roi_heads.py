@@ -133,9 +133,11 @@ class RankRoIHead(StandardRoIHead):
             rows.append(row_offset + local)  # positives come first in each image's block of RoIs
             start += count
             row_offset += res.priors.shape[0]
-        if not sum(p.shape[0] for p in priors):
-            return LocTerm(x[0].sum().reshape(1)[:0] * 0.0, torch.zeros(0, dtype=torch.long, device=device))
+        # forward even without positives (as mmdet does): the mask head then gets zero gradients, not none,
+        # which distributed training needs
         mask_preds = self._mask_forward(x, bbox2roi(priors))["mask_preds"]
+        if mask_preds.shape[0] == 0:
+            return LocTerm(mask_preds.sum().reshape(1)[:0], torch.zeros(0, dtype=torch.long, device=device))
         targets = mask_target(priors, gt_inds, [gt.masks for gt in batch_gt_instances], self.train_cfg)
         values = self.mask_head.dice_values(mask_preds, targets, torch.cat(labels))
         return LocTerm(values, torch.cat(rows))
