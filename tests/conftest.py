@@ -27,3 +27,15 @@ def slurm_cluster():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _isolated_loss_registry():
+    """Losses a test registers (external modules, CLI --load) are forgotten after it, so that specs
+    naming `losses: all` see the same five losses in every test."""
+    from harness.losses import registry
+
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
