@@ -115,17 +115,22 @@ class HarnessMetric(BaseMetric):
         self._cat_ids = None
 
     def process(self, data_batch, data_samples):
-        """Convert each batch to COCO results at once (no predicted masks kept in memory)."""
+        """Convert each image's predictions to COCO results at once (no predicted masks kept in memory).
+
+        One entry per image: mmengine cuts ``self.results`` to the dataset's length when it collects
+        them, so a flat list of detections would lose all but the first few."""
         from harness.evaluation import label_to_category_ids, predictions_to_coco
 
         if self._cat_ids is None:
             self._cat_ids = label_to_category_ids(self.ann_file, self.kind, self.classes)
-        self.results.extend(predictions_to_coco(data_samples, self._cat_ids))
+        for sample in data_samples:
+            self.results.append(predictions_to_coco([sample], self._cat_ids))
 
     def compute_metrics(self, results):
         from harness.evaluation import evaluate
         from harness.results.rows import write_json_atomic
 
+        results = [det for image in results for det in image]
         if self.outfile:
             write_json_atomic(self.outfile, results)
         iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
