@@ -18,6 +18,17 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+def load_loss_modules(targets: list[str]) -> None:
+    """Import external loss modules named on the command line (``--load``); bad ones are usage errors."""
+    from harness.losses import load_loss_module
+
+    for target in targets:
+        try:
+            load_loss_module(target)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+
 def _command_modules():
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):

@@ -19,15 +19,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
-    from harness.losses import load_loss_module, loss_names
+    from harness.cli import UsageError, load_loss_modules
+    from harness.losses import loss_names
     from harness.losses.checks import run_loss_checks
 
-    for target in args.load:
-        try:
-            load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+    load_loss_modules(args.load)
     if args.name not in loss_names():
         raise UsageError(f"unknown loss {args.name!r}; valid: {', '.join(loss_names())}")
     failed = 0

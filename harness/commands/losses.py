@@ -18,14 +18,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
-    from harness.losses import LOSSES, load_loss_module
+    from harness.cli import load_loss_modules
+    from harness.losses import LOSSES
 
-    for target in args.load:
-        try:
-            load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+    load_loss_modules(args.load)
     rows = [
         {
             "name": s.name,
