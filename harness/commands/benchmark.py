@@ -39,6 +39,9 @@ def run(args) -> int:
     results_dir = Path(args.results) / spec.name
     if not args.tables_only:
         executor = dispatch.resolve_executor(args.executor or spec.launch["executor"])
+        if executor == "slurm" and not dispatch.slurm_reachable():
+            raise UsageError("--executor slurm but no SLURM controller answers (sinfo fails); start one "
+                             "(make slurm-up) or use --executor local")
         plan = dispatch.make_plan(spec, results_dir)
         print(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}", flush=True)
         if executor == "slurm":

@@ -59,8 +59,9 @@ def run(args) -> int:
     spec = _filter(spec, args.only)
     results_dir = Path(args.results) / spec.name
     executor = dispatch.resolve_executor(args.executor or spec.launch["executor"])
-    if executor == "slurm" and not __import__("shutil").which("sbatch"):
-        raise UsageError("--executor slurm but sbatch is not on PATH; start a cluster (make slurm-up) or use --executor local")
+    if executor == "slurm" and not dispatch.slurm_reachable():
+        raise UsageError("--executor slurm but no SLURM controller answers (sinfo fails); start one (make slurm-up, "
+                         "then export SLURM_CONF as it prints) or use --executor local")
     plan = dispatch.make_plan(spec, results_dir, force=args.force)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     print(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")

@@ -39,9 +39,21 @@ def results_dir_for(spec: Spec, results_root: str | Path) -> Path:
     return Path(results_root) / spec.name
 
 
+def slurm_reachable() -> bool:
+    """True when SLURM's commands exist and answer: ``sinfo`` reaches a controller."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def resolve_executor(kind: str) -> str:
+    """``auto``: ``slurm`` where a SLURM controller answers, else ``local`` (SLURM's client alone, with
+    no cluster configured, is not enough)."""
     if kind == "auto":
-        return "slurm" if shutil.which("sbatch") else "local"
+        return "slurm" if slurm_reachable() else "local"
     return kind
 
 
