@@ -60,10 +60,24 @@ def box_targets_and_term(head, labels: Tensor, label_weights: Tensor | None, pos
     return targets, LocTerm(values, pos)
 
 
-def dense_targets_and_term(head, logits_rows: int, anchors: Tensor, deltas: Tensor, labels: Tensor,
+def dense_targets_and_term(head, anchors: Tensor, deltas: Tensor, labels: Tensor,
                            label_weights: Tensor, box_targets: Tensor) -> tuple[Tensor, LocTerm]:
     pos = ((labels >= 0) & (labels < head.num_classes)).nonzero(as_tuple=True)[0]
     return box_targets_and_term(head, labels, label_weights, pos, anchors[pos], deltas[pos], box_targets[pos])
+
+
+def flat_dense_batch(head, cls_scores, bbox_preds, anchors: Tensor, labels, label_weights,
+                     box_targets) -> tuple[Tensor, Tensor, LocTerm, Tensor]:
+    """The whole batch flattened for one classification call: per-level score and box maps plus mmdet's
+    ``get_targets`` lists (``[B, n]`` each) → ``(logits, dense targets, box term, flat labels)``;
+    ``anchors`` already flat ``[B·n, 4]``."""
+    labels = torch.cat(labels, 1).reshape(-1)
+    label_weights = torch.cat(label_weights, 1).reshape(-1)
+    box_targets = torch.cat(box_targets, 1).reshape(-1, 4)
+    logits = flat_levels(cls_scores, head.cls_out_channels).reshape(-1, head.cls_out_channels)
+    deltas = flat_levels(bbox_preds, 4).reshape(-1, 4)
+    targets, term = dense_targets_and_term(head, anchors, deltas, labels, label_weights, box_targets)
+    return logits, targets, term, labels
 
 
 class _NoCenternessMixin:
@@ -100,13 +114,8 @@ class RankATSSHead(_NoCenternessMixin, ATSSHead):
             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
             batch_gt_instances_ignore=batch_gt_instances_ignore)
         anchors = torch.cat(anchors, 1).reshape(-1, 4)
-        labels = torch.cat(labels, 1).reshape(-1)
-        label_weights = torch.cat(label_weights, 1).reshape(-1)
-        box_targets = torch.cat(box_targets, 1).reshape(-1, 4)
-        logits = flat_levels(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
-        deltas = flat_levels(bbox_preds, 4).reshape(-1, 4)
-        targets, term = dense_targets_and_term(self, logits.shape[0], anchors, deltas, labels, label_weights,
-                                               box_targets)
+        logits, targets, term, labels = flat_dense_batch(self, cls_scores, bbox_preds, anchors, labels,
+                                                         label_weights, box_targets)
         return self.loss_cls.head_losses(logits, targets, term).as_dict()
 
 
@@ -160,7 +169,7 @@ class RankPAAHead(_NoCenternessMixin, PAAHead):
         logits = torch.cat(cls_scores, 0)
         deltas = torch.cat(bbox_preds, 0)
         anchors = torch.cat([torch.cat(a, 0) for a in anchor_list])
-        targets, term = dense_targets_and_term(self, logits.shape[0], anchors, deltas, torch.cat(labels),
+        targets, term = dense_targets_and_term(self, anchors, deltas, torch.cat(labels),
                                                torch.cat(labels_weight), torch.cat(boxes_target))
         return self.loss_cls.head_losses(logits, targets, term).as_dict()
 
@@ -207,13 +216,8 @@ class RankRPNHead(RPNHead):
             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
             batch_gt_instances_ignore=batch_gt_instances_ignore)
         anchors = torch.stack([torch.cat(a) for a in anchor_list]).reshape(-1, 4)
-        labels = torch.cat(labels, 1).reshape(-1)
-        label_weights = torch.cat(label_weights, 1).reshape(-1)
-        box_targets = torch.cat(box_targets, 1).reshape(-1, 4)
-        logits = flat_levels(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
-        deltas = flat_levels(bbox_preds, 4).reshape(-1, 4)
-        targets, term = dense_targets_and_term(self, logits.shape[0], anchors, deltas, labels, label_weights,
-                                               box_targets)
+        logits, targets, term, labels = flat_dense_batch(self, cls_scores, bbox_preds, anchors, labels,
+                                                         label_weights, box_targets)
         return self.loss_cls.head_losses(logits, targets, term).as_dict("loss_rpn_")
 
 
@@ -237,13 +241,8 @@ class RankYOLACTHead(YOLACTHead):
             batch_gt_instances_ignore=batch_gt_instances_ignore, unmap_outputs=True, return_sampling_results=True)
         num_imgs = len(batch_img_metas)
         anchors = torch.stack([torch.cat(a) for a in anchor_list]).reshape(-1, 4)
-        labels = torch.cat(labels, 1).reshape(-1)
-        label_weights = torch.cat(label_weights, 1).reshape(-1)
-        box_targets = torch.cat(box_targets, 1).reshape(-1, 4)
-        logits = flat_levels(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
-        deltas = flat_levels(bbox_preds, 4).reshape(-1, 4)
-        targets, term = dense_targets_and_term(self, logits.shape[0], anchors, deltas, labels, label_weights,
-                                               box_targets)
+        logits, targets, term, labels = flat_dense_batch(self, cls_scores, bbox_preds, anchors, labels,
+                                                         label_weights, box_targets)
         self._raw_positive_infos.update(coeff_preds=coeff_preds, labels=labels.view(num_imgs, -1))
         return logits, targets, term
 
