@@ -67,8 +67,31 @@ def _per_item(values: Tensor) -> Tensor:
     return values.reshape(values.shape[0], -1).sum(1) if values.dim() > 1 else values
 
 
+class _SigmoidClasses:
+    """What mmdet's RoI box heads ask of a custom classification loss with ``num_classes`` sigmoid logits
+    (no background logit): channels, test-time scores and accuracy."""
+
+    custom_cls_channels = True
+    custom_activation = True
+    custom_accuracy = True
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        return num_classes
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """Sigmoid scores plus a zero background column (mmdet's NMS expects ``num_classes + 1``)."""
+        scores = cls_score.sigmoid()
+        return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
+
+    def get_accuracy(self, cls_score: Tensor, labels: Tensor) -> dict:
+        from mmdet.models.losses import accuracy
+
+        padded = torch.cat([cls_score, cls_score.new_zeros(cls_score.shape[0], 1)], dim=1)
+        return {"acc": accuracy(padded, labels)}
+
+
 @MODELS.register_module()
-class HarnessLoss(nn.Module):
+class HarnessLoss(_SigmoidClasses, nn.Module):
     """A registered loss of :mod:`harness.losses` as an mmdet classification loss (see the module doc).
 
     Args:
@@ -81,10 +104,6 @@ class HarnessLoss(nn.Module):
         log_prefix: prefix of the logged (non-loss) values, e.g. ``'rpn_'``.
         options: overrides of the loss's defaults (e.g. ``{'delta': 0.5}``).
     """
-
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def __init__(
         self,
@@ -115,21 +134,6 @@ class HarnessLoss(nn.Module):
         s = self.spec
         return (f"loss={s.name!r}, targets={s.targets}, ranking={s.ranking}, balancing={s.balancing}, "
                 f"uses_loc_errors={s.uses_loc_errors}, loss_weight={self.loss_weight}")
-
-    # -- what mmdet's box heads ask of a custom classification loss ---------------------------------
-    def get_cls_channels(self, num_classes: int) -> int:
-        return num_classes
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Sigmoid scores plus a zero background column (mmdet's NMS expects ``num_classes + 1``)."""
-        scores = cls_score.sigmoid()
-        return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
-
-    def get_accuracy(self, cls_score: Tensor, labels: Tensor) -> dict:
-        from mmdet.models.losses import accuracy
-
-        padded = torch.cat([cls_score, cls_score.new_zeros(cls_score.shape[0], 1)], dim=1)
-        return {"acc": accuracy(padded, labels)}
 
     # -- targets ----------------------------------------------------------------------------------------
     def targets(self, labels: Tensor, label_weights: Tensor | None, num_classes: int,
@@ -271,33 +275,16 @@ aLRPLoss = _named("alrp", "aLRPLoss")  # noqa: N816 (the paper's spelling)
 
 
 @MODELS.register_module()
-class SigmoidClassesLoss(nn.Module):
+class SigmoidClassesLoss(_SigmoidClasses, nn.Module):
     """Wraps an mmdet sigmoid loss (e.g. ``FocalLoss``) for mmdet's RoI box heads: ``num_classes`` logits
     without a background logit, trained with sigmoids and scored with sigmoids at test time (mmdet's
     ``BBoxHead`` would otherwise keep a background logit and take a softmax at test time)."""
-
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def __init__(self, loss: dict) -> None:
         super().__init__()
         if not loss.get("use_sigmoid", False):
             raise ValueError("SigmoidClassesLoss wraps sigmoid losses (use_sigmoid=True)")
         self.loss = MODELS.build(loss)
-
-    def get_cls_channels(self, num_classes: int) -> int:
-        return num_classes
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        scores = cls_score.sigmoid()
-        return torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
-
-    def get_accuracy(self, cls_score: Tensor, labels: Tensor) -> dict:
-        from mmdet.models.losses import accuracy
-
-        padded = torch.cat([cls_score, cls_score.new_zeros(cls_score.shape[0], 1)], dim=1)
-        return {"acc": accuracy(padded, labels)}
 
     def forward(self, cls_score, label, weight=None, avg_factor=None, reduction_override=None, **kwargs):
         return self.loss(cls_score, label, weight, avg_factor=avg_factor, reduction_override=reduction_override)
