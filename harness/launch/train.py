@@ -171,7 +171,3 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     metrics = runner.test()
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     return TrainResult(metrics=metrics, curve=read_curve(folder), info=info)
-
-
-def load_predictions(folder: Path) -> list:
-    return json.loads((folder / PREDICTIONS_FILE).read_text())

@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 ROW_STATUSES = ("done", "failed")
 
@@ -83,7 +83,3 @@ def read_rows(experiment_dir: str | Path, warn: bool = True) -> tuple[list[dict]
             continue
         rows.append(row)
     return rows, corrupt
-
-
-def iter_done(rows: list[dict]) -> Iterator[dict]:
-    return (r for r in rows if r.get("status") == "done")
