@@ -11,7 +11,11 @@ folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
    ``failed`` with the reason (a NaN/Inf loss, an exception).
 
 On preemption or timeout submitit calls :meth:`RunJob.checkpoint`, which resubmits a fresh instance of
-the same run: it resumes from the latest checkpoint in the work folder.
+the same run: it resumes from the latest checkpoint in the work folder. submitit then ends the process
+with ``SystemExit`` raised from its signal handler, wherever the run happens to be; code on the way may
+turn that into another exception (mmengine's config formatting, run at every checkpoint save, catches
+everything and raises ``SyntaxError``). So once :meth:`checkpoint` has been called nothing the process
+raises is the run's failure: no row is written and the process exits for the requeued job to go on.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.run = run.to_dict() if isinstance(run, RunSpec) else dict(run)
         self.results_dir = str(results_dir)
         self.force = force
+        self._interrupted = False  # set by checkpoint(): the job is being requeued
 
     @property
     def spec(self) -> RunSpec:
@@ -157,13 +162,19 @@ class RunJob(submitit.helpers.Checkpointable):
             result = train_and_evaluate(spec, folder)
             row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve)
             info = result.info
-        except RunFailed as exc:
-            row.update(status="failed", reason=str(exc), metrics={}, curve=exc.curve)
-            info = exc.info
-        except Exception as exc:  # the row records why; the job itself still ends normally
-            tail = traceback.format_exc(limit=4)
-            row.update(status="failed", reason=f"{type(exc).__name__}: {exc}", metrics={}, curve=[], traceback=tail)
-            info = {}
+        except BaseException as exc:
+            if getattr(self, "_interrupted", False):  # being requeued: whatever was raised, the run did not fail
+                raise SystemExit(-1) from None
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not the run's fault either
+                raise
+            if isinstance(exc, RunFailed):
+                row.update(status="failed", reason=str(exc), metrics={}, curve=exc.curve)
+                info = exc.info
+            else:  # the row records why; the job itself still ends normally
+                tail = traceback.format_exc(limit=4)
+                row.update(status="failed", reason=f"{type(exc).__name__}: {exc}", metrics={}, curve=[],
+                           traceback=tail)
+                info = {}
         row["provenance"] = {
             **provenance(),
             **info,
@@ -179,6 +190,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: resubmit the same run; it resumes from its latest checkpoint."""
+        self._interrupted = True
         return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force))
 
 
