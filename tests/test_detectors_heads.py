@@ -93,7 +93,12 @@ def test_self_balance_uses_rank_weighted_localisation_and_updates_per_epoch():
     # the weights travel with the model's state dict (a resumed run continues with them)
     fresh = HarnessLoss(loss="alrp")
     fresh.load_state_dict(module.state_dict())
-    assert fresh.self_balance["bbox"].weight == pytest.approx(expected)
+    assert fresh.self_balance["bbox"].weight == expected == module.self_balance["bbox"].weight
+    # every state-dict entry is a tensor (mmengine broadcasts them all at the start of distributed training)
+    assert all(isinstance(v, torch.Tensor) for v in module.state_dict().values())
+    older = HarnessLoss(loss="alrp")  # checkpoints from before the tensor encoding hold a plain dict
+    older.set_extra_state({"self_balance": {"bbox": module.self_balance["bbox"].state_dict()}})
+    assert older.self_balance["bbox"].weight == expected
     # evaluation mode does not count towards the epoch
     module.eval()
     module.head_losses(logits, targets, LocTerm(values, pos))

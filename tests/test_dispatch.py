@@ -81,6 +81,21 @@ def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
     assert "failed" in status.stdout and "non-finite loss" in status.stdout
 
 
+def test_a_two_process_run_trains_distributed_on_this_machine(tmp_path):
+    """The local executor starts a run of tasks_per_run 2 as one job of two tasks (gloo on CPU)."""
+    spec = spec_file(tmp_path, name="ddp", losses=["rs"],
+                     launch={"executor": "local", "cpus_per_run": 2, "tasks_per_run": 2, "time_min": 20})
+    results = tmp_path / "results"
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 2 and "--executor debug runs one process per run" in proc.stderr
+    proc = run_cli("run", str(spec), "--executor", "local", "--wait", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "finished atss-rs-" in proc.stderr and " done (1/1)" in proc.stderr
+    (row,), _ = read_rows(results / "ddp")
+    assert row["status"] == "done" and row["provenance"]["world_size"] == 2
+    assert row["provenance"]["effective_batch"] == 4 and row["provenance"]["num_train_images"] == 8
+
+
 def test_bad_spec_is_a_usage_error(tmp_path):
     spec = spec_file(tmp_path, detectors=["atts"])
     proc = run_cli("run", str(spec), "--dry-run")

@@ -1,9 +1,10 @@
 """Experiment runs through the real loopback SLURM cluster (slurm/up.sh): a spec as a job array, a
-cancelled run, and a preempted run that resumes from its checkpoint and ends with the same metrics as
+two-process distributed run (one node × 2 tasks, gloo on CPU), a cancelled run, and a preempted run that resumes from its checkpoint and ends with the same metrics as
 an uninterrupted run with the same seed. Skipped, with the reason, where SLURM cannot run."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import time
@@ -54,6 +55,30 @@ def test_a_spec_runs_as_a_job_array(slurm_cluster, tmp_path):
     assert len(array_ids) == 1 and all("_" in r["provenance"]["job_id"] for r in rows)  # one array, two tasks
     status = harness("status", str(results / "array"))
     assert "2 done" in status.stdout
+
+
+def test_a_two_process_run_is_one_job_of_two_tasks_and_rank_0_writes_the_row(slurm_cluster, tmp_path):
+    """The multi-GPU path (one node, one task per process, mmengine's distributed launch) on CPU: gloo."""
+    path = spec_file(tmp_path, "ddp", losses=("alrp",), iters=5)
+    data = yaml.safe_load(path.read_text())
+    data["launch"].update(cpus_per_run=2, tasks_per_run=2)
+    data["dataset"]["train_images"] = 20  # 5 iterations × 2 images × 2 processes
+    path.write_text(yaml.safe_dump(data))
+    (run,) = load_spec(path).runs()
+    assert dispatch.slurm_parameters(run)["tasks_per_node"] == 2
+    results = tmp_path / "results"
+    proc = harness("run", str(path), "--results", str(results), "--wait", "--timeout", "10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    (row,), corrupt = read_rows(results / "ddp")
+    assert not corrupt and row["status"] == "done", row.get("reason")
+    prov = row["provenance"]
+    assert prov["world_size"] == 2 and prov["effective_batch"] == 4 and prov["num_train_images"] == 20
+    assert "bbox_AP" in row["metrics"] and [p[0] for p in row["curve"]] == [5]  # 5 iterations, each of 4 images
+    folder = results / "ddp" / "slurm" / prov["job_id"]
+    outcomes = [pickle.loads(p.read_bytes()) for p in sorted(folder.glob("*_result.pkl"))]
+    assert [o[1]["status"] for o in outcomes] == ["done", "secondary task"]  # two tasks: rank 0 wrote the row
+    log = next(folder.glob("*_0_log.out")).read_text()
+    assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine's count of processes
 
 
 def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):

@@ -58,6 +58,17 @@ def test_run_ids_hash_the_resolved_config_and_seed(tmp_path):
     assert a[0].run_id.startswith("atss-rs-s0-") or a[0].run_id.startswith("atss-focal-s0-")
 
 
+def test_processes_per_run_set_the_world_size_and_change_the_run(tmp_path):
+    one = load(tmp_path, BASE).runs()
+    cpu2 = load(tmp_path, {**BASE, "launch": {"tasks_per_run": 2, "cpus_per_run": 2}}).runs()
+    gpu4 = load(tmp_path, {**BASE, "launch": {"gpus_per_run": 4}}).runs()
+    gpu1 = load(tmp_path, {**BASE, "launch": {"gpus_per_run": 1}}).runs()
+    assert [r.world_size for r in (one[0], cpu2[0], gpu4[0], gpu1[0])] == [1, 2, 4, 1]
+    # the number of processes sets the total batch, so it is part of the run's identity
+    assert one[0].run_id == gpu1[0].run_id != cpu2[0].run_id != gpu4[0].run_id
+    assert cpu2[0].resources != one[0].resources
+
+
 def test_overrides_apply_per_detector(tmp_path):
     spec = load(tmp_path, {"detectors": ["atss", "solov2"], "losses": ["rs"], "schedule": {"epochs": 2},
                            "overrides": {"solov2": {"schedule": {"epochs": 5}, "launch": {"time_min": 99}}}})
@@ -80,6 +91,10 @@ def test_overrides_apply_per_detector(tmp_path):
         ({"schedule": {"epoch": 2}}, "unknown key 'epoch' (did you mean 'epochs'?)"),
         ({"launch": {"executor": "ssh"}}, "executor: 'ssh' is not one of auto, slurm, local, debug"),
         ({"launch": {"gpus_per_run": -1}}, "gpus_per_run must be an integer >= 0"),
+        ({"launch": {"tasks_per_run": 0}}, "tasks_per_run must be an integer >= 1, got 0"),
+        ({"launch": {"gpus_per_run": 4, "tasks_per_run": 2}}, "a GPU run has one task per GPU"),
+        ({"launch": {"tasks_per_run": 2}}, "tasks_per_run 2 on CPU needs cpus_per_run >= 2"),
+        ({"overrides": {"atss": {"launch": {"tasks_per_run": 3}}}}, "overrides.atss.launch: tasks_per_run 3 on CPU"),
         ({"dataset": {"kind": "imagenet"}}, "kind: 'imagenet' is not one of synthetic, synthetic_lvis, coco, lvis"),
         ({"dataset": {"kind": "coco", "repeat_factor": 0.001}}, "repeat_factor applies to lvis"),
         ({"overrides": {"retinanet": {}}}, "overrides: unknown detector 'retinanet'"),

@@ -62,14 +62,18 @@ def run(args) -> int:
     if executor == "slurm" and not dispatch.slurm_reachable():
         raise UsageError("--executor slurm but no SLURM controller answers (sinfo fails); start one (make slurm-up, "
                          "then export SLURM_CONF as it prints) or use --executor local")
+    multi = sorted({r.run_id for r in spec.runs() if r.world_size > 1})
+    if executor == "debug" and multi:
+        raise UsageError(f"--executor debug runs one process per run, but {multi[0]} trains in several "
+                         f"(tasks_per_run / gpus_per_run); use --executor local or slurm")
     plan = dispatch.make_plan(spec, results_dir, force=args.force)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     print(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
     if args.dry_run:
         for resources, group in dispatch.group_by_resources(plan.submit).items():
-            cluster, partition, gpus, cpus, mem, minutes = resources
+            cluster, partition, gpus, cpus, mem, minutes, tasks = resources
             print(f"  array of {len(group)}: cluster {cluster}, partition {partition or 'default'}, {gpus} GPU(s), "
-                  f"{cpus} CPU(s), {mem:g} GB, {minutes} min")
+                  f"{cpus} CPU(s), {mem:g} GB, {minutes} min, {tasks} process(es) per run")
             for r in group:
                 ds = r.dataset["kind"] + (f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
                 print(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}")

@@ -29,6 +29,7 @@ targets; losses that need localisation errors must be used from a harness head.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
@@ -235,11 +236,17 @@ class HarnessLoss(_SigmoidClasses, nn.Module):
         """Close the epoch of every self-balance weight; returns the new weights."""
         return {name: sb.epoch_end() for name, sb in self.self_balance.items()}
 
-    def get_extra_state(self):
-        return {"self_balance": {k: sb.state_dict() for k, sb in self.self_balance.items()}}
+    def get_extra_state(self) -> Tensor:
+        """The self-balance weights, kept in checkpoints so a resumed run goes on with them. Stored as the
+        bytes of their JSON in a uint8 tensor: mmengine broadcasts every state-dict entry from rank 0 at
+        the start of distributed training, which takes tensors only (JSON floats round-trip exactly)."""
+        state = {"self_balance": {k: sb.state_dict() for k, sb in self.self_balance.items()}}
+        return torch.tensor(list(json.dumps(state, sort_keys=True).encode()), dtype=torch.uint8)
 
     def set_extra_state(self, state) -> None:
-        for name, sb_state in (state or {}).get("self_balance", {}).items():
+        if isinstance(state, Tensor):
+            state = json.loads(bytes(state.cpu().tolist()).decode())
+        for name, sb_state in (state or {}).get("self_balance", {}).items():  # (older checkpoints: a dict)
             sb = self.self_balance.setdefault(name, SelfBalance())
             sb.load_state_dict(sb_state)
 

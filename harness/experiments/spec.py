@@ -19,8 +19,15 @@ and the launch resources, with per-detector overrides::
 :func:`load_spec` validates everything before anything runs: an unknown key, detector or loss, or a bad
 value raises :class:`SpecError` whose message names the valid choices. :meth:`Spec.runs` expands the
 spec into :class:`RunSpec` s; a run's id is a hash of its fully resolved configuration (data, profile,
-detector, loss, schedule) and seed, so identical runs share an id across specs and edits that change a
-run change its id. Launch resources are not part of the id: where a run executes does not change it.
+detector, loss, schedule, number of training processes) and seed, so identical runs share an id across
+specs and edits that change a run change its id. Other launch resources are not part of the id: where a
+run executes does not change it, but how many processes share its batch does.
+
+A run trains in ``world_size`` processes: ``launch.tasks_per_run``, or one per GPU (``gpus_per_run``),
+or one on CPU. Several processes are mmengine's distributed data parallel training, one node × that
+many tasks: NCCL with one GPU each, or gloo on CPU (``tasks_per_run: 2, gpus_per_run: 0``, which is
+how the tests exercise the multi-process path without a GPU). Each process loads ``batch_per_gpu``
+images, so the total batch is ``batch_per_gpu × world_size``.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ LAUNCH_KEYS = {
     "cluster": "local",  # a slurm/profiles/<name>.yaml
     "partition": None,  # None: the profile's default partition
     "gpus_per_run": 0,
-    "cpus_per_run": 1,
+    "tasks_per_run": None,  # training processes; None: one per GPU (one on CPU). > 1 on CPU: gloo DDP
+    "cpus_per_run": 1,  # CPUs of the whole run (shared by its tasks)
     "mem_gb": 4,
     "time_min": 30,
     "array_parallelism": 4,
@@ -121,6 +129,7 @@ class RunSpec:
             "detector": self.detector,
             "loss": self.loss,
             "schedule": dict(self.schedule),
+            "world_size": self.world_size,
             "seed": self.seed,
             "loss_modules": list(self.loss_modules),
         }
@@ -132,10 +141,15 @@ class RunSpec:
         return f"{self.detector}-{self.loss}-s{self.seed}-{digest}"
 
     @property
+    def world_size(self) -> int:
+        """Training processes of the run: ``tasks_per_run``, else one per GPU, else one."""
+        return self.launch.get("tasks_per_run") or max(1, self.launch["gpus_per_run"])
+
+    @property
     def resources(self) -> tuple:
         """Runs with equal resources go into one job array."""
         keys = ("cluster", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "time_min")
-        return tuple(self.launch[k] for k in keys)
+        return tuple(self.launch[k] for k in keys) + (self.world_size,)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -238,12 +252,27 @@ def _launch(where: str, raw: Any) -> dict:
     for key in ("cpus_per_run", "time_min", "array_parallelism"):
         if key in out:
             out[key] = _positive_int(f"{where}.{key}", out[key])
+    if "tasks_per_run" in out:
+        out["tasks_per_run"] = _positive_int(f"{where}.tasks_per_run", out["tasks_per_run"], allow_none=True)
     if "mem_gb" in out:
         out["mem_gb"] = _positive_number(f"{where}.mem_gb", out["mem_gb"])
     for key in ("cluster", "partition"):
         if key in out and out[key] is not None and not isinstance(out[key], str):
             raise SpecError(f"{where}.{key} must be a name, got {out[key]!r}")
     return out
+
+
+def _check_tasks(where: str, launch: Mapping) -> None:
+    """A GPU run has one task per GPU; CPU tasks must each get a CPU."""
+    tasks, gpus, cpus = launch["tasks_per_run"], launch["gpus_per_run"], launch["cpus_per_run"]
+    if tasks is None:
+        return
+    if gpus and tasks != gpus:
+        raise SpecError(f"{where}: tasks_per_run {tasks} with gpus_per_run {gpus}; a GPU run has one task per GPU, "
+                        f"so leave tasks_per_run out (or set it to {gpus})")
+    if not gpus and tasks > cpus:
+        raise SpecError(f"{where}: tasks_per_run {tasks} on CPU needs cpus_per_run >= {tasks} (one CPU per task), "
+                        f"got {cpus}")
 
 
 def _dataset(where: str, raw: Any) -> dict:
@@ -322,6 +351,11 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
             "schedule": _schedule(f"{where}.overrides.{det}.schedule", over.get("schedule")),
             "launch": _launch(f"{where}.overrides.{det}.launch", over.get("launch")),
         }
+    launch = {**LAUNCH_KEYS, **_launch(f"{where}.launch", raw.get("launch"))}
+    for det in dets:
+        merged = {**launch, **overrides.get(det, {}).get("launch", {})}
+        at = f"{where}.overrides.{det}.launch" if overrides.get(det, {}).get("launch") else f"{where}.launch"
+        _check_tasks(at, merged)
     return Spec(
         name=exp_name,
         path=path,
@@ -332,7 +366,7 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         losses=_names(f"{where}.losses", raw["losses"], valid_losses),
         seeds=seeds,
         schedule={**SCHEDULE_KEYS, **_schedule(f"{where}.schedule", raw.get("schedule"))},
-        launch={**LAUNCH_KEYS, **_launch(f"{where}.launch", raw.get("launch"))},
+        launch=launch,
         overrides=overrides,
         loss_modules=tuple(loss_modules),
     )

@@ -3,11 +3,14 @@
 Executors (``--executor``, else the spec's ``launch.executor``):
 
 * ``slurm``: runs grouped by resources into one job array each (``slurm_array_parallelism`` = the spec's
-  ``array_parallelism``); a run with G > 1 GPUs is one node with G tasks (mmengine's distributed launch
-  inside the job). Submits, writes the manifest and returns unless ``--wait``.
+  ``array_parallelism``); a run of T > 1 processes (``world_size``: one per GPU, or ``tasks_per_run``
+  on CPU) is one node with T tasks, mmengine's distributed launch inside the job. Submits, writes the
+  manifest and returns unless ``--wait``.
 * ``local``: submitit's LocalExecutor on this machine, at most ``cores // cpus_per_run`` runs at once (no
-  oversubscription). Without ``--wait`` a detached pool process runs them and the command returns.
-* ``debug``: submitit's DebugExecutor, in this process, one run after another (for debugging).
+  oversubscription); a run of T processes is T local tasks. Without ``--wait`` a detached pool process
+  runs them and the command returns.
+* ``debug``: submitit's DebugExecutor, in this process, one run after another (for debugging; one
+  process per run, so not for multi-process runs).
 * ``auto``: ``slurm`` when ``sbatch`` is on PATH, else ``local``.
 
 A run with a ``done`` row is skipped (``--force`` redoes it); a ``failed`` one runs again; a run whose
@@ -129,10 +132,10 @@ def slurm_parameters(run: RunSpec) -> dict:
     params = profile.executor_parameters(gpus=gpus, time_min=launch["time_min"], partition=launch["partition"] or "default")
     params["slurm_array_parallelism"] = launch["array_parallelism"]
     params["slurm_signal_delay_s"] = 120 if launch["time_min"] > 10 else 30
-    if gpus > 1:  # one task per GPU on one node; mmengine's distributed launch inside the job
-        params["tasks_per_node"] = gpus
-        cpus = max(1, launch["cpus_per_run"] // gpus)
-        params["cpus_per_task"] = cpus
+    tasks = run.world_size
+    if tasks > 1:  # one task per GPU (or per CPU share) on one node; mmengine's distributed launch inside
+        params["tasks_per_node"] = tasks
+        params["cpus_per_task"] = max(1, launch["cpus_per_run"] // tasks)
     elif "cpus_per_task" in params or not gpus:
         params["cpus_per_task"] = launch["cpus_per_run"]
     if profile.mem_gb is not None or gpus:
@@ -184,8 +187,10 @@ def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bo
     while queue or running:
         while queue and len(running) < slots:
             run = queue.pop(0)
-            timeout = run.launch["time_min"]
-            executor.update_parameters(timeout_min=timeout)
+            params = {"timeout_min": run.launch["time_min"]}
+            if executor_kind != "debug":
+                params["tasks_per_node"] = run.world_size
+            executor.update_parameters(**params)
             job = executor.submit(RunJob(run, results_dir, force))
             if executor_kind == "debug":
                 job.result()  # the debug executor runs on demand, in this process
@@ -196,7 +201,7 @@ def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bo
             if job.done():
                 finished += 1
                 try:
-                    row = job.result()
+                    row = job.results()[0]  # one result per task; rank 0's is the run's
                     state = row.get("status", "?")
                     extra = f": {row.get('reason')}" if row.get("reason") else ""
                 except Exception as exc:  # the job process died (killed, out of memory)

@@ -1,5 +1,6 @@
-"""mmengine pieces a run adds to its cell's config: NaN guard, loss curve, evaluation metric.
-Registered on import (``harness.launch.train`` imports this module)."""
+"""mmengine pieces a run adds to its cell's config: NaN guard, loss curve, RNG state, evaluation metric,
+and the distributed wrapper that also trains on CPU. Registered on import (``harness.launch.train``
+imports this module)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import math
 from pathlib import Path
 
+from mmengine.dist import is_main_process
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS  # the Runner looks wrappers up in mmengine's own registry
 from mmdet.registry import HOOKS, METRICS
 
 from harness.launch.train import CURVE_FILE
@@ -46,7 +50,10 @@ class NonFiniteLossHook(Hook):
 class RNGStateHook(Hook):
     """Save the random number generators' states (python, numpy, torch) in every checkpoint and restore
     them on resume, so a run preempted and resumed from a checkpoint continues exactly as an
-    uninterrupted run with the same seed would (augmentations, samplers, dropout)."""
+    uninterrupted run with the same seed would (augmentations, samplers, dropout).
+
+    Checkpoints are written by rank 0 only, so a resumed multi-process run gives every process rank 0's
+    states: exact for one process, close (not bit-identical) for several."""
 
     priority = "LOW"
 
@@ -94,6 +101,8 @@ class LossCurveHook(Hook):
     def after_train_epoch(self, runner):
         from harness.results.rows import write_json_atomic
 
+        if not is_main_process():  # several processes: rank 0's curve (the logged one)
+            return
         write_json_atomic(Path(runner.work_dir) / CURVE_FILE, self.curve)
 
     after_train = after_train_epoch
@@ -135,3 +144,14 @@ class HarnessMetric(BaseMetric):
             write_json_atomic(self.outfile, results)
         iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
         return evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types)
+
+
+@MODEL_WRAPPERS.register_module(force=True)
+class HarnessDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's distributed wrapper, also for a model on CPU (gloo): the Runner passes the process's GPU
+    index as ``device_ids``, which torch refuses for a CPU module."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        if next(module.parameters()).device.type == "cpu":
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)

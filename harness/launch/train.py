@@ -10,8 +10,11 @@ module binds it to the run's data, schedule, seed and work folder, then:
 * evaluates the final model on the validation split with :mod:`harness.evaluation` (COCO or LVIS AP and
   oLRP, box and mask as the detector predicts them).
 
-Under SLURM with several tasks, the job is one node × G tasks; mmengine's ``pytorch`` launcher runs
-distributed training from the environment submitit exports.
+A run of several processes (``RunSpec.world_size``) is one job of that many tasks (SLURM or local):
+each task exports torch.distributed's variables from submitit's environment and mmengine's ``pytorch``
+launcher trains with distributed data parallelism: NCCL, one GPU per task, or gloo on CPU (the process
+group is set up here, since mmengine's set-up assumes a GPU, and the model wrapper takes no device ids).
+Every task trains and evaluates; the caller writes the row from rank 0 only.
 """
 
 from __future__ import annotations
@@ -66,20 +69,38 @@ def dataset_paths(run: RunSpec):
 
 
 def _set_threads(run: RunSpec) -> None:
+    """Torch threads of this process: the run's CPUs shared by its processes."""
     import torch
 
     threads = int(os.environ.get("HARNESS_NUM_THREADS") or run.launch.get("cpus_per_run") or 1)
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, threads // run.world_size))
+
+
+def _num_tasks() -> int:
+    import submitit
+
+    try:
+        return submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # not inside a submitit job
+        return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
 def _distributed() -> bool:
-    """Export torch.distributed's variables from SLURM when the job has several tasks."""
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    """Export torch.distributed's variables (submitit's job environment) when the job has several tasks."""
+    if _num_tasks() <= 1:
         return False
     import submitit
 
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return True
+
+
+def _init_cpu_process_group() -> None:
+    """gloo on CPU; mmengine's own set-up calls ``torch.cuda.set_device`` first, which needs a GPU."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
 
 
 def build_config(run: RunSpec, folder: Path, paths) -> Any:
@@ -93,7 +114,8 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     rfs = run.dataset.get("repeat_factor")
     extra = {}
     if sched.get("max_iters_per_epoch"):  # quick runs: the first images only (mmengine's `indices`)
-        extra["indices"] = sched["max_iters_per_epoch"] * (sched.get("batch_per_gpu") or cfg.train_dataloader.batch_size)
+        per_process = sched.get("batch_per_gpu") or cfg.train_dataloader.batch_size
+        extra["indices"] = sched["max_iters_per_epoch"] * per_process * run.world_size
     train_ds = paths.mmdet_dataset("train", cfg.train_pipeline, class_balanced=bool(rfs), oversample_thr=rfs, **extra)
     val_ds = paths.mmdet_dataset("val", cfg.test_pipeline)
     cfg.train_dataloader.dataset = train_ds
@@ -128,6 +150,13 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
                                                         {"type": "RNGStateHook"}]
     cfg.randomness = {"seed": run.seed, "deterministic": False}
     cfg.launcher = "pytorch" if _distributed() else "none"
+    if cfg.launcher == "pytorch":
+        import torch
+
+        cfg.model_wrapper_cfg = {"type": "HarnessDistributedDataParallel", "broadcast_buffers": False,
+                                 "find_unused_parameters": False}
+        if not torch.cuda.is_available():
+            cfg.env_cfg.dist_cfg = {"backend": "gloo"}
     cfg.resume = (folder / "last_checkpoint").exists()
     cfg.load_from = None
     return cfg
@@ -160,6 +189,8 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     }
     if info["recipe_batch"] and info["recipe_batch"] != batch:
         info["warning"] = f"total batch {batch} differs from the recipe's {info['recipe_batch']}"
+    if cfg.launcher == "pytorch" and not torch.cuda.is_available():
+        _init_cpu_process_group()
     runner = Runner.from_cfg(cfg)
     from harness.launch.hooks import NonFiniteLoss, read_curve
 
