@@ -121,6 +121,9 @@ def test_tiny_profile_is_small_with_the_same_heads_and_losses(detector, loss):
     assert resize and all(t["scale"] == (128, 128) for t in resize)
     assert tiny.train_dataloader.dataset.pipeline == tiny.train_pipeline
     assert tiny.test_dataloader.dataset.pipeline == tiny.test_pipeline
+    # every detector trains on resize + flip (no zoom-out, crop or colour jitter at 128 pixels)
+    assert {t["type"] for t in tiny.train_pipeline} <= {"LoadImageFromFile", "LoadAnnotations", "FilterAnnotations",
+                                                        "Resize", "RandomFlip", "PackDetInputs"}
 
     def heads(cfg):  # head types and their losses, which the two profiles share
         flat = flatten(cfg.model.to_dict())

@@ -409,9 +409,18 @@ def _schedule_differs(base: dict, recipe: Recipe) -> bool:
 
 # ------------------------------------------------------------------------------------------- tiny
 
+# Augmentations the tiny profile leaves out (YOLACT's recipe has them): a zoom-out of up to 4x followed by
+# a random crop shrinks 128-pixel images' objects below the smallest anchors, and hue/saturation jitter
+# changes the colour that, with the shape, names a synthetic class. Every detector then trains on the
+# same resize + flip pipeline.
+TINY_DROPPED_TRANSFORMS = ("Expand", "MinIoURandomCrop", "PhotoMetricDistortion")
+
+
 def _tiny_pipeline(pipeline: list, keep_ratio: bool) -> list:
     out = []
     for t in pipeline:
+        if t.get("type") in TINY_DROPPED_TRANSFORMS:
+            continue
         t = copy.deepcopy(t)
         if t.get("type") in ("Resize", "RandomResize", "RandomChoiceResize"):
             t = {"type": "Resize", "scale": (TINY_SIZE, TINY_SIZE), "keep_ratio": keep_ratio}
@@ -476,11 +485,12 @@ def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe)
     keep_ratio = name != "yolact"
     for key in ("train_pipeline", "test_pipeline"):
         if key in base:
-            ch.set(key, _tiny_pipeline(base[key], keep_ratio), f"{why}: {TINY_SIZE}-pixel images")
+            ch.set(key, _tiny_pipeline(base[key], keep_ratio), f"{why}: {TINY_SIZE}-pixel images, resize and flip only")
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         pipe = get_path(base, f"{loader}.dataset.pipeline")
         if pipe is not None:
-            ch.set(f"{loader}.dataset.pipeline", _tiny_pipeline(pipe, keep_ratio), f"{why}: {TINY_SIZE}-pixel images")
+            ch.set(f"{loader}.dataset.pipeline", _tiny_pipeline(pipe, keep_ratio),
+                   f"{why}: {TINY_SIZE}-pixel images, resize and flip only")
         ch.set(f"{loader}.num_workers", 0, f"{why}: load in the training process")
         ch.set(f"{loader}.persistent_workers", False, f"{why}: no worker processes")
     ch.set("train_dataloader.batch_size", TINY_BATCH, f"{why}: total batch {TINY_BATCH} on one process")

@@ -103,6 +103,39 @@ def _init_cpu_process_group() -> None:
         dist.init_process_group("gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
 
 
+def fit_schedule(schedulers, epochs: int, total_iters: int | None = None) -> list:
+    """The recipe's learning-rate schedule fitted to a run of ``epochs`` epochs of ``total_iters``
+    iterations in all (when known: the Runner knows its epoch length once its dataloader is built).
+
+    Step decays move in proportion: the recipe's milestones scaled from its epochs to the run's (1x: 8
+    and 11 of 12). A cosine ends with the run. With a known length the steps fall at those fractions in
+    iterations and a cosine anneals per iteration, so a short run decays where the recipe would rather
+    than at whole epochs (a 2-epoch run would otherwise decay after its first epoch), and the warm-up
+    takes at most a fifth of the run.
+    """
+    import copy
+
+    out = []
+    for s in schedulers if isinstance(schedulers, list) else [schedulers]:
+        s = copy.deepcopy(dict(s))
+        kind, by_epoch = s.get("type"), s.get("by_epoch", True)
+        if kind == "LinearLR" and not by_epoch:  # the warm-up
+            if total_iters:
+                s["end"] = max(1, min(s["end"], total_iters // 5))
+        elif kind == "MultiStepLR" and by_epoch:
+            recipe_epochs = s.get("end") or max(s["milestones"]) + 1
+            fractions = [m / recipe_epochs for m in s["milestones"]]
+            if total_iters:
+                s.update(by_epoch=False, begin=0, end=total_iters,
+                         milestones=sorted({max(1, round(f * total_iters)) for f in fractions}))
+            else:
+                s.update(end=epochs, milestones=sorted({max(1, round(f * epochs)) for f in fractions}))
+        elif by_epoch and "end" in s:  # cosine and the like end with the run
+            s.update(by_epoch=False, begin=0, end=total_iters) if total_iters else s.update(end=epochs)
+        out.append(s)
+    return out
+
+
 def build_config(run: RunSpec, folder: Path, paths) -> Any:
     """The mmengine Config of this run: the cell's config bound to data, schedule, seed and folder."""
     from harness.detectors import build_cell_config
@@ -132,15 +165,7 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     if sched.get("batch_per_gpu"):
         cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
     if sched.get("epochs"):
-        cfg.train_cfg.max_epochs = sched["epochs"]
-        for s in cfg.param_scheduler if isinstance(cfg.param_scheduler, list) else [cfg.param_scheduler]:
-            if s.get("type") == "MultiStepLR" and s.get("by_epoch", True):
-                # the recipe's steps at 8/12 and 11/12 of the schedule (1x: 8, 11)
-                e = sched["epochs"]
-                s["milestones"] = sorted({max(1, round(e * 8 / 12)), max(1, round(e * 11 / 12))})
-                s["end"] = e
-            elif s.get("by_epoch", True) and "end" in s and s.get("type") != "LinearLR":
-                s["end"] = sched["epochs"]
+        cfg.train_cfg.max_epochs = sched["epochs"]  # the schedule is fitted to the run's length in train_and_evaluate
     if sched.get("lr"):
         cfg.optim_wrapper.optimizer.lr = sched["lr"]
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": sched.get("checkpoint_every") or 1,
@@ -192,6 +217,9 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     if cfg.launcher == "pytorch" and not torch.cuda.is_available():
         _init_cpu_process_group()
     runner = Runner.from_cfg(cfg)
+    epochs = cfg.train_cfg.max_epochs
+    runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader))
+    runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
     from harness.launch.hooks import NonFiniteLoss, read_curve
 
     try:
