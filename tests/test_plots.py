@@ -12,6 +12,7 @@ import pytest
 from harness.cli import main
 from harness.results.frame import load_experiment, rows_frame
 from harness.results.plots import PNG_SIGNATURE, bar_figure, parse_curve, write_plots
+from harness.results.rows import write_row
 from harness.results.tables import build_all, build_tables
 from test_tables import box, make_row, write_experiment
 
@@ -112,3 +113,22 @@ def test_plots_of_runs_without_curves_or_rows():
     fig = curves_figure(rows, tset.stats, "coco", "bbox_AP")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("running" in t for t in texts) and any("1 done" in t for t in texts)
+
+
+def test_unchanged_inputs_reuse_the_plots_and_any_change_redraws(tmp_path):
+    rows = [make_row("atss", loss, 0, metrics=box(0.3)) for loss in ("focal", "rs")]
+    folder = write_experiment(tmp_path / "cache", rows)
+    first = build_all(folder)
+    plots = {k: p for k, p in first.items() if k.startswith("plots/")}
+    stamps = {k: p.stat().st_mtime_ns for k, p in plots.items()}
+    again = build_all(folder)
+    assert {k: p for k, p in again.items() if k.startswith("plots/")} == plots
+    assert {k: p.stat().st_mtime_ns for k, p in plots.items()} == stamps  # not redrawn
+    write_row(folder, make_row("atss", "rs", 0, metrics=box(0.4)))  # a result changes: redraw
+    build_all(folder)
+    assert plots["plots/bar_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/bar_bbox_AP.png"]
+    stamps = {k: p.stat().st_mtime_ns for k, p in plots.items()}
+    plots["plots/curves.png"].unlink()  # a plot deleted by hand: redraw
+    build_all(folder)
+    assert plots["plots/curves.png"].is_file()
+    assert plots["plots/bar_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/bar_bbox_AP.png"]

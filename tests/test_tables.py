@@ -443,3 +443,39 @@ def test_runs_of_the_spec_never_submitted_are_missing(tmp_path):
     assert cell(stats, "atss", "ap")["text"] == "—" and cell(stats, "atss", "ap")["missing"] == 2
     assert cell(stats, "atss", "rs")["text"] == "35.0 (1; 1 missing)"
     assert "| ATSS | 30.0 ± 0.0 (2) † | — | **35.0 (1; 1 missing)** |" in build_tables(frame, paper=False).markdown()
+
+
+def test_tiny_values_never_read_as_zero():
+    from harness.results.tables import _fmt
+
+    assert _fmt(12.345, "bbox_AP") == "12.3" and _fmt(0.0, "bbox_AP") == "0.0"
+    assert _fmt(0.0404, "bbox_AP") == "0.04" and _fmt(0.00021, "bbox_AP") == "0.00021"  # not zero: not "0.0"
+    assert _fmt(0.03, "bbox_AP", signed=True) == "+0.03" and _fmt(-0.0, "bbox_AP", signed=True) == "0.0"
+    assert _fmt(0.5, "ratio") == "0.500"
+
+
+def test_rows_of_runs_superseded_by_a_spec_change_do_not_count_as_seeds(tmp_path):
+    import yaml
+
+    from harness.experiments.spec import load_spec
+    from harness.results.frame import load_experiment
+
+    old = make_row("atss", "rs", 0, metrics=box(0.10))
+    old["run_id"] = "atss-rs-s0-0ld0ld0ld0"
+    old["provenance"] = {**old["provenance"], "finished_at": "2024-01-01T00:00:00"}
+    folder = write_experiment(tmp_path / "exp", [old, make_row("atss", "rs", 0, metrics=box(0.40))])
+    frame, rows, _ = load_experiment(folder)  # no spec: the latest row of a cell and seed
+    assert [r["metrics"]["bbox_AP"] for r in rows] == [0.40] and frame.attrs["superseded"] == 1
+    tset = build_tables(frame, "bbox_AP", paper=False)
+    assert "1 older row(s)" in tset.summary and cell(tset.stats, "atss", "rs")["n"] == 1
+
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"detectors": ["atss"], "losses": ["rs"], "schedule": {"epochs": 3}}))
+    spec = load_spec(spec_path)
+    (run,) = spec.runs()
+    current = make_row("atss", "rs", 0, metrics=box(0.25), run_id=run.run_id)
+    current["provenance"] = {**current["provenance"], "finished_at": "2023-01-01T00:00:00"}  # older, but in the spec
+    write_experiment(folder, [current])
+    frame, rows, _ = load_experiment(folder, spec)  # with the spec: its runs only
+    assert [r["run_id"] for r in rows] == [run.run_id] and frame.attrs["superseded"] == 2
+    assert cell(build_tables(frame, "bbox_AP", paper=False).stats, "atss", "rs")["mean"] == 25.0  # ×100

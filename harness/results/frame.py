@@ -283,13 +283,35 @@ def load_frame(results_dir: str | Path, spec=None, with_states: bool = True) -> 
     return frame, corrupt
 
 
+def current_rows(rows: list[dict], spec=None) -> tuple[list[dict], list[dict]]:
+    """Split rows into current and superseded ones. Editing a spec (say a detector's epochs) gives its
+    runs new ids, and the old runs' rows stay in the folder; they must not count as extra seeds of the
+    same cell. With ``spec``: current = the spec's runs. Without: of the rows of one dataset, detector,
+    loss and seed, the latest finished one."""
+    if spec is not None:
+        ids = {r.run_id for r in spec.runs()}
+        return [r for r in rows if r["run_id"] in ids], [r for r in rows if r["run_id"] not in ids]
+    latest: dict[tuple, dict] = {}
+    for r in rows:
+        key = (dataset_label(r.get("dataset")), r.get("detector"), r.get("loss"), r.get("seed"))
+        stamp = str((r.get("provenance") or {}).get("finished_at") or "")
+        if key not in latest or stamp > str((latest[key].get("provenance") or {}).get("finished_at") or ""):
+            latest[key] = r
+    keep = {id(r) for r in latest.values()}
+    return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
+
+
 def load_experiment(results_dir: str | Path, spec=None,
                     with_states: bool = True) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
-    """:func:`load_frame`, also returning the result rows themselves (for their curves)."""
+    """:func:`load_frame`, also returning the (current) result rows themselves (for their curves).
+    Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
+    rows, superseded = current_rows(rows, spec)
     if not with_states:
-        return rows_frame(rows), rows, corrupt
+        frame = rows_frame(rows)
+        frame.attrs["superseded"] = len(superseded)
+        return frame, rows, corrupt
     by_id = {r["run_id"] for r in rows}
     statuses = run_states(results_dir, spec, rows)
     manifest = _read_manifest(results_dir)
@@ -302,5 +324,9 @@ def load_experiment(results_dir: str | Path, spec=None,
         ds = (manifest.get(s["run_id"]) or {}).get("dataset")
         if ds is None and s["run_id"] in spec_runs:
             ds = dict(spec_runs[s["run_id"]].dataset)
+        if spec is not None and s["run_id"] not in spec_runs:
+            continue  # submitted once, no longer in the spec
         others.append({**s, "dataset": ds, "experiment": getattr(spec, "name", None) or results_dir.name})
-    return rows_frame(rows, states, others), rows, corrupt
+    frame = rows_frame(rows, states, others)
+    frame.attrs["superseded"] = len(superseded)
+    return frame, rows, corrupt

@@ -78,9 +78,13 @@ def _decimals(metric: str) -> int:
 
 
 def _fmt(value: float, metric: str, signed: bool = False) -> str:
+    """One decimal for ×100 metrics, three otherwise. A value that is not zero but rounds to 0.0 shows
+    two significant digits (0.04), so a tiny measurement never reads as a zero."""
     d = _decimals(metric)
     s = f"{value:+.{d}f}" if signed else f"{value:.{d}f}"
-    return "0.0" if signed and float(s) == 0 and d == 1 else s
+    if d == 1 and float(s) == 0:
+        return "0.0" if value == 0 else (f"{value:+.2g}" if signed else f"{value:.2g}")
+    return s
 
 
 def _paper_frame(paper: pd.DataFrame | None | bool) -> pd.DataFrame | None:
@@ -492,6 +496,9 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     text = f"Runs: {runs}. Cells (detector × loss): {len(cells)}, {int((valued > 0).sum())} with values."
     if n_corrupt:
         text += f" {n_corrupt} corrupt row file(s) left out (`harness status` lists them)."
+    if frame.attrs.get("superseded"):
+        text += (f" {frame.attrs['superseded']} older row(s) of runs since changed in the spec left out "
+                 "(a cell counts its current runs only).")
     return text
 
 
@@ -553,7 +560,14 @@ def build_all(results_dir: str | Path, metric: str | None = None, *, spec=None, 
     title = f"Results: {results_dir.name}"
     written = {f"tables/{k}": v for k, v in write_tables(tset, frame, base / "tables", formats, title).items()}
     if plots:
-        from harness.results.plots import write_plots
+        from harness.results import cache
 
-        written.update({f"plots/{k}": v for k, v in write_plots(rows, tset, base / "plots", title).items()})
+        digest = cache.inputs_digest(rows, tset, title)
+        drawn = cache.cached(base / "plots", digest)
+        if drawn is None:  # something changed: draw (matplotlib is imported only then)
+            from harness.results.plots import write_plots
+
+            drawn = write_plots(rows, tset, base / "plots", title)
+            cache.remember(base / "plots", digest, drawn)
+        written.update({f"plots/{k}": v for k, v in drawn.items()})
     return written
