@@ -81,6 +81,26 @@ def test_a_two_process_run_is_one_job_of_two_tasks_and_rank_0_writes_the_row(slu
     assert "Distributed training: True" in log and "GPU number: 2" in log  # mmengine's count of processes
 
 
+def test_queued_array_tasks_are_pending_not_lost(slurm_cluster, tmp_path):
+    """squeue folds an array's pending tasks into one "N_[1-2]" line; each must still read as pending."""
+    path = spec_file(tmp_path, "queued", losses=("focal", "rs", "ce"), epochs=20, iters=3)
+    data = yaml.safe_load(path.read_text())
+    data["launch"]["array_parallelism"] = 1
+    path.write_text(yaml.safe_dump(data))
+    spec = load_spec(path)
+    results = tmp_path / "results" / "queued"
+    jobs = [j for _, j in dispatch.submit_slurm(spec, spec.runs(), results, force=False)]
+    try:
+        time.sleep(3)
+        states = sorted(s.state for s in experiment_status(results)[0])
+        assert "lost" not in states and states.count("pending") >= 2, states
+    finally:
+        subprocess.run(["scancel", jobs[0].job_id.split("_")[0]], timeout=30)
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(j.done() for j in jobs):
+            time.sleep(1)
+
+
 def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):
     spec = load_spec(spec_file(tmp_path, "cancel", losses=("focal",), epochs=20, iters=3))
     results = tmp_path / "results" / "cancel"

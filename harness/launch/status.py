@@ -38,7 +38,8 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
         return {}
     states: dict[str, str] = {}
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(sorted(set(job_ids)))],
+        # -r: one line per array task (without it pending tasks fold into one "33_[10-34]" line)
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(sorted(set(job_ids)))],
                              capture_output=True, text=True, timeout=20).stdout
         for line in out.splitlines():
             jid, _, st = line.strip().partition(" ")
