@@ -61,11 +61,12 @@ def test_bar_chart_draws_one_bar_per_valued_cell_and_labels_the_rest(experiment)
     tset = build_tables(frame)
     fig = bar_figure(tset.stats, "bbox_AP", "coco")
     ax = fig.axes[0]
-    assert len(ax.patches) == 2  # ATSS Focal and RS; my_loss failed, SOLOv2 has no box AP
+    assert len(ax.patches) == 2  # ATSS Focal and RS; my_loss failed, these SOLOv2 rows carry no box AP
     heights = sorted(p.get_height() for p in ax.patches)
     assert heights == pytest.approx([31.0, 36.0])
     labels = {t.get_text() for t in ax.texts}
-    assert labels == {"failed", "n/a"}  # ATSS my_loss; SOLOv2's three losses
+    # ATSS my_loss failed; SOLOv2 (box AP from its masks) has rows without one (n/d) and no my_loss run
+    assert labels == {"failed", "n/d", "missing"}
     best = max(ax.patches, key=lambda p: p.get_height())
     assert best.get_linewidth() > 2  # the best of ATSS has a thick edge
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ATSS", "SOLOv2"]

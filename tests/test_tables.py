@@ -270,12 +270,15 @@ def test_mask_only_detector_defaults_to_mask_ap_and_others_are_na():
     solo = {"segm_AP": 0.3, "segm_oLRP": 0.7}
     only_solo = rows_frame([make_row("solov2", "rs", 0, metrics=solo), make_row("solov2", "focal", 0, metrics=solo)])
     assert build_tables(only_solo, paper=False).metric == "segm_AP"
-    mixed = rows_frame([make_row("solov2", "rs", 0, metrics=solo), make_row("atss", "rs", 0, metrics=box(0.3)),
-                        make_row("atss", "focal", 0, "failed"), make_row("solov2", "ce", 0, "failed")])
+    mixed = rows_frame([make_row("my_masker", "rs", 0, metrics=solo), make_row("atss", "rs", 0, metrics=box(0.3)),
+                        make_row("atss", "focal", 0, "failed"), make_row("solov2", "ce", 0, "failed"),
+                        make_row("solov2", "rs", 0, metrics={**solo, "bbox_AP": 0.28})])
     tset = build_tables(mixed, paper=False)
     assert tset.metric == "bbox_AP"
-    assert cell(tset.stats, "solov2", "rs")["text"] == "n/a"
-    assert cell(tset.stats, "solov2", "ce")["text"] == "n/a"  # failed, but it would not have a box AP anyway
+    assert cell(tset.stats, "my_masker", "rs")["text"] == "n/a"  # an unknown detector with masks only
+    # SOLOv2's box AP is that of its masks' tight boxes: a failed (or pending) SOLOv2 cell says so, not n/a
+    assert cell(tset.stats, "solov2", "ce")["text"] == "failed"
+    assert cell(tset.stats, "solov2", "rs")["mean"] == pytest.approx(28.0)
     assert cell(tset.stats, "atss", "rs", "segm_AP")["text"] == "n/a"
     assert cell(tset.stats, "atss", "focal")["text"] == "failed"
 

@@ -52,7 +52,8 @@ BASELINES = {
     "paa": "focal",
     "solov2": "focal",
 }
-# What each detector predicts: the metric families (``bbox_*``, ``segm_*``) it can have.
+# What each detector predicts: the metric families (``bbox_*``, ``segm_*``) it can have. SOLOv2 predicts
+# masks only; its box AP is that of each mask's tight box (harness.evaluation.convert).
 DETECTOR_OUTPUTS = {
     "faster_rcnn": ("bbox",),
     "cascade_rcnn": ("bbox",),
@@ -60,7 +61,7 @@ DETECTOR_OUTPUTS = {
     "paa": ("bbox",),
     "mask_rcnn": ("bbox", "segm"),
     "yolact": ("bbox", "segm"),
-    "solov2": ("segm",),
+    "solov2": ("bbox", "segm"),
 }
 STATES = ("done", "failed", "running", "pending", "interrupted", "lost", "missing")
 _METRIC_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",

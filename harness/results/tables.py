@@ -16,7 +16,7 @@ or lowest for oLRP), the ``delta`` to the detector's baseline loss, the publishe
   mask AP, oLRP), each published number in a column beside ours.
 
 Cells without a value say why: ``failed``, ``running``, ``pending``, ``interrupted``, ``lost``, ``—``
-(missing: no run), ``n/a`` (the detector does not predict that metric, e.g. box AP of SOLOv2), ``n/d``
+(missing: no run), ``n/a`` (the detector does not predict that metric, e.g. mask AP of ATSS), ``n/d``
 (not defined: runs finished but the metric had nothing to average, e.g. APl without large objects).
 :func:`build_all` writes everything (and the plots) for an experiment folder.
 """
