@@ -10,6 +10,7 @@ builds the tables from whatever has finished.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 NAME = "benchmark"
@@ -32,11 +33,13 @@ def run(args) -> int:
     from harness.launch import dispatch
     from harness.results.tables import TablesError, build_all
 
+    started = time.time()
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
+    timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
     if not args.tables_only:
         executor = dispatch.resolve_executor(args.executor or spec.launch["executor"])
         if executor == "slurm" and not dispatch.slurm_reachable():
@@ -51,6 +54,8 @@ def run(args) -> int:
                   f"then `make tables EXPERIMENT={args.spec}`")
             return 0
         log = lambda msg: print(msg, file=sys.stderr, flush=True)
+        if Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and executor == "local":
+            timing = (len(plan.submit), len(spec.runs()), _synthetic_data_missing(spec))
         if plan.submit:
             dispatch.run_local_pool(spec, plan.submit, results_dir, False, log=log, executor_kind=executor)
         dispatch.wait_for(spec, results_dir, None, log=log)
@@ -65,4 +70,20 @@ def run(args) -> int:
     for key, path in sorted(written.items()):
         if key.startswith("tables/") and key.endswith((".tex", ".csv")) or key.startswith("plots/") and "/curves/" not in key:
             print(f"  {path}")
+    if timing is not None:
+        from harness.bench.benchmark_timing import record
+
+        seconds = time.time() - started
+        path = record(seconds, *timing, out_dir=Path(args.results) / "bench")
+        if path:
+            print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained); timings: {path}")
     return 0
+
+
+def _synthetic_data_missing(spec) -> bool:
+    """Whether the spec's synthetic data still has to be generated (it is, on a fresh machine)."""
+    from harness.data.synthetic import is_current, synthetic_cache_dir
+    from harness.launch.train import synthetic_params
+
+    params = [p for p in (synthetic_params(d) for d in spec.datasets) if p is not None]
+    return any(not is_current(synthetic_cache_dir(p), p) for p in params)

@@ -49,19 +49,27 @@ class RunFailed(RuntimeError):
         self.curve = curve or []
 
 
+def synthetic_params(dataset: dict):
+    """The :class:`~harness.data.synthetic.SyntheticParams` of a spec's synthetic dataset (None if real)."""
+    kind = dataset["kind"]
+    if not kind.startswith("synthetic"):
+        return None
+    import dataclasses
+
+    from harness.data.synthetic import SyntheticParams
+
+    params = SyntheticParams.default("lvis" if kind == "synthetic_lvis" else "coco")
+    sizes = {k: dataset[k] for k in ("train_images", "val_images") if dataset.get(k)}
+    return dataclasses.replace(params, **sizes) if sizes else params
+
+
 def dataset_paths(run: RunSpec):
     """The run's :class:`~harness.data.paths.DatasetPaths` (the synthetic data is generated once, cached)."""
     kind = run.dataset["kind"]
-    if kind.startswith("synthetic"):
-        from harness.data.synthetic import SyntheticParams, ensure_synthetic
+    params = synthetic_params(run.dataset)
+    if params is not None:
+        from harness.data.synthetic import ensure_synthetic
 
-        data_kind = "lvis" if kind == "synthetic_lvis" else "coco"
-        params = SyntheticParams.default(data_kind)
-        sizes = {k: run.dataset[k] for k in ("train_images", "val_images") if run.dataset.get(k)}
-        if sizes:
-            import dataclasses
-
-            params = dataclasses.replace(params, **sizes)
         return ensure_synthetic(params=params)
     from harness.data.real import real_paths
 
