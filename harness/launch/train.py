@@ -139,7 +139,10 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None) -> lis
             else:
                 s.update(end=epochs, milestones=sorted({max(1, round(f * epochs)) for f in fractions}))
         elif by_epoch and "end" in s:  # cosine and the like end with the run
-            s.update(by_epoch=False, begin=0, end=total_iters) if total_iters else s.update(end=epochs)
+            if total_iters:
+                s.update(by_epoch=False, begin=0, end=total_iters)
+            else:
+                s["end"] = epochs
         out.append(s)
     return out
 
@@ -155,19 +158,17 @@ def lvis_test_settings(cfg, detector: str, loss: str) -> None:
     classes the rare ones live in the low scores. The RPN's ``max_per_img`` (its proposals) is left alone."""
     thr = LVIS_SCORE_THR_RS if (detector, loss) == ("mask_rcnn", "rs") else LVIS_SCORE_THR
 
-    def visit(node, path):
-        if not hasattr(node, "items"):
-            return
+    def visit(node):
         for key, value in list(node.items()):
             if hasattr(value, "items"):
                 if key != "rpn":
-                    visit(value, path + (key,))
+                    visit(value)
             elif key == "max_per_img":
                 node[key] = LVIS_MAX_PER_IMAGE
             elif key == "score_thr":
                 node[key] = thr
 
-    visit(cfg.model.get("test_cfg") or {}, ())
+    visit(cfg.model.get("test_cfg") or {})
 
 
 def build_config(run: RunSpec, folder: Path, paths) -> Any:
