@@ -25,3 +25,11 @@ def test_full_and_cached_runs_are_kept_apart_and_partial_runs_ignored(tmp_path):
 def test_an_unmeasured_kind_says_so(tmp_path):
     md = record(5.0, 0, 35, False, out_dir=tmp_path)
     assert "| full | not measured yet |" in md.read_text()
+
+
+def test_the_process_start_is_in_the_recent_past():
+    import time
+
+    from harness.bench.benchmark_timing import process_started_at
+
+    assert time.time() - 3600 < process_started_at() <= time.time()

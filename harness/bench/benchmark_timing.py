@@ -20,6 +20,17 @@ CACHED_TARGET_S = 15.0
 BENCH_DIR = Path("results/bench")
 
 
+def process_started_at() -> float:
+    """Wall-clock time at which this process started (Linux ``/proc``), so that a timing includes the
+    interpreter start-up and imports; the current time where that is unknown."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
 def record(seconds: float, trained: int, total: int, generated_data: bool, out_dir: str | Path = BENCH_DIR) -> Path | None:
     """Keep ``seconds`` as the latest full run (every run trained) or cached rerun (none trained)."""
     if trained not in (0, total) or not total:
