@@ -100,6 +100,8 @@ def _distributed() -> bool:
     import submitit
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if submitit.JobEnvironment().cluster == "local":  # one machine: loopback, whatever its host name resolves to
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
     return True
 
 
