@@ -220,8 +220,25 @@ def test_cuda_matches_cpu(name):
     s, t = make_case("ties", seed=18)
     cpu = s.clone().requires_grad_(True)
     gpu = s.clone().cuda().requires_grad_(True)
-    lc, lg = call(name, cpu, t), call(name, gpu, t.cuda())
+    lc, lg = call(name, cpu, t), call(name, gpu, t.cuda())  # (aLRP: CUDA logits, CPU localisation errors)
     lc.backward()
     lg.backward()
     assert lg.item() == pytest.approx(lc.item(), abs=1e-9)
     torch.testing.assert_close(gpu.grad.cpu(), cpu.grad, atol=1e-9, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_alrp_localisation_component_matches_cpu():
+    s, t = make_case("ties", seed=19)
+    p = int((t > 0).sum())
+    e = torch.linspace(0.1, 0.9, p, dtype=torch.float64)
+    out = {}
+    for device in ("cpu", "cuda"):
+        x, err = s.to(device), e.detach().clone().to(device).requires_grad_(True)
+        _, ranks = alrp_classification_loss(x, t.to(device), err)
+        loc = alrp_localisation_loss(x, t.to(device), err, ranks)
+        loc.backward()
+        assert loc.device.type == device
+        out[device] = (loc.item(), err.grad.cpu())
+    assert out["cuda"][0] == pytest.approx(out["cpu"][0], abs=1e-12)
+    torch.testing.assert_close(out["cuda"][1], out["cpu"][1], atol=1e-12, rtol=0)

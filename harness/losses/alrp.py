@@ -62,7 +62,8 @@ def alrp_classification_loss(
     Args:
         logits: classification logits of any shape.
         targets: same shape; 0 negative, −1 ignored, > 0 positive.
-        loc_errors: ``[P]`` localisation error of each positive, in flattened order (used detached).
+        loc_errors: ``[P]`` localisation error of each positive, in flattened order (used detached; any
+            device: it is moved to the logits').
         delta: δ of the smoothed step (1.0 in the paper).
     Returns:
         ``(cls_loss, ranks)``: the 0-d loss whose backward is the aLRP update, and the detached
@@ -78,7 +79,7 @@ def alrp_classification_loss(
         (loss,) = zero_outputs(logits, 1)
         return loss, torch.zeros(0, dtype=out_dtype, device=logits.device)
 
-    e_loc = loc_errors.detach().to(COMPUTE_DTYPE)
+    e_loc = loc_errors.detach().to(device=logits.device, dtype=COMPUTE_DTYPE)
     neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
     others = torch.empty(p, dtype=COMPUTE_DTYPE, device=e_loc.device)  # Σ_{j≠i} H(x_ij)
@@ -103,8 +104,8 @@ def alrp_classification_loss(
 def alrp_localisation_loss(logits: Tensor, targets: Tensor, loc_errors: Tensor, ranks: Tensor) -> Tensor:
     """aLRP localisation component ``mean_i Σ_{j: s_j ≥ s_i} E_loc(j) / rank(i)``.
 
-    ``loc_errors`` (``[P]``, flattened order of positives) carries the gradient; ``ranks`` are the
-    ranks returned by :func:`alrp_classification_loss` (detached).
+    ``loc_errors`` (``[P]``, flattened order of positives) carries the gradient, and the result lives on
+    its device; ``ranks`` are the ranks returned by :func:`alrp_classification_loss` (detached).
     """
     validate(logits, targets, "alrp_localisation_loss")
     pos_logits = logits.detach().reshape(-1)[targets.detach().reshape(-1) > 0].to(COMPUTE_DTYPE)
@@ -115,13 +116,13 @@ def alrp_localisation_loss(logits: Tensor, targets: Tensor, loc_errors: Tensor, 
     if p == 0:
         return loc_errors.sum() * 0.0
     s_sorted, order = torch.sort(pos_logits)
-    inv_rank = 1.0 / ranks.detach().to(COMPUTE_DTYPE)
+    inv_rank = 1.0 / ranks.detach().to(device=pos_logits.device, dtype=COMPUTE_DTYPE)
     cum = inv_rank[order].cumsum(0)
     # coefficient of E_loc(j): Σ_{i: s_i ≤ s_j} 1 / rank(i), ties included.
     last_le = torch.searchsorted(s_sorted, pos_logits, right=True) - 1
     coef = cum[last_le] / p
     out_dtype = torch.promote_types(loc_errors.dtype, torch.float32)
-    return (loc_errors.to(out_dtype) * coef.to(out_dtype)).sum()
+    return (loc_errors.to(out_dtype) * coef.to(device=loc_errors.device, dtype=out_dtype)).sum()
 
 
 class SelfBalance:
