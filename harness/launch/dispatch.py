@@ -70,8 +70,11 @@ class Plan:
         return f"{len(self.submit)} to run, {len(self.done)} already done, {len(self.busy)} running elsewhere"
 
 
-def make_plan(spec: Spec, results_dir: Path, force: bool = False) -> Plan:
-    rows, _ = read_rows(results_dir, warn=True)
+def make_plan(spec: Spec, results_dir: Path, force: bool = False, rows: list[dict] | None = None) -> Plan:
+    """Which runs to submit, which are done, which another process is running (``rows``: the results
+    folder's rows when already read)."""
+    if rows is None:
+        rows, _ = read_rows(results_dir, warn=True)
     status = {r["run_id"]: r["status"] for r in rows}
     plan = Plan([], [], [])
     for run in spec.runs():
@@ -233,8 +236,8 @@ def wait_for(spec: Spec, results_dir: Path, timeout_s: float | None, log: Callab
     """Block until every run of ``spec`` has a row and none is locked; progress on each change."""
     start, last = time.time(), None
     while True:
-        plan = make_plan(spec, results_dir)
         rows, _ = read_rows(results_dir, warn=False)
+        plan = make_plan(spec, results_dir, rows=rows)
         ids = {r.run_id for r in spec.runs()}
         failed = sum(1 for r in rows if r["run_id"] in ids and r["status"] == "failed")
         line = f"{len(plan.done)}/{len(ids)} done, {failed} failed, {len(plan.busy)} running"
