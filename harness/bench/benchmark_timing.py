@@ -46,13 +46,10 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
     data[kind] = {"seconds": round(seconds, 1), "runs": total, "trained": trained, "generated_data": generated_data,
                   "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine()}
     from harness.results.rows import write_json_atomic
+    from harness.results.tables import write_text_atomic
 
     write_json_atomic(path, data)
-    md = out_dir / "benchmark.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(render(data))
-    os.replace(tmp, md)
-    return md
+    return write_text_atomic(out_dir / "benchmark.md", render(data))
 
 
 def render(data: dict) -> str:

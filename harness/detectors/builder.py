@@ -176,17 +176,18 @@ class _Changes(list):
         self.append(Change(path, DELETE, why))
 
 
-def _walk_keys(node: Any, key: str, prefix: str = "") -> list[str]:
+def walk_keys(node: Any, key: str, prefix: str = "") -> list[str]:
+    """Dotted paths of every ``key`` in a nested config (dicts and lists), under ``prefix``."""
     found = []
     if isinstance(node, dict):
         for k, v in node.items():
             path = f"{prefix}.{k}" if prefix else str(k)
             if k == key:
                 found.append(path)
-            found.extend(_walk_keys(v, key, path))
+            found.extend(walk_keys(v, key, path))
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
-            found.extend(_walk_keys(v, key, f"{prefix}.{i}"))
+            found.extend(walk_keys(v, key, f"{prefix}.{i}"))
     return found
 
 
@@ -219,7 +220,7 @@ def _backbone_changes(ch: _Changes, base: dict, pretrained: str | None) -> None:
 
 def _class_changes(ch: _Changes, base: dict, num_classes: int, classes: tuple | None) -> None:
     if num_classes != COCO_CLASSES:
-        for path in _walk_keys(base["model"], "num_classes", "model"):
+        for path in walk_keys(base["model"], "num_classes", "model"):
             ch.set(path, num_classes, f"the dataset has {num_classes} classes")
     if classes:
         for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -479,7 +480,7 @@ def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe)
         ch.set(f"{m}.mask_head.mask_feature_head.in_channels", 32, why)
         ch.set(f"{m}.mask_head.mask_feature_head.feat_channels", 32, why)
         ch.set(f"{m}.mask_head.mask_feature_head.out_channels", 32, why)
-    for path in _walk_keys(base["model"].get("test_cfg", {}), "score_thr", f"{m}.test_cfg"):
+    for path in walk_keys(base["model"].get("test_cfg", {}), "score_thr", f"{m}.test_cfg"):
         if (get_path(base, path) or 0) > TINY_MAX_SCORE_THR:
             ch.set(path, TINY_MAX_SCORE_THR, f"{why}: short trainings give low scores")
     keep_ratio = name != "yolact"

@@ -158,19 +158,15 @@ def lvis_test_settings(cfg, detector: str, loss: str) -> None:
     """LVIS runs keep up to 300 detections per image at mmdet's LVIS score threshold (1e-4), or the
     published 0.60 of RS Mask R-CNN's LVIS config, instead of the COCO configs' 100 at 0.05: with 1 203
     classes the rare ones live in the low scores. The RPN's ``max_per_img`` (its proposals) is left alone."""
+    from harness.detectors.builder import get_path, walk_keys
+
     thr = LVIS_SCORE_THR_RS if (detector, loss) == ("mask_rcnn", "rs") else LVIS_SCORE_THR
-
-    def visit(node):
-        for key, value in list(node.items()):
-            if hasattr(value, "items"):
-                if key != "rpn":
-                    visit(value)
-            elif key == "max_per_img":
-                node[key] = LVIS_MAX_PER_IMAGE
-            elif key == "score_thr":
-                node[key] = thr
-
-    visit(cfg.model.get("test_cfg") or {})
+    test_cfg = cfg.model.get("test_cfg") or {}
+    for key, value in (("max_per_img", LVIS_MAX_PER_IMAGE), ("score_thr", thr)):
+        for path in walk_keys(test_cfg, key):
+            parent, _, leaf = path.rpartition(".")
+            if parent.split(".")[0] != "rpn":  # the RPN's max_per_img is its number of proposals
+                (get_path(test_cfg, parent) if parent else test_cfg)[leaf] = value
 
 
 def build_config(run: RunSpec, folder: Path, paths) -> Any:

@@ -292,11 +292,13 @@ def current_rows(rows: list[dict], spec=None) -> tuple[list[dict], list[dict]]:
     if spec is not None:
         ids = {r.run_id for r in spec.runs()}
         return [r for r in rows if r["run_id"] in ids], [r for r in rows if r["run_id"] not in ids]
+    def finished_at(r: dict) -> str:
+        return str((r.get("provenance") or {}).get("finished_at") or "")
+
     latest: dict[tuple, dict] = {}
     for r in rows:
         key = (dataset_label(r.get("dataset")), r.get("detector"), r.get("loss"), r.get("seed"))
-        stamp = str((r.get("provenance") or {}).get("finished_at") or "")
-        if key not in latest or stamp > str((latest[key].get("provenance") or {}).get("finished_at") or ""):
+        if key not in latest or finished_at(r) > finished_at(latest[key]):
             latest[key] = r
     keep = {id(r) for r in latest.values()}
     return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
