@@ -15,6 +15,8 @@ def make_case(name: str, seed: int = 0):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
     n, p, scale = 400, 30, 2.0
+    if name == "thousands":
+        n, p = 3000, 2000
     if name == "imbalance":
         n, p = 5000, 3
     if name == "large_logits":
@@ -27,6 +29,9 @@ def make_case(name: str, seed: int = 0):
     if name == "ties":
         s = torch.round(s * 2) / 2  # many exactly tied logits, among positives and across
         t[pos] = torch.round(t[pos] * 4).clamp(min=1) / 4  # several positives share a quality
+    if name == "thousands":  # P in the thousands: few distinct qualities and some tied logits
+        t[pos] = torch.randint(1, 6, (p,), generator=g).double() / 5
+        s[pos[: p // 4]] = torch.round(s[pos[: p // 4]])
     if name == "equal_quality":
         t[pos] = 0.7
     if name == "ignored":
@@ -53,3 +58,6 @@ CASES = [
     "no_negatives",
 ]
 DELTAS = [0.0, 0.1, 0.5, 1.0, 5.0]
+# Large cases: P in the thousands (slower references, fewer δ).
+LARGE_CASES = ["thousands"]
+LARGE_DELTAS = [0.0, 0.5, 1.0]

@@ -13,7 +13,7 @@ from harness.losses import (
     ap_loss,
     rank_sort_loss,
 )
-from loss_cases import CASES, DELTAS, make_case
+from loss_cases import CASES, DELTAS, LARGE_CASES, LARGE_DELTAS, make_case
 
 TOL = 1e-9
 
@@ -23,8 +23,10 @@ def _grad(logits, loss):
     return g
 
 
-@pytest.mark.parametrize("delta", DELTAS)
-@pytest.mark.parametrize("case", CASES)
+ALL_CASES = [(c, d) for c in CASES for d in DELTAS] + [(c, d) for c in LARGE_CASES for d in LARGE_DELTAS]
+
+
+@pytest.mark.parametrize("case,delta", ALL_CASES)
 def test_rank_sort_matches_reference(case, delta):
     s, t = make_case(case)
     s.requires_grad_(True)
@@ -35,8 +37,7 @@ def test_rank_sort_matches_reference(case, delta):
     torch.testing.assert_close(_grad(s, out.total), r_g, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("delta", DELTAS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case,delta", ALL_CASES)
 def test_alrp_classification_matches_reference(case, delta):
     s, t = make_case(case, seed=1)
     s.requires_grad_(True)
@@ -63,8 +64,7 @@ def test_alrp_localisation_matches_reference(case):
     torch.testing.assert_close(g, r_g, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("delta", DELTAS)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case,delta", ALL_CASES)
 def test_ap_matches_reference(case, delta):
     s, t = make_case(case, seed=5)
     s.requires_grad_(True)
@@ -74,28 +74,25 @@ def test_ap_matches_reference(case, delta):
     torch.testing.assert_close(_grad(s, loss), r_g, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("loss_name", ["rs", "alrp", "ap"])
-def test_blocked_pairs_equal_unblocked(monkeypatch, loss_name):
-    """Positive-vs-positive terms computed in many small row blocks give the same result."""
-    s, t = make_case("ties", seed=6)
-    p = int((t > 0).sum())
-    e_loc = torch.linspace(0, 2, p, dtype=torch.float64)
-
-    def run():
-        x = s.clone().requires_grad_(True)
-        if loss_name == "rs":
-            loss = rank_sort_loss(x, t).total
-        elif loss_name == "alrp":
-            loss = alrp_classification_loss(x, t, e_loc)[0]
-        else:
-            loss = ap_loss(x, t)
-        return float(loss), _grad(x, loss)
-
-    whole = run()
-    monkeypatch.setattr(_ranking, "PAIR_BLOCK_ELEMENTS", 3 * p)  # three rows per block
-    blocked = run()
-    assert blocked[0] == pytest.approx(whole[0], abs=1e-12)
-    torch.testing.assert_close(blocked[1], whole[1], atol=1e-12, rtol=0)
+@pytest.mark.parametrize("delta", DELTAS)
+@pytest.mark.parametrize("grid", [None, 0.5])
+def test_positive_pairs_equal_brute_force(delta, grid):
+    """The O(P log P) positive-versus-positive sums equal the P × P definition, ties included."""
+    g = torch.Generator().manual_seed(8)
+    p = 257
+    s = torch.randn(p, generator=g, dtype=torch.float64) * 2
+    if grid:
+        s = torch.round(s / grid) * grid
+    y = torch.randint(1, 6, (p,), generator=g).double() / 5  # five qualities: many equal ones
+    w = torch.rand(p, 3, generator=g, dtype=torch.float64)
+    pairs = _ranking.PositivePairs(s, delta, quality=y)
+    h = ref.H(s[None, :] - s[:, None], delta)  # h[i, j] = H(s_j − s_i)
+    ge = (y[None, :] >= y[:, None]).double()
+    gt = (y[None, :] > y[:, None]).double()
+    torch.testing.assert_close(pairs.above(w), h @ w, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pairs.above_at_least(w), (h * ge) @ w, atol=1e-12, rtol=0)
+    # below_better: Σ_{j: y_j > y_i} w_j H(s_i − s_j), and H(s_i − s_j) = h[j, i]
+    torch.testing.assert_close(pairs.below_better(w), (h.T * gt) @ w, atol=1e-12, rtol=0)
 
 
 def test_multidimensional_logits_are_flattened():

@@ -24,14 +24,10 @@ of the logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
-
 import torch
 from torch import Tensor
 
 COMPUTE_DTYPE = torch.float64
-# Rows of a positive-versus-positive block are chosen so that one block holds about this many entries.
-PAIR_BLOCK_ELEMENTS = 1 << 22
 IGNORE = -1.0
 
 
@@ -123,13 +119,159 @@ def step(x: Tensor, delta: float) -> Tensor:
     return (x / (2 * delta) + 0.5).clamp_(0.0, 1.0)
 
 
-def pairwise_blocks(pos_logits: Tensor, delta: float) -> Iterator[tuple[slice, Tensor]]:
-    """Yield ``(rows, H)`` with ``H[r, j] = H(s_j − s_i)`` for positives ``i`` in ``rows``, all ``j``."""
-    p = pos_logits.numel()
-    rows = max(1, PAIR_BLOCK_ELEMENTS // max(p, 1))
-    for start in range(0, p, rows):
-        sl = slice(start, min(start + rows, p))
-        yield sl, step(pos_logits[None, :] - pos_logits[sl, None], delta)
+class _WaveletMatrix:
+    """Exact two-dimensional dominance sums over M points by a wavelet matrix.
+
+    Point ``j`` has integer coordinates ``u_j`` (a permutation of ``0 … M−1``: its position in logit
+    order) and ``v_j ∈ [0, M)`` (its position in a second order, e.g. by quality). For weight rows
+    ``w_j`` (any number of columns), :meth:`query` returns ``Σ_{j: u_j < c, v_j < lim} w_j`` for many
+    pairs ``(c, lim)`` at once.
+
+    The sequence of ``v`` laid out by ``u`` is stably partitioned by one bit of ``v`` per level, most
+    significant first (``⌈log2 (M+1)⌉`` levels). A query walks the levels keeping the range of its
+    ``c`` first points that still agree with ``lim`` on the bits seen; where ``lim`` has a 1, the points
+    with a 0 there are all below ``lim`` and their weights are one difference of prefix sums. Building is
+    O(M log M) (cumulative sums and one scatter per level, no sort), a query O(log M) gathers: no
+    search and no host synchronisation.
+    """
+
+    def __init__(self, u: Tensor, v: Tensor, m: int):
+        seq = torch.empty_like(v)
+        seq[u] = v
+        self.u = u
+        self.levels: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        ar = torch.arange(m, device=v.device)
+        for bit_no in reversed(range(max(1, m.bit_length()))):
+            bit = (seq >> bit_no) & 1
+            rank0 = torch.zeros(m + 1, dtype=torch.long, device=v.device)
+            rank0[1:] = torch.cumsum(1 - bit, 0)  # rank0[k]: points with a 0 among the first k
+            zeros = rank0[m]
+            pos = torch.where(bit.bool(), zeros + ar - rank0[:-1], rank0[:-1])  # stable partition
+            nxt = torch.empty_like(seq)
+            nxt[pos] = seq
+            self.levels.append((bit_no, rank0, zeros, pos))
+            seq = nxt
+
+    def prefix_sums(self, weights: Tensor) -> list[Tensor]:
+        """Per level, the prefix sums of ``weights`` (``[M, K]``, by point) in that level's output order."""
+        w = torch.empty_like(weights)
+        w[self.u] = weights
+        out = []
+        for _, _, _, pos in self.levels:
+            nw = torch.empty_like(w)
+            nw[pos] = w
+            cum = torch.zeros((w.shape[0] + 1, w.shape[1]), dtype=w.dtype, device=w.device)
+            torch.cumsum(nw, 0, out=cum[1:])
+            out.append(cum)
+            w = nw
+        return out
+
+    def query(self, sums: list[Tensor], c: Tensor, lim: Tensor) -> Tensor:
+        """``Σ_{j: u_j < c, v_j < lim} w_j`` for each pair, ``sums`` from :meth:`prefix_sums`."""
+        lo = torch.zeros_like(c)
+        hi = c
+        acc = None
+        for (bit_no, rank0, zeros, _), cum in zip(self.levels, sums):
+            r_lo, r_hi = rank0[lo], rank0[hi]
+            one = ((lim >> bit_no) & 1).bool()
+            part = torch.where(one[:, None], cum[r_hi] - cum[r_lo], 0.0)
+            acc = part if acc is None else acc + part
+            lo = torch.where(one, zeros + lo - r_lo, r_lo)
+            hi = torch.where(one, zeros + hi - r_hi, r_hi)
+        return acc
+
+
+class PositivePairs:
+    """The positive-versus-positive sums of the ranking losses, exact in O(P log P) (no P × P term).
+
+    For the positives' logits ``s`` (and, for RS, qualities ``y``) and any weights ``w``:
+
+    * :meth:`above`: ``Σ_{j∈P} w_j H(s_j − s_i)`` for every positive ``i``;
+    * :meth:`above_at_least`: ``Σ_{j∈P: y_j ≥ y_i} w_j H(s_j − s_i)`` (RS's target sorting error);
+    * :meth:`below_better`: ``Σ_{j∈P: y_j > y_i} w_j H(s_i − s_j)`` (RS's sorting update, scattered).
+
+    H is piecewise linear in ``s_j``: with the positives sorted once by logit, the ``j`` with
+    ``s_j < s_i − δ``, in ``[s_i − δ, s_i + δ)`` and ``≥ s_i + δ`` are three ranges of that order, so the
+    sums are differences of prefix sums of ``w`` and ``w · s`` at two cut positions per positive (one at
+    δ = 0, where ties are counted exactly as ``s_j ≥ s_i``). The restriction to better-localised
+    positives makes the prefix two-dimensional (logit order × quality order), answered exactly by
+    :class:`_WaveletMatrix`. Everything is float64.
+    """
+
+    def __init__(self, pos_logits: Tensor, delta: float, quality: Tensor | None = None):
+        self.delta = delta
+        self.s = pos_logits
+        m = pos_logits.numel()
+        self.m = m
+        s_sorted, order = torch.sort(pos_logits, stable=True)
+        self.order = order
+        self.s_sorted = s_sorted
+        if delta == 0:
+            self.cut_lt = torch.searchsorted(s_sorted, pos_logits)  # #{s_j < s_i}
+            self.cut_le = torch.searchsorted(s_sorted, pos_logits, right=True)  # #{s_j <= s_i}
+        else:
+            self.cut_lo = torch.searchsorted(s_sorted, pos_logits - delta)  # #{s_j < s_i − δ}
+            self.cut_hi = torch.searchsorted(s_sorted, pos_logits + delta)  # #{s_j < s_i + δ}
+        self.wavelet = None
+        if quality is not None:
+            u = torch.empty_like(order)
+            u[order] = torch.arange(m, device=order.device)
+            y_sorted, y_order = torch.sort(quality, stable=True)
+            v = torch.empty_like(y_order)
+            v[y_order] = m - 1 - torch.arange(m, device=order.device)  # position by quality, descending
+            self.lim_ge = m - torch.searchsorted(y_sorted, quality)  # #{y_j >= y_i}
+            self.lim_gt = m - torch.searchsorted(y_sorted, quality, right=True)  # #{y_j > y_i}
+            self.wavelet = _WaveletMatrix(u, v, m)
+
+    def _columns(self, weights: Tensor) -> Tensor:
+        """``[w, w · s]`` as columns (``[P, 2K]``); only ``w`` at δ = 0."""
+        w = weights.reshape(self.m, -1).to(COMPUTE_DTYPE)
+        return w if self.delta == 0 else torch.cat([w, w * self.s[:, None]], 1)
+
+    def _window(self, prefix, total: Tensor, upper: bool) -> Tensor:
+        """Assemble ``Σ w H(±(s_j − s_i))`` from ``prefix(cut)`` = sums over ``j`` before ``cut``."""
+        if self.delta == 0:
+            if upper:  # Σ [s_j >= s_i]
+                return total - prefix(self.cut_lt)
+            return prefix(self.cut_le)  # Σ [s_j <= s_i]
+        k = total.shape[1] // 2
+        low, high = prefix(self.cut_lo), prefix(self.cut_hi)
+        inside = high - low
+        # Σ over the window of w_j (s_j − s_i) / (2δ) + w_j / 2
+        lin = (inside[:, k:] - inside[:, :k] * self.s[:, None]) / (2 * self.delta) + 0.5 * inside[:, :k]
+        if upper:
+            return (total[:, :k] - high[:, :k]) + lin
+        return low[:, :k] + inside[:, :k] - lin  # H(−x) = 1 − H(x) inside the window
+
+    def _sums_1d(self, weights: Tensor, upper: bool) -> Tensor:
+        cols = self._columns(weights)
+        cum = torch.zeros((self.m + 1, cols.shape[1]), dtype=COMPUTE_DTYPE, device=cols.device)
+        torch.cumsum(cols.index_select(0, self.order), 0, out=cum[1:])
+        total = cum[self.m].expand(self.m, -1)
+        return self._window(lambda cut: cum.index_select(0, cut), total, upper)
+
+    def _sums_2d(self, weights: Tensor, lim: Tensor, upper: bool) -> Tensor:
+        cols = self._columns(weights)
+        sums = self.wavelet.prefix_sums(cols)
+        total = self.wavelet.query(sums, torch.full_like(lim, self.m), lim)
+        return self._window(lambda cut: self.wavelet.query(sums, cut, lim), total, upper)
+
+    def above(self, weights: Tensor) -> Tensor:
+        """``Σ_{j∈P} w_j H(s_j − s_i)`` for every positive (``[P, K]`` for ``[P, K]`` weights)."""
+        return self._sums_1d(weights, upper=True)
+
+    def above_at_least(self, weights: Tensor) -> Tensor:
+        """``Σ_{j∈P: y_j ≥ y_i} w_j H(s_j − s_i)`` for every positive."""
+        return self._sums_2d(weights, self.lim_ge, upper=True)
+
+    def below_better(self, weights: Tensor) -> Tensor:
+        """``Σ_{j∈P: y_j > y_i} w_j H(s_i − s_j)`` for every positive."""
+        return self._sums_2d(weights, self.lim_gt, upper=False)
+
+    @property
+    def self_step(self) -> float:
+        """``H(0)``: what each positive adds to its own sums."""
+        return 1.0 if self.delta == 0 else 0.5
 
 
 # Cells of the lookup grid per breakpoint in bucket_right (more cells: fewer values need a search).

@@ -36,7 +36,7 @@ from harness.losses._ranking import (
     NegativeIndex,
     check_delta,
     identity_outputs,
-    pairwise_blocks,
+    PositivePairs,
     split,
     validate,
     zero_outputs,
@@ -82,13 +82,10 @@ def alrp_classification_loss(
     e_loc = loc_errors.detach().to(device=logits.device, dtype=COMPUTE_DTYPE)
     neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
-    others = torch.empty(p, dtype=COMPUTE_DTYPE, device=e_loc.device)  # Σ_{j≠i} H(x_ij)
-    loc_sum = torch.empty_like(others)  # Σ_{j≠i} H(x_ij) E_loc(j)
-    for rows, h in pairwise_blocks(sp.pos_logits, delta):
-        r = torch.arange(rows.stop - rows.start, device=h.device)
-        h[r, r + rows.start] = 0.0
-        others[rows] = h.sum(1)
-        loc_sum[rows] = h @ e_loc
+    pairs = PositivePairs(sp.pos_logits, delta)
+    sums = pairs.above(torch.stack([torch.ones_like(e_loc), e_loc], 1))
+    others = sums[:, 0] - pairs.self_step  # Σ_{j≠i} H(x_ij)
+    loc_sum = sums[:, 1] - pairs.self_step * e_loc  # Σ_{j≠i} H(x_ij) E_loc(j)
     rank_pos = 1.0 + others
     rank = rank_pos + n_fp
     value = 1.0 - (rank_pos / rank).mean()

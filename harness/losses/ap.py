@@ -27,7 +27,7 @@ from harness.losses._ranking import (
     NegativeIndex,
     check_delta,
     identity_outputs,
-    pairwise_blocks,
+    PositivePairs,
     split,
     validate,
     zero_outputs,
@@ -46,11 +46,8 @@ def ap_loss(logits: Tensor, targets: Tensor, delta: float = 1.0) -> Tensor:
 
     neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
-    others = torch.empty(p, dtype=COMPUTE_DTYPE, device=n_fp.device)
-    for rows, h in pairwise_blocks(sp.pos_logits, delta):
-        r = torch.arange(rows.stop - rows.start, device=h.device)
-        h[r, r + rows.start] = 0.0
-        others[rows] = h.sum(1)
+    pairs = PositivePairs(sp.pos_logits, delta)
+    others = pairs.above(torch.ones_like(n_fp))[:, 0] - pairs.self_step  # Σ_{j∈P, j≠i} H(x_ij)
     rank = 1.0 + others + n_fp
     current = (1.0 + others) / rank
 

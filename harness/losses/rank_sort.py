@@ -52,7 +52,7 @@ from harness.losses._ranking import (
     NegativeIndex,
     check_delta,
     identity_outputs,
-    pairwise_blocks,
+    PositivePairs,
     split,
     validate,
     zero_outputs,
@@ -99,25 +99,18 @@ def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankS
     neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
     n_fp = neg_index.false_positives()
     y = sp.pos_targets
-    one_minus_y = 1.0 - y
-    rank_pos = torch.empty(p, dtype=COMPUTE_DTYPE, device=y.device)
-    sort_err = torch.empty_like(rank_pos)
-    sort_grad = torch.zeros_like(rank_pos)
-    ones_and_1my = torch.stack([torch.ones_like(y), one_minus_y], 1)  # [P, 2]
-    for rows, h in pairwise_blocks(sp.pos_logits, delta):
-        h_target = h * (y[None, :] >= y[rows, None])  # H(x_ij) [y_j >= y_i]
-        all_pos = h @ ones_and_1my  # [rank⁺(i), Σ_j H(x_ij)(1 − y_j)]
-        at_least = h_target @ ones_and_1my
-        rp = all_pos[:, 0]
-        err = all_pos[:, 1] / rp - at_least[:, 1] / at_least[:, 0]
-        # M_i(j) = H(x_ij) [y_j < y_i] = h − h_target, never materialised
-        m_sum = (rp - at_least[:, 0]).clamp_(min=0.0)
-        active = m_sum > EPS
-        coef = torch.where(active, err / torch.where(active, m_sum, 1.0), 0.0)
-        sort_grad += coef @ h - coef @ h_target
-        sort_grad[rows] -= torch.where(active, err, 0.0)
-        rank_pos[rows] = rp
-        sort_err[rows] = err
+    pairs = PositivePairs(sp.pos_logits, delta, quality=y)
+    ones_and_1my = torch.stack([torch.ones_like(y), 1.0 - y], 1)  # [P, 2]
+    all_pos = pairs.above(ones_and_1my)  # [rank⁺(i), Σ_j H(x_ij)(1 − y_j)]
+    at_least = pairs.above_at_least(ones_and_1my)  # the same over y_j ≥ y_i
+    rank_pos = all_pos[:, 0]
+    sort_err = all_pos[:, 1] / rank_pos - at_least[:, 1] / at_least[:, 0]
+    # Σ_k M_i(k) = Σ_k H(x_ik)[y_k < y_i]: what the restriction to y_j ≥ y_i leaves out
+    m_sum = (rank_pos - at_least[:, 0]).clamp_(min=0.0)
+    active = m_sum > EPS
+    coef = torch.where(active, sort_err / torch.where(active, m_sum, 1.0), 0.0)
+    # positive k receives Σ_{i: y_i > y_k} coef_i H(s_k − s_i)
+    sort_grad = pairs.below_better(coef)[:, 0] - torch.where(active, sort_err, 0.0)
 
     rank = rank_pos + n_fp
     rank_err = n_fp / rank
