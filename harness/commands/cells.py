@@ -2,7 +2,8 @@
 
 `--profile paper` (default) shows the COCO-scale recipes; `--profile tiny` the CPU profile's lr and batch.
 `--changes DETECTOR LOSS` prints how that cell's config differs from the one mmdet ships (each change
-with why). `--load MODULE` imports an external loss module first; `--losses` picks the loss columns
+with why). `--recipe DETECTOR LOSS` prints the cell's official recipe at the paper profile, every value
+with the release and config file that sets it (`--backbone-init scratch|PATH` for another start). `--load MODULE` imports an external loss module first; `--losses` picks the loss columns
 (default: the five of the comparison). `--json` prints machine-readable output.
 """
 
@@ -18,13 +19,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile", default="paper", help="paper (COCO scale, default) or tiny (CPU)")
     parser.add_argument("--losses", nargs="+", metavar="LOSS", help="losses to cross (default: ce focal ap alrp rs)")
     parser.add_argument("--changes", nargs=2, metavar=("DETECTOR", "LOSS"), help="print one cell's config changes")
+    parser.add_argument("--recipe", nargs=2, metavar=("DETECTOR", "LOSS"),
+                        help="print one cell's official recipe, each value with its source")
+    parser.add_argument("--backbone-init", default=None, metavar="INIT",
+                        help="imagenet | scratch | PATH (default: the profile's: paper imagenet, tiny scratch)")
     parser.add_argument("--load", action="append", default=[], metavar="MODULE", help="import an external loss module first")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def validate_cell(detector: str, loss: str) -> None:
     """UsageError naming the valid choices for an unknown detector or loss."""
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.detectors import detector_names
     from harness.losses import loss_names
 
@@ -35,7 +40,7 @@ def validate_cell(detector: str, loss: str) -> None:
 
 
 def load_modules(targets) -> None:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.losses import load_loss_module
 
     for target in targets:
@@ -46,18 +51,29 @@ def load_modules(targets) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.detectors import LOSS_NAMES, PROFILES, describe_cell, detector_names
 
     load_modules(args.load)
     if args.profile not in PROFILES:
         raise UsageError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
+    if args.recipe:
+        detector, loss = args.recipe
+        validate_cell(detector, loss)
+        from harness.detectors.grid import recipe_lines
+
+        init = args.backbone_init or "imagenet"
+        print("\n".join(recipe_lines(detector, loss, init)))
+        return 0
     if args.changes:
         detector, loss = args.changes
         validate_cell(detector, loss)
         from harness.detectors.builder import DELETE, cell_changes
 
-        changes = cell_changes(detector, loss, profile=args.profile)
+        try:
+            changes = cell_changes(detector, loss, profile=args.profile, backbone_init=args.backbone_init)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         if args.json:
             print(json.dumps([{"path": c.path, "deleted": c.value is DELETE,
                                "value": None if c.value is DELETE else c.value, "why": c.why} for c in changes],

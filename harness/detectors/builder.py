@@ -35,24 +35,36 @@ from harness.detectors.grid import (
     head_family,
     localisation_recipe,
 )
+from harness.detectors.recipes import (
+    ABSENT,
+    GRID_GPUS,
+    LVIS_SOURCES,
+    LVIS_TRAIN_SCALES,
+    recipe_values,
+)
 
 COCO_CLASSES = 80
 TINY_BATCH = 4
 TINY_SIZE = 128
 TINY_WARMUP_ITERS = 50
 TINY_MAX_SCORE_THR = 0.05
+TINY_SOLOV2_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
 SB_INITIAL = 50.0  # aLRP's published initial self-balance weight
 RPN_TAU = 0.7  # positive IoU thresholds when an assigner names none: aLRP's E_loc is divided by 2(1 - τ)
 ROI_TAU = 0.5  # (R-CNN stages read theirs: Cascade's 0.5, 0.6, 0.7)
 RPN_HEAD_WEIGHT = 0.2  # RS R-CNN recipe: all three RPN terms x 0.2
 MASK_POSITIVES = 200  # RS Mask R-CNN recipe: at most 200 positives for the mask head
 PLUGIN = "harness.detectors.plugin"
-# Test-time settings of published recipes that differ from mmdet's (RS R-CNNs: score_thr 0.40).
-PUBLISHED_TEST = {
-    ("faster_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
-    ("cascade_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
-    ("mask_rcnn", "rs"): {"model.test_cfg.rcnn.score_thr": 0.40},
-}
+DATASETS = ("coco", "lvis")  # the annotation format a cell is evaluated on (synthetic data is one of them)
+LVIS_MAX_PER_IMAGE = 300  # LVIS evaluation's detections per image (mmdet's LVIS configs)
+LVIS_SCORE_THR = 1e-4  # mmdet's LVIS configs
+# Test settings of published LVIS recipes (RS Mask R-CNN's LVIS config: score_thr 0.60, "for speed").
+PUBLISHED_LVIS_TEST = {("mask_rcnn", "rs"): {"score_thr": 0.60}}
+# Backbone initialisation (``backbone_init``): the recipe's ImageNet checkpoint and freezing, from scratch,
+# or a checkpoint file (any other value: its path). Each profile's default: ImageNet at COCO scale, scratch
+# on the CPU profile (its quarter-width ResNet-18 has no ImageNet checkpoint).
+BACKBONE_INITS = ("imagenet", "scratch")
+DEFAULT_BACKBONE_INIT = {"paper": "imagenet", "tiny": "scratch"}
 
 
 class _Delete:
@@ -116,11 +128,6 @@ def get_path(cfg: Any, path: str, default: Any = None) -> Any:
         except (KeyError, IndexError, TypeError):
             return default
     return node
-
-
-def has_path(cfg: Any, path: str) -> bool:
-    sentinel = object()
-    return get_path(cfg, path, sentinel) is not sentinel
 
 
 def apply_change(cfg: dict, change: Change) -> None:
@@ -205,13 +212,30 @@ def _rcnn_train_paths(base: dict) -> list[str]:
     return ["model.train_cfg.rcnn"]
 
 
-def _backbone_changes(ch: _Changes, base: dict, pretrained: str | None) -> None:
+def resolve_backbone_init(backbone_init: str | None, profile: str) -> str:
+    """``backbone_init`` checked against ``profile`` (``None``: the profile's default). ValueError (one
+    line) for ImageNet weights at the tiny profile or an empty value."""
+    value = DEFAULT_BACKBONE_INIT[profile] if backbone_init is None else backbone_init
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"backbone_init must be imagenet, scratch or a checkpoint path, got {backbone_init!r}")
+    if value == "imagenet" and profile == "tiny":
+        raise ValueError("backbone_init imagenet: the tiny profile's quarter-width ResNet-18 has no ImageNet "
+                         "checkpoint; use scratch or a checkpoint PATH")
+    return value
+
+
+def _backbone_changes(ch: _Changes, base: dict, det: Detector, backbone_init: str) -> None:
     bb = get_path(base, "model.backbone")
-    if pretrained:
-        ch.set("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": pretrained},
-               "backbone weights from the path the user gave")
+    if backbone_init == "imagenet":
+        want = {"type": "Pretrained", "checkpoint": det.checkpoint}
+        if bb.get("init_cfg") != want:
+            ch.set("model.backbone.init_cfg", want, f"the recipe's ImageNet backbone ({det.checkpoint})")
+        return  # freezing: mmdet's config, or the RS recipe's (recipes.py, scope imagenet)
+    if backbone_init != "scratch":
+        ch.set("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": backbone_init},
+               "backbone_init: the checkpoint file the spec names (the recipe's freezing kept)")
         return
-    ch.set("model.backbone.init_cfg", None, "no pretrained weights here: train from scratch")
+    ch.set("model.backbone.init_cfg", None, "backbone_init scratch: no pretrained weights")
     if bb.get("frozen_stages", -1) != -1:
         ch.set("model.backbone.frozen_stages", -1, "from scratch: no stage is pretrained, so none is frozen")
     if bb.get("norm_eval", True):  # mmdet's ResNet defaults norm_eval to True
@@ -367,8 +391,6 @@ def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
         ch.set("model.mask_head.loss_mask.loss_weight", 1.0, "the Dice weight moves into the balancing")
     else:  # pragma: no cover - every detector has a branch
         raise KeyError(name)
-    for path, value in PUBLISHED_TEST.get((det.name, spec.name), {}).items():
-        ch.set(path, value, "published test setting of this recipe")
 
 
 def _scheduler(recipe: Recipe, warmup_iters: int | None = None) -> list[dict]:
@@ -386,15 +408,48 @@ def _scheduler(recipe: Recipe, warmup_iters: int | None = None) -> list[dict]:
 def _recipe_changes(ch: _Changes, base: dict, recipe: Recipe, det: Detector) -> None:
     if get_path(base, "optim_wrapper.optimizer.lr") != recipe.lr:
         ch.set("optim_wrapper.optimizer.lr", recipe.lr, f"learning rate of the recipe ({recipe.source})")
-    if get_path(base, "train_dataloader.batch_size") != recipe.batch_per_gpu:
-        ch.set("train_dataloader.batch_size", recipe.batch_per_gpu,
-               f"{recipe.gpus} GPUs x {recipe.batch_per_gpu} images = total batch {recipe.total_batch}")
+    per_gpu = paper_batch_per_gpu(recipe)
+    if get_path(base, "train_dataloader.batch_size") != per_gpu:
+        layout = "" if recipe.gpus == GRID_GPUS else f" (published as {recipe.gpus} GPUs x {recipe.batch_per_gpu})"
+        ch.set("train_dataloader.batch_size", per_gpu,
+               f"the recipe's total batch {recipe.total_batch} on the grid's {GRID_GPUS} GPUs{layout}")
     if get_path(base, "train_cfg.max_epochs") != recipe.epochs:
         ch.set("train_cfg.max_epochs", recipe.epochs, "epochs of the recipe")
     if get_path(base, "param_scheduler") != _scheduler(recipe) and _schedule_differs(base, recipe):
         ch.set("param_scheduler", _scheduler(recipe), f"schedule of the recipe: {recipe.schedule}")
     if get_path(base, "auto_scale_lr.base_batch_size") != recipe.total_batch:
         ch.set("auto_scale_lr.base_batch_size", recipe.total_batch, "the batch the recipe's lr is set for")
+
+
+def paper_batch_per_gpu(recipe: Recipe) -> int:
+    """Images per GPU of a paper cell: the recipe's total batch on the grid's :data:`GRID_GPUS` GPUs."""
+    if recipe.total_batch % GRID_GPUS:
+        raise ValueError(f"total batch {recipe.total_batch} does not split over {GRID_GPUS} GPUs")
+    return recipe.total_batch // GRID_GPUS
+
+
+def _current(base: dict, ch: list) -> dict:
+    cfg = copy.deepcopy(base)
+    for change in ch:
+        apply_change(cfg, change)
+    return cfg
+
+
+def _official_changes(ch: _Changes, base: dict, det: Detector, spec, family: str, backbone_init: str) -> None:
+    """The official recipe's values (:mod:`harness.detectors.recipes`) that mmdet's config and the head
+    family's changes do not already hold, each with the release and config file that sets it."""
+    cfg = _current(base, ch)
+    for v in recipe_values(det.name, spec.name, family, backbone_init):
+        if not v.apply:
+            continue
+        actual = get_path(cfg, v.path, ABSENT)
+        if v.holds(actual):
+            continue
+        why = f"official recipe, {v.source}" + (f": {v.note}" if v.note else "")
+        if v.value is ABSENT:
+            ch.delete(v.path, why)
+        else:
+            ch.set(v.path, v.value, why)
 
 
 def _schedule_differs(base: dict, recipe: Recipe) -> bool:
@@ -406,6 +461,41 @@ def _schedule_differs(base: dict, recipe: Recipe) -> bool:
     return (not steps or list(steps[0].get("milestones", [])) != list(recipe.milestones)
             or steps[0].get("end") != recipe.epochs or not warm or warm[0].get("end") != recipe.warmup_iters
             or abs(warm[0].get("start_factor", 0) - recipe.warmup_ratio) > 1e-12)
+
+
+def _lvis_changes(ch: _Changes, base: dict, det: Detector, spec, profile: str) -> None:
+    """LVIS evaluation keeps up to 300 detections per image at mmdet's LVIS score threshold (1e-4), or a
+    published recipe's own, instead of the COCO configs' 100 at 0.05: with 1 203 classes the rare ones
+    live in the low scores. The RPN's ``max_per_img`` (its number of proposals) is left alone."""
+    published = PUBLISHED_LVIS_TEST.get((det.name, spec.name), {})
+    values = {"max_per_img": LVIS_MAX_PER_IMAGE, "score_thr": published.get("score_thr", LVIS_SCORE_THR)}
+    test_cfg = get_path(base, "model.test_cfg") or {}
+    for key, value in values.items():
+        for path in walk_keys(test_cfg, key, "model.test_cfg"):
+            if path.split(".")[2] == "rpn":
+                continue
+            source = "published LVIS test setting of this recipe" if key in published else "mmdet's LVIS configs"
+            ch.set(path, value, f"LVIS evaluation: {key} {value:g} ({source})")
+    if profile == "paper":
+        _lvis_scales(ch, base, spec)
+
+
+def _lvis_scales(ch: _Changes, base: dict, spec) -> None:
+    """LVIS trains multi-scale: the shorter side drawn from 640-800 (step 32, mode ``value``), longer side at
+    most 1333, as the RS release's LVIS Mask R-CNN and mmdet's own LVIS configs do (a single-scale
+    (1333, 800) resize is replaced; other detectors' pipelines are left as they are)."""
+    release, file = LVIS_SOURCES["rs" if spec.name == "rs" else "other"]
+    why = f"LVIS recipe, {release} {file}: multi-scale training, (1333, 640-800), mode value"
+    scaled = {"type": "RandomChoiceResize", "scales": list(LVIS_TRAIN_SCALES), "keep_ratio": True}
+    for key in ("train_pipeline", "train_dataloader.dataset.pipeline"):
+        pipe = get_path(base, key)
+        if not pipe:
+            continue
+        single = [i for i, t in enumerate(pipe) if t.get("type") == "Resize" and tuple(t.get("scale", ())) == (1333, 800)]
+        if single:
+            new = copy.deepcopy(pipe)
+            new[single[0]] = scaled
+            ch.set(key, new, why)
 
 
 # ------------------------------------------------------------------------------------------- tiny
@@ -473,6 +563,8 @@ def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe)
         ch.set(f"{m}.mask_head.num_protos", 16, f"{why}: 16 prototypes")
         ch.set(f"{m}.mask_head.proto_channels", (32, 32, 32, None, 32, 16), f"{why}: narrow protonet")
     if name == "solov2":
+        ch.set(f"{m}.mask_head.scale_ranges", TINY_SOLOV2_SCALE_RANGES,
+               f"{why}: the object-size ranges the tiny grid was tuned with (full SOLOv2's, not light's)")
         ch.set(f"{m}.mask_head.in_channels", 32, why)
         ch.set(f"{m}.mask_head.feat_channels", 32, why)
         ch.set(f"{m}.mask_head.stacked_convs", 2, why)
@@ -526,10 +618,16 @@ def cell_changes(
     profile: str = "tiny",
     classes: Iterable[str] | None = None,
     num_classes: int | None = None,
-    pretrained: str | None = None,
+    backbone_init: str | None = None,
+    dataset: str = "coco",
 ) -> list[Change]:
-    """The documented changes that turn mmdet's config of ``detector`` into the cell's config."""
+    """The documented changes that turn mmdet's config of ``detector`` into the cell's config
+    (``dataset``: ``'coco'`` or ``'lvis'``, the annotation format it trains and is evaluated on;
+    ``backbone_init``: see :func:`build_cell_config`)."""
     det, spec = _normalise(detector, loss, profile)
+    backbone_init = resolve_backbone_init(backbone_init, profile)
+    if dataset not in DATASETS:
+        raise KeyError(f"unknown dataset format {dataset!r}; valid: {', '.join(DATASETS)}")
     classes = tuple(classes) if classes else None
     num_classes = int(num_classes or (len(classes) if classes else COCO_CLASSES))
     if classes and len(classes) != num_classes:
@@ -537,7 +635,7 @@ def cell_changes(
     base = load_base(detector)
     recipe = cell_recipe(detector, loss)
     ch = _Changes()
-    _backbone_changes(ch, base, pretrained)
+    _backbone_changes(ch, base, det, backbone_init)
     _class_changes(ch, base, num_classes, classes)
     family = head_family(spec)
     if family == "standard":
@@ -546,16 +644,20 @@ def cell_changes(
         _rank_changes(ch, base, det, spec)
     if profile == "paper":
         _recipe_changes(ch, base, recipe, det)
+        _official_changes(ch, base, det, spec, family, backbone_init)
     else:
         _tiny_changes(ch, base, det, spec, recipe)
+    if dataset == "lvis":
+        _lvis_changes(ch, base, det, spec, profile)
     total = TINY_BATCH if profile == "tiny" else recipe.total_batch
     lr = round(recipe.lr * TINY_BATCH / recipe.total_batch, 8) if profile == "tiny" else recipe.lr
     ch.set("recipe", {
         "profile": profile, "lr": lr, "total_batch": total,
-        "gpus": 1 if profile == "tiny" else recipe.gpus,
-        "batch_per_gpu": TINY_BATCH if profile == "tiny" else recipe.batch_per_gpu,
+        "gpus": 1 if profile == "tiny" else GRID_GPUS,
+        "batch_per_gpu": TINY_BATCH if profile == "tiny" else paper_batch_per_gpu(recipe),
         "epochs": recipe.epochs, "schedule": recipe.schedule, "source": recipe.source,
         "coco_lr": recipe.lr, "coco_total_batch": recipe.total_batch,
+        "published_layout": f"{recipe.gpus}x{recipe.batch_per_gpu}", "backbone_init": backbone_init,
     }, "the cell's recipe: its total batch and lr (a run warns when its total batch differs)")
     hooks = list(base.get("custom_hooks", []))
     hooks.append({"type": "RecipeCheckHook", "total_batch": total, "lr": lr})
@@ -576,20 +678,25 @@ def build_cell_config(
     classes: Iterable[str] | None = None,
     num_classes: int | None = None,
     profile: str = "tiny",
-    pretrained: str | None = None,
+    backbone_init: str | None = None,
+    dataset: str = "coco",
 ):
     """The mmengine ``Config`` of a cell: mmdet's shipped config plus :func:`cell_changes`.
 
     ``classes``: the dataset's class names (``None``: COCO's 80); ``num_classes`` defaults to their
-    number. ``profile``: ``'tiny'`` (CPU) or ``'paper'`` (COCO scale). ``pretrained``: a backbone
-    checkpoint (``None``: from scratch). The config also carries ``cell`` (identity and the list of
+    number. ``profile``: ``'tiny'`` (CPU) or ``'paper'`` (COCO scale). ``backbone_init``: ``'imagenet'``
+    (the recipe's ImageNet checkpoint through mmengine's ``init_cfg``, e.g. ``torchvision://resnet50``,
+    with the recipe's frozen stages and BatchNorm mode), ``'scratch'`` (random weights, nothing frozen,
+    BatchNorm statistics learnt) or a checkpoint path (the recipe's freezing kept); ``None``: the
+    profile's default (paper: imagenet, tiny: scratch). ``dataset``: ``'coco'`` or ``'lvis'`` (LVIS test
+    settings; at the paper profile, LVIS's multi-scale training). The config also carries ``cell`` (identity and the list of
     changes), ``recipe`` (lr, total batch, schedule and their source) and imports the harness's mmdet
     modules (``custom_imports``). Its datasets are mmdet's COCO defaults: the run code replaces them.
     """
     from mmengine.config import Config
 
     changes = cell_changes(detector, loss, profile=profile, classes=classes, num_classes=num_classes,
-                           pretrained=pretrained)
+                           backbone_init=backbone_init, dataset=dataset)
     cfg = load_base(detector)
     for change in changes:
         apply_change(cfg, change)
@@ -604,11 +711,6 @@ def _import_plugin() -> None:
     importlib.import_module(PLUGIN)
 
 
-def all_cells(losses: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    from harness.detectors.grid import DETECTOR_NAMES, LOSS_NAMES
 
-    return [(d, loss) for d in DETECTOR_NAMES for loss in (tuple(losses) if losses else LOSS_NAMES)]
-
-
-__all__ = ["Change", "DELETE", "DETECTORS", "apply_change", "build_cell_config", "cell_changes", "config_diff",
-           "covered", "flatten", "get_path", "load_base", "all_cells"]
+__all__ = ["BACKBONE_INITS", "Change", "DELETE", "DETECTORS", "apply_change", "build_cell_config", "cell_changes",
+           "config_diff", "covered", "flatten", "get_path", "load_base", "resolve_backbone_init", "walk_keys"]

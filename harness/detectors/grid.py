@@ -10,7 +10,7 @@ A cell is ``(detector, loss)``. Which *head family* a cell uses is read off the 
   false: CE, Focal). The cell is mmdet's shipped config with the classification loss swapped where it
   differs from the detector's published loss.
 * ``rank``: every other loss. The cell uses this project's mmdet 3.x heads
-  (:mod:`harness.detectors.heads`), which flatten the whole batch into one classification call, build
+  (:mod:`harness.detectors.dense_heads`, :mod:`harness.detectors.roi_heads`), which flatten the whole batch into one classification call, build
   targets as ``spec.targets`` says and weigh their localisation terms as ``spec.balancing`` says.
 
 Recipes (learning rate, total batch, schedule) are data keyed by (detector, loss) for the published
@@ -24,6 +24,9 @@ from dataclasses import dataclass, field, replace
 
 DETECTOR_NAMES = ("faster_rcnn", "cascade_rcnn", "atss", "paa", "mask_rcnn", "yolact", "solov2")
 LOSS_NAMES = ("ce", "focal", "ap", "alrp", "rs")  # the five losses of the comparison
+# How tables and plots name losses, in this order (any other registered loss: its own name, after these).
+LOSS_TITLES = {"ce": "CE", "focal": "Focal", "ap": "AP", "alrp": "aLRP", "rs": "RS",
+               "bucketed_ap": "Bucketed AP", "bucketed_rs": "Bucketed RS"}
 PROFILES = ("tiny", "paper")
 
 
@@ -56,26 +59,43 @@ class Detector:
     title: str
     base_config: str  # relative to mmdet's .mim/configs
     baseline_loss: str
-    outputs: tuple[str, ...]  # metric families: bbox, segm
+    outputs: tuple[str, ...]  # what the model predicts: bbox, segm
     mmdet_recipe: Recipe  # what the shipped config trains with
     rs_recipe: Recipe  # the RS Loss paper's recipe
     rank_changes: str  # what a rank-family cell changes (beyond the loss)
     quality: str  # what a positive's quality target is
     loc_terms: tuple[str, ...]  # localisation terms the head balances
     cls_layers: tuple[str, ...] = field(default=())  # parameter-name prefixes of classification layers
+    checkpoint: str = "torchvision://resnet50"  # the recipes' ImageNet backbone (mmdet's and RS's alike)
+
+    @property
+    def metric_families(self) -> tuple[str, ...]:
+        """The metric families a run of this detector reports (``bbox_*``, ``segm_*``): what it predicts,
+        plus box metrics for a mask-only detector (SOLOv2), computed from each mask's tight box
+        (:mod:`harness.evaluation.convert`)."""
+        return ("bbox", "segm") if "segm" in self.outputs else self.outputs
 
 
 _1X = dict(epochs=12, milestones=(8, 11), warmup_iters=500, warmup_ratio=0.001)
 _3X = dict(epochs=36, milestones=(27, 33), warmup_iters=500, warmup_ratio=1 / 3)
-_RS = "RS Loss paper (Oksuz et al., ICCV 2021), published config"
+_RS_REPO = "RS Loss release (RankSortLoss @ b41f64d)"
+
+
+def _rs(config: str) -> str:
+    return f"{_RS_REPO} configs/ranksort_loss/{config}.py"
+
+
+def _mmdet(config: str) -> str:
+    return f"mmdet 3.3 configs/{config}.py"
+
 
 DETECTORS: dict[str, Detector] = {
     d.name: d
     for d in (
         Detector(
             "faster_rcnn", "Faster R-CNN", "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "ce", ("bbox",),
-            Recipe(0.02, 8, 2, **_1X, source="mmdet faster-rcnn_r50_fpn_1x_coco"),
-            Recipe(0.012, 4, 4, **_1X, source=_RS),
+            Recipe(0.02, 8, 2, **_1X, source=_mmdet("faster_rcnn/faster-rcnn_r50_fpn_1x_coco")),
+            Recipe(0.012, 4, 4, **_1X, source=_rs("ranksort_faster_rcnn_r50_fpn_1x_coco")),
             "RPN: no sampling, all three RPN terms x 0.2, GIoU on decoded anchors; RoI: sigmoid classes (no "
             "background logit), all proposals (+ GT boxes), GIoU on decoded boxes",
             "IoU of the decoded box (RPN: decoded anchor) with its GT",
@@ -84,8 +104,8 @@ DETECTORS: dict[str, Detector] = {
         ),
         Detector(
             "cascade_rcnn", "Cascade R-CNN", "cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py", "ce", ("bbox",),
-            Recipe(0.02, 8, 2, **_1X, source="mmdet cascade-rcnn_r50_fpn_1x_coco"),
-            Recipe(0.012, 4, 4, **_1X, source=_RS),
+            Recipe(0.02, 8, 2, **_1X, source=_mmdet("cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco")),
+            Recipe(0.012, 4, 4, **_1X, source=_rs("ranksort_cascade_rcnn_r50_fpn_1x_coco")),
             "as Faster R-CNN in the RPN and in each of the 3 stages; stage weights (1, 1, 1)",
             "IoU of the decoded box with its GT (each stage)",
             ("bbox",),
@@ -94,8 +114,8 @@ DETECTORS: dict[str, Detector] = {
         ),
         Detector(
             "atss", "ATSS", "atss/atss_r50_fpn_1x_coco.py", "focal", ("bbox",),
-            Recipe(0.01, 8, 2, **_1X, source="mmdet atss_r50_fpn_1x_coco"),
-            Recipe(0.008, 4, 4, **_1X, source=_RS),
+            Recipe(0.01, 8, 2, **_1X, source=_mmdet("atss/atss_r50_fpn_1x_coco")),
+            Recipe(0.008, 4, 4, **_1X, source=_rs("ranksort_atss_r50_fpn_1x_coco")),
             "no centerness branch; 3 anchors per location (octave base scale 4, 3 scales per octave)",
             "IoU of the decoded box with its GT",
             ("bbox",),
@@ -103,8 +123,8 @@ DETECTORS: dict[str, Detector] = {
         ),
         Detector(
             "paa", "PAA", "paa/paa_r50_fpn_1x_coco.py", "focal", ("bbox",),
-            Recipe(0.01, 8, 2, **_1X, source="mmdet paa_r50_fpn_1x_coco"),
-            Recipe(0.008, 4, 4, **_1X, source=_RS),
+            Recipe(0.01, 8, 2, **_1X, source=_mmdet("paa/paa_r50_fpn_1x_coco")),
+            Recipe(0.008, 4, 4, **_1X, source=_rs("ranksort_paa_r50_fpn_1x_coco")),
             "no IoU branch; 3 anchors per location; score voting kept; Focal + GIoU only inside the GMM "
             "anchor scoring",
             "IoU of the decoded box with its GT",
@@ -113,8 +133,8 @@ DETECTORS: dict[str, Detector] = {
         ),
         Detector(
             "mask_rcnn", "Mask R-CNN", "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", "ce", ("bbox", "segm"),
-            Recipe(0.02, 8, 2, **_1X, source="mmdet mask-rcnn_r50_fpn_1x_coco"),
-            Recipe(0.012, 4, 4, **_1X, source=_RS),
+            Recipe(0.02, 8, 2, **_1X, source=_mmdet("mask_rcnn/mask-rcnn_r50_fpn_1x_coco")),
+            Recipe(0.012, 4, 4, **_1X, source=_rs("ranksort_mask_rcnn_r50_fpn_1x_coco")),
             "box branch as Faster R-CNN; mask BCE -> Dice on at most 200 positives",
             "IoU of the decoded box with its GT",
             ("bbox", "mask"),
@@ -123,8 +143,9 @@ DETECTORS: dict[str, Detector] = {
         Detector(
             "yolact", "YOLACT", "yolact/yolact_r50_8xb8-55e_coco.py", "ce", ("bbox", "segm"),
             Recipe(8e-3, 8, 8, epochs=55, milestones=(20, 42, 49, 52), warmup_iters=1000, warmup_ratio=0.1,
-                   source="mmdet yolact_r50_8xb8-55e_coco"),
-            Recipe(0.006, 8, 4, epochs=55, milestones=None, warmup_iters=500, warmup_ratio=0.1, source=_RS),
+                   source=_mmdet("yolact/yolact_r50_8xb8-55e_coco")),
+            Recipe(0.006, 4, 8, epochs=55, milestones=None, warmup_iters=500, warmup_ratio=0.1,
+                   source=_rs("ranksort_yolact_r50_55e_coco")),
             "sigmoid classes over all anchors (no OHEM), GIoU on decoded boxes, Dice masks, no "
             "semantic-segmentation branch",
             "IoU of the decoded box with its GT",
@@ -132,21 +153,27 @@ DETECTORS: dict[str, Detector] = {
             ("bbox_head.conv_cls",),
         ),
         Detector(
-            "solov2", "SOLOv2", "solov2/solov2_r50_fpn_ms-3x_coco.py", "focal", ("segm",),
-            Recipe(0.01, 8, 2, **_3X, source="mmdet solov2_r50_fpn_ms-3x_coco"),
-            Recipe(0.006, 4, 4, **_3X, source=_RS),
+            # SOLOv2-light R-34 FPN: the model of the published RS SOLOv2 number (32.6 mask AP)
+            "solov2", "SOLOv2", "solov2/solov2-light_r34_fpn_ms-3x_coco.py", "focal", ("segm",),
+            Recipe(0.01, 8, 2, **_3X, source=_mmdet("solov2/solov2-light_r34_fpn_ms-3x_coco")),
+            Recipe(0.012, 4, 8, epochs=36, milestones=(27, 33), warmup_iters=500, warmup_ratio=0.01,
+                   source="RS Loss SOLOv2 release (RankSortLoss-Solov2 @ cd13eaf) "
+                          "configs/ranksort_loss/ranksort_solov2_light_448_r34_fpn_3x.py"),
             "one positive per grid cell (a cell claimed by two instances keeps the last, as its label does)",
             "Dice coefficient of the predicted mask with its GT",
             ("mask",),
             ("mask_head.conv_cls",),
+            checkpoint="torchvision://resnet34",
         ),
     )
 }
 
-# Published recipes other than RS's (RS's is on each detector). Keyed by (detector, loss).
-PUBLISHED: dict[tuple[str, str], Recipe] = {
-    ("faster_rcnn", "alrp"): Recipe(0.012, 4, 4, **_1X, source="aLRP Loss paper (Oksuz et al., NeurIPS 2020)"),
-}
+# Published recipes other than RS's (RS's is on each detector), keyed by (detector, loss). None at 1x:
+# the aLRP release's Faster R-CNN (40.7 box AP) trained 100 epochs at 512 pixels with SSD-style
+# augmentation and batch 32 (configs/alrp_loss/alrp_loss_faster_rcnn_r50_fpn_100e_coco500.py), a recipe
+# a 1x grid does not run; its cell takes the detector's RS recipe and its number is shown apart
+# (experiments/paper_results.csv).
+PUBLISHED: dict[tuple[str, str], Recipe] = {}
 
 
 def detector_names() -> tuple[str, ...]:
@@ -308,3 +335,61 @@ def grid_markdown(losses: tuple[str, ...] | None = None) -> str:
             f"| {r.lr:g} @ {r.total_batch} ({r.gpus}x{r.batch_per_gpu}), {r.schedule} | {src} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- recipes, key by key
+
+def _fmt(value) -> str:
+    from harness.detectors.recipes import ABSENT
+
+    return "absent" if value is ABSENT else repr(value)
+
+
+def recipe_lines(detector: str, loss: str, backbone_init: str = "imagenet") -> list[str]:
+    """What ``harness cells --recipe DETECTOR LOSS`` prints: the cell's recipe at the paper profile, each
+    value with the release and config file that sets it."""
+    from harness.detectors.recipes import GRID_GPUS, RELEASES, recipe_values
+    from harness.losses import get_loss
+
+    det = get_detector(detector)
+    spec = get_loss(loss)
+    r = cell_recipe(detector, loss)
+    family = head_family(spec)
+    lines = [f"{det.title} x {loss} (paper profile, backbone_init {backbone_init}): {r.source}",
+             f"  lr {r.lr:g} at total batch {r.total_batch} (published {r.gpus} GPUs x {r.batch_per_gpu}; run on "
+             f"{GRID_GPUS} GPUs x {r.total_batch // GRID_GPUS}), {r.schedule}, linear warm-up {r.warmup_iters} "
+             f"iterations from {r.warmup_ratio:g}  [{r.source}]"]
+    values = recipe_values(detector, loss, family, backbone_init)
+    if not values:
+        lines.append(f"  every other value: mmdet's shipped config {det.base_config} as it is "
+                     f"(backbone {det.checkpoint}, its frozen stages and BatchNorm mode)")
+        return lines
+    for v in values:
+        how = "" if v.apply else "  (already so)"
+        note = f"  ({v.note})" if v.note else ""
+        lines.append(f"  {v.path} = {_fmt(v.value)}  [{RELEASES[v.release]} {v.file}]{note}{how}")
+    return lines
+
+
+def recipes_markdown() -> str:
+    """The official RS recipe of every detector, key by key with its source (docs/grid.md)."""
+    from harness.detectors.recipes import RELEASES, RS_RECIPES
+
+    out = []
+    for name in DETECTOR_NAMES:
+        det = DETECTORS[name]
+        r = det.rs_recipe
+        out.append(f"#### {det.title}: {r.source}\n")
+        out.append(f"lr {r.lr:g} at total batch {r.total_batch} ({r.gpus} GPUs x {r.batch_per_gpu}), {r.schedule}, "
+                   f"warm-up {r.warmup_iters} iterations from {r.warmup_ratio:g}.\n")
+        out.append("| mmdet 3.x key | value | scope | set by | note |")
+        out.append("|---|---|---|---|---|")
+        for v in RS_RECIPES[name]:
+            value = _fmt(v.value).replace("|", "\\|")
+            if len(value) > 80:
+                value = value[:77] + "..."
+            mark = "" if v.apply else " (as mmdet / the head family has it)"
+            out.append(f"| `{v.path}` | `{value}` | {v.scope} | {RELEASES[v.release].split(' (')[0]} "
+                       f"`{v.file}` | {v.note}{mark} |")
+        out.append("")
+    return "\n".join(out)

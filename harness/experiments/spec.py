@@ -12,9 +12,14 @@ and the launch resources, with per-detector overrides::
     seeds: [0]
     schedule: {epochs: 2}           # see SCHEDULE_KEYS
     launch: {cluster: local, gpus_per_run: 0, cpus_per_run: 1, mem_gb: 4, time_min: 20, array_parallelism: 2}
-    overrides:                      # per detector: schedule and launch keys
+    overrides:                      # per detector: schedule, launch and backbone_init keys
       solov2: {schedule: {epochs: 3}}
+    backbone_init: scratch          # imagenet | scratch | PATH (default: paper imagenet, tiny scratch)
     loss_modules: []                # external loss modules to import (dotted names or .py paths)
+
+``backbone_init`` is where a backbone's weights start: ``imagenet`` (the recipe's checkpoint, e.g.
+``torchvision://resnet50``, with its frozen stages and BatchNorm mode; ``harness weights SPEC``
+pre-fetches it), ``scratch`` (random, nothing frozen) or a checkpoint file's path. It is part of a run's id.
 
 :func:`load_spec` validates everything before anything runs: an unknown key, detector or loss, or a bad
 value raises :class:`SpecError` whose message names the valid choices. :meth:`Spec.runs` expands the
@@ -44,7 +49,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 TOP_KEYS = ("name", "description", "dataset", "profile", "detectors", "losses", "seeds", "schedule", "launch",
-            "overrides", "loss_modules")
+            "overrides", "backbone_init", "loss_modules")
+OVERRIDE_KEYS = ("schedule", "launch", "backbone_init")
 DATASET_KEYS = ("kind", "root", "repeat_factor", "train_images", "val_images")
 DATASET_KINDS = ("synthetic", "synthetic_lvis", "coco", "lvis")
 PROFILES = ("tiny", "paper")
@@ -119,6 +125,12 @@ class RunSpec:
     schedule: Mapping[str, Any]
     launch: Mapping[str, Any]
     loss_modules: tuple[str, ...] = ()
+    # imagenet | scratch | a checkpoint path (resolved: never None). Rows written before the key existed
+    # trained from scratch, hence the default.
+    backbone_init: str = "scratch"
+    # The folder relative ``.py`` paths of ``loss_modules`` were given from (the spec loader's working
+    # directory): a job process, wherever it starts, imports them from there. Not part of the run's id.
+    origin: str = ""
 
     @property
     def identity(self) -> dict:
@@ -132,6 +144,7 @@ class RunSpec:
             "world_size": self.world_size,
             "seed": self.seed,
             "loss_modules": list(self.loss_modules),
+            "backbone_init": self.backbone_init,
         }
 
     @property
@@ -178,6 +191,8 @@ class Spec:
     overrides: Mapping[str, Mapping[str, Any]]
     loss_modules: tuple[str, ...]
     description: str = ""
+    origin: str = ""  # see RunSpec.origin
+    backbone_init: str = "scratch"  # resolved; overrides may name another per detector
     only: frozenset[tuple[str, str]] | None = None  # restrict to these (detector, loss) cells
 
     def runs(self) -> list[RunSpec]:
@@ -200,6 +215,8 @@ class Spec:
                         schedule=schedule,
                         launch=launch,
                         loss_modules=self.loss_modules,
+                        backbone_init=over.get("backbone_init") or self.backbone_init,
+                        origin=self.origin,
                     )
                 )
         return out
@@ -339,18 +356,21 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
     dets = _names(f"{where}.detectors", raw["detectors"], detectors)
     overrides_raw = raw.get("overrides") or {}
     if not isinstance(overrides_raw, Mapping):
-        raise SpecError(f"{where}.overrides must map detector names to {{schedule, launch}}")
+        raise SpecError(f"{where}.overrides must map detector names to {{schedule, launch, backbone_init}}")
     overrides = {}
     for det, over in overrides_raw.items():
         if det not in detectors:
             raise SpecError(f"{where}.overrides: unknown detector {det!r}{_suggest(det, detectors)}")
         if not isinstance(over, Mapping):
-            raise SpecError(f"{where}.overrides.{det} must be a mapping with keys schedule, launch")
-        _check_keys(f"{where}.overrides.{det}", over, ("schedule", "launch"))
+            raise SpecError(f"{where}.overrides.{det} must be a mapping with keys {', '.join(OVERRIDE_KEYS)}")
+        _check_keys(f"{where}.overrides.{det}", over, OVERRIDE_KEYS)
         overrides[det] = {
             "schedule": _schedule(f"{where}.overrides.{det}.schedule", over.get("schedule")),
             "launch": _launch(f"{where}.overrides.{det}.launch", over.get("launch")),
         }
+        if "backbone_init" in over:
+            overrides[det]["backbone_init"] = _backbone_init(f"{where}.overrides.{det}.backbone_init",
+                                                             over["backbone_init"], profile)
     launch = {**LAUNCH_KEYS, **_launch(f"{where}.launch", raw.get("launch"))}
     for det in dets:
         merged = {**launch, **overrides.get(det, {}).get("launch", {})}
@@ -369,7 +389,25 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         launch=launch,
         overrides=overrides,
         loss_modules=tuple(loss_modules),
+        origin=str(Path.cwd()),
+        backbone_init=_backbone_init(f"{where}.backbone_init", raw.get("backbone_init"), profile),
     )
+
+
+BACKBONE_INITS = ("imagenet", "scratch")
+DEFAULT_BACKBONE_INIT = {"paper": "imagenet", "tiny": "scratch"}
+
+
+def _backbone_init(where: str, value: Any, profile: str) -> str:
+    """``imagenet``, ``scratch`` or a checkpoint path; ``None``: the profile's default."""
+    if value is None:
+        return DEFAULT_BACKBONE_INIT[profile]
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"{where} must be {' or '.join(BACKBONE_INITS)} or a checkpoint path, got {value!r}")
+    if value == "imagenet" and profile == "tiny":
+        raise SpecError(f"{where}: imagenet needs the paper profile (the tiny profile's quarter-width ResNet-18 "
+                        f"has no ImageNet checkpoint); use scratch or a checkpoint path")
+    return value
 
 
 def load_spec(path: str | Path, detectors: list[str] | None = None) -> Spec:
@@ -401,3 +439,20 @@ def _load_losses(modules: list[str]) -> list[str]:
         except ValueError as exc:  # e.g. a duplicate name
             raise SpecError(f"loss_modules: {m}: {exc}") from None
     return loss_names()
+
+
+def import_loss_modules(modules: Iterable[str], origin: str = "") -> None:
+    """Import a run's external loss modules in this process (every process that builds or trains a cell
+    calls this: the driver when it loads the spec, each job and each task of a multi-process run).
+    Relative ``.py`` paths are read from ``origin``, the folder the spec was loaded from. Raises
+    ``ImportError`` naming the module and why it cannot be imported here."""
+    from harness.losses import load_loss_module
+
+    for m in modules:
+        target = m
+        if m.endswith(".py") and not Path(m).is_absolute() and origin:
+            target = str(Path(origin) / m)
+        try:
+            load_loss_module(target)
+        except Exception as exc:
+            raise ImportError(f"loss module {m} cannot be imported here: {type(exc).__name__}: {exc}") from None
