@@ -324,3 +324,23 @@ def test_agrees_with_mmdet_metrics(tiny, kind):
                 assert ours[f"{t}_{ours_key}"] == pytest.approx(want, abs=6e-4), (t, ours_key)
                 compared += 0 < want < 1
     assert compared >= 8  # informative values, not all 0 or 1
+
+
+@pytest.mark.parametrize("kind", ["coco", "lvis"])
+def test_ap_and_olrp_read_the_same_ignore_rule(kind):
+    # Two ground truths; the second carries ``ignore: 1`` but is no crowd. pycocotools overwrites ``ignore``
+    # with ``iscrowd``, so on COCO it is a regular ground truth (missed: recall 1/2, precision 1 at 51 of the
+    # 101 recall points, so AP 51/101; one FN);
+    # lvis-api keeps ``ignore``, so on LVIS it counts nowhere (AP 1, no FN). oLRP must agree with AP.
+    gt = _gt([(1, [10, 10, 40, 40]), (1, [55, 55, 40, 40])], kind=kind)
+    gt["annotations"][1]["ignore"] = 1
+    m = evaluate(gt, [_det(1, [10, 10, 40, 40])], iou_types=("bbox",), kind=kind)
+    if kind == "coco":
+        assert m["bbox_AP"] == approx(51 / 101) and m["bbox_oLRP_FN"] == 0.5 and m["bbox_oLRP"] == pytest.approx(0.5)
+    else:
+        assert m["bbox_AP"] == approx(1.0) and m["bbox_oLRP_FN"] == 0.0 and m["bbox_oLRP"] == 0.0
+    # a crowd on COCO: ignored by both (a detection on it is neither TP nor FP)
+    if kind == "coco":
+        gt["annotations"][1].update(ignore=0, iscrowd=1)
+        m = evaluate(gt, [_det(1, [10, 10, 40, 40]), _det(1, [55, 55, 40, 40], 0.95)], iou_types=("bbox",))
+        assert m["bbox_AP"] == approx(1.0) and m["bbox_oLRP"] == 0.0 and m["bbox_oLRP_FP"] == 0.0

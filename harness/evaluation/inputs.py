@@ -243,6 +243,13 @@ def load_ground_truth(gt, kind: str = "coco", iou_types=("bbox",)) -> GroundTrut
             else:
                 a["area"] = a["bbox"][2] * a["bbox"][3]
         a["iscrowd"] = int(bool(a.get("iscrowd", 0)))
+        # One ignore rule for AP and oLRP, the one each AP implementation applies: pycocotools overwrites
+        # a ground truth's ``ignore`` with its ``iscrowd``; lvis-api keeps ``ignore`` and has no crowds.
+        if kind == "lvis":
+            a["ignore"] = int(bool(a.get("ignore", 0)))
+            a["iscrowd"] = 0
+        else:
+            a["ignore"] = a["iscrowd"]
         anns.append(a)
     copy = {k: v for k, v in data.items() if k not in ("annotations",)}
     copy["annotations"] = anns

@@ -30,8 +30,10 @@ taken. Detections with equal scores enter or leave together.
 
 Matching is COCO's: per image and class, detections in decreasing score (ties: input order) each take the
 unmatched ground truth of highest IoU ≥ τ, preferring regular over ignored ones. Ignored ground truth is
-COCO's ``iscrowd`` (matched by intersection over the detection's area, any number of times) or
-``ignore``; a detection matched to it, and it itself, count nowhere. COCO kind: at most 100 detections
+what AP ignores (:func:`~harness.evaluation.inputs.load_ground_truth` sets the flag): COCO kind, a crowd
+(``iscrowd``, matched by intersection over the detection's area, any number of times), pycocotools
+overwriting a file's own ``ignore`` flag with ``iscrowd``; LVIS kind, the ``ignore`` flag, as lvis-api
+(no crowds there). A detection matched to ignored ground truth, and it itself, count nowhere. COCO kind: at most 100 detections
 per image and class (COCO's limit). LVIS kind (federated, as LVIS AP): at most 300 detections per image;
 a detection of a category neither annotated in the image nor listed in its ``neg_category_ids`` is not
 evaluated; an unmatched detection of a category in ``not_exhaustive_category_ids`` is ignored.
@@ -142,7 +144,7 @@ def _match_image_class(gts: list[dict], dets: list[dict], iou_type: str, tau: fl
     [(score, iou or NaN for FP)] for the detections that count)."""
     from pycocotools import mask as mask_utils
 
-    ignore = [bool(g.get("iscrowd", 0)) or bool(g.get("ignore", 0)) for g in gts]
+    ignore = [bool(g["ignore"]) for g in gts]  # load_ground_truth's rule: iscrowd (COCO), ignore (LVIS)
     order_g = sorted(range(len(gts)), key=lambda i: ignore[i])  # regular first (stable)
     gts = [gts[i] for i in order_g]
     ignore = [ignore[i] for i in order_g]
