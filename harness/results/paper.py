@@ -9,12 +9,17 @@ number; the matching key is ``(dataset, detector, loss, metric)``:
   ``train_s_per_iter`` for the published training times);
 - ``value`` as published, in ``unit`` (``percent`` for AP and oLRP, ``s/iter`` for times);
 - ``variant``, ``backbone``, ``schedule``, ``notes``: what the number was measured with;
-- ``primary``: 1 for the number shown beside ours when a key has several (e.g. Faster R-CNN CE with
-  SmoothL1 vs GIoU box loss; a re-run beside the original); exactly one per key;
+- ``primary``: 1 for the number shown when a key has several (e.g. Faster R-CNN CE with SmoothL1 vs GIoU
+  box loss; a re-run beside the original); exactly one per key;
+- ``beside``: 1 when the grid's paper cell of that key runs the recipe the number was measured with (the
+  number stands beside the cell); 0 when it does not (e.g. the aLRP release's 100-epoch, 512-pixel
+  Faster R-CNN rows, the Bucketed release's AP re-runs with GIoU, SOLOv2 R-101): shown apart, labelled
+  with its recipe (``schedule``, ``notes``). A file without the column reads as all 1;
 - ``source``: where the number comes from (a key of :data:`SOURCES`), never empty.
 
-:func:`load_paper` reads and validates it; :func:`paper_for_tables` returns the primary numbers in the
-tables' scale (points, ×100 of the fractions the runs report).
+:func:`load_paper` reads and validates it; :func:`paper_for_tables` returns the primary numbers that stand
+beside the cells, in the tables' scale (points, ×100 of the fractions the runs report);
+:func:`paper_apart` the numbers of other recipes, each with a ``paper_recipe`` label.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "experiments" / "paper_results.csv"
 COLUMNS = ("dataset", "detector", "loss", "metric", "value", "unit", "variant", "backbone", "schedule", "primary",
-           "source", "notes")
+           "source", "notes", "beside")
 KEY = ["dataset", "detector", "loss", "metric"]
 
 SOURCES = {
@@ -47,8 +52,10 @@ class PaperError(ValueError):
 
 @lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"primary": "int64", "value": "float64"}, keep_default_na=False,
+    df = pd.read_csv(path, dtype={"primary": "int64", "beside": "int64", "value": "float64"}, keep_default_na=False,
                      na_values={"value": [""]})
+    if "beside" not in df.columns:
+        df["beside"] = 1
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise PaperError(f"{path}: missing columns {', '.join(missing)}")
@@ -61,6 +68,8 @@ def _load(path: str, mtime: float) -> pd.DataFrame:
             raise PaperError(f"{path}:{i}: no value")
         if r.dataset not in ("coco", "lvis"):
             raise PaperError(f"{path}:{i}: dataset must be coco or lvis, got {r.dataset!r}")
+        if r.beside not in (0, 1):
+            raise PaperError(f"{path}:{i}: beside must be 1 (the cell runs this recipe) or 0, got {r.beside!r}")
     primaries = df[df["primary"] == 1].groupby(KEY).size()
     keys = df.groupby(KEY).size()
     bad = keys.index.difference(primaries[primaries == 1].index)
@@ -78,14 +87,30 @@ def load_paper(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def paper_for_tables(path: str | Path | None = None) -> pd.DataFrame:
-    """The primary numbers, one per key, with ``paper`` in the tables' scale: AP and oLRP in points
-    (as published), other units as they are. Columns: KEY + ``paper``, ``paper_source``,
-    ``paper_variant``, ``paper_notes``."""
+    """The primary numbers that stand beside the cells (``beside`` 1: the cell runs their recipe), one per
+    key, with ``paper`` in the tables' scale: AP and oLRP in points (as published), other units as they
+    are. Columns: KEY + ``paper``, ``paper_source``, ``paper_variant``, ``paper_notes``."""
     df = load_paper(path)
-    df = df[df["primary"] == 1]
+    df = df[df["beside"] == 1]
+    first = df.sort_values("primary", ascending=False).drop_duplicates(KEY).index  # the primary, else the first
+    df = df.loc[sorted(first)]
     return pd.DataFrame({
         "dataset": df["dataset"], "detector": df["detector"], "loss": df["loss"], "metric": df["metric"],
         "paper": df["value"], "paper_source": df["source"],
         "paper_variant": [", ".join(x for x in parts if x) for parts in zip(df["variant"], df["backbone"], df["schedule"])],
         "paper_notes": df["notes"],
+    }).reset_index(drop=True)
+
+
+def paper_apart(path: str | Path | None = None) -> pd.DataFrame:
+    """The published numbers of recipes the grid's cells do not run (``beside`` 0), to be shown apart from
+    the cells: KEY + ``paper``, ``paper_source``, ``paper_recipe`` (variant, backbone and schedule: what
+    it was measured with), ``paper_notes``, ``primary``."""
+    df = load_paper(path)
+    df = df[df["beside"] == 0]
+    return pd.DataFrame({
+        "dataset": df["dataset"], "detector": df["detector"], "loss": df["loss"], "metric": df["metric"],
+        "paper": df["value"], "paper_source": df["source"],
+        "paper_recipe": [", ".join(x for x in parts if x) for parts in zip(df["variant"], df["backbone"], df["schedule"])],
+        "paper_notes": df["notes"], "primary": df["primary"],
     }).reset_index(drop=True)
