@@ -1,0 +1,92 @@
+"""Every paper cell holds its official recipe key by key (harness/detectors/recipes.py), each applied
+value documented with its source; LVIS trains multi-scale; the recipe tables in docs/grid.md are current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.detectors import build_cell_config, cells
+from harness.detectors.builder import cell_changes, get_path
+from harness.detectors.grid import head_family, recipes_markdown
+from harness.detectors.recipes import ABSENT, LVIS_TRAIN_SCALES, RS_RECIPES, recipe_values
+from harness.losses import get_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+RANK_CELLS = [(d, x) for d, x in cells() if head_family(get_loss(x)) == "rank"]
+
+
+@pytest.mark.parametrize("detector,loss", RANK_CELLS)
+def test_rank_cells_hold_every_official_value(detector, loss):
+    cfg = build_cell_config(detector, loss, profile="paper").to_dict()
+    values = recipe_values(detector, loss, "rank", "imagenet")
+    wrong = [(v.path, v.value, get_path(cfg, v.path, ABSENT)) for v in values if not v.holds(get_path(cfg, v.path, ABSENT))]
+    assert not wrong
+    # every value the recipe step applies is a documented change naming its release and file
+    changes = {c.path: c.why for c in cell_changes(detector, loss, profile="paper")}
+    for v in values:
+        if v.apply and v.path in changes and changes[v.path].startswith("official recipe"):
+            assert v.file in changes[v.path]
+
+
+def test_the_issues_findings_are_fixed():
+    frcnn = build_cell_config("faster_rcnn", "rs", profile="paper").model
+    assert frcnn.rpn_head.bbox_coder.target_stds == [0.1, 0.1, 0.2, 0.2]
+    cascade = build_cell_config("cascade_rcnn", "rs", profile="paper").model
+    assert [h.bbox_coder.target_stds for h in cascade.roi_head.bbox_head] == [[0.1, 0.1, 0.2, 0.2]] * 3
+    assert cascade.rpn_head.bbox_coder.target_stds == [0.1, 0.1, 0.2, 0.2]
+    assert cascade.train_cfg.rpn_proposal.max_per_img == 1000
+    assert build_cell_config("paa", "rs", profile="paper").model.bbox_head.gmm_loss_bbox.loss_weight == 1.0
+    solo = build_cell_config("solov2", "rs", profile="paper")
+    assert solo.model.backbone.depth == 34 and solo.model.mask_head.stacked_convs == 2
+    assert solo.model.mask_head.feat_channels == 256 and solo.model.test_cfg.score_thr == 0.2
+    assert (solo.optim_wrapper.optimizer.lr, solo.recipe["total_batch"], solo.train_dataloader.batch_size) == (0.012, 32, 8)
+    assert solo.param_scheduler[0]["start_factor"] == 0.01
+    yolact = build_cell_config("yolact", "rs", profile="paper")
+    assert "clip_grad" not in yolact.optim_wrapper and yolact.train_pipeline[3]["type"] == "PhotoMetricDistortion"
+    assert yolact.train_dataloader.dataset.pipeline == yolact.train_pipeline
+    # the baselines stay mmdet's configs (mmdet's stds, proposals, GMM weight)
+    assert build_cell_config("cascade_rcnn", "ce", profile="paper").model.train_cfg.rpn_proposal.max_per_img == 2000
+    assert build_cell_config("paa", "focal", profile="paper").model.bbox_head.loss_bbox.loss_weight == 1.3
+
+
+def test_the_tiny_profile_is_untouched_by_the_paper_recipes():
+    assert build_cell_config("cascade_rcnn", "rs").model.rpn_head.bbox_coder.target_stds == [1.0, 1.0, 1.0, 1.0]
+    assert build_cell_config("paa", "rs").model.bbox_head.gmm_loss_bbox.loss_weight == 1.3
+    solo = build_cell_config("solov2", "rs").model
+    assert solo.backbone.depth == 18 and solo.mask_head.scale_ranges == ((1, 96), (48, 192), (96, 384), (192, 768),
+                                                                        (384, 2048))
+
+
+@pytest.mark.parametrize("loss,source", [("rs", "ranksort_mask_rcnn_r50_fpn_1x_lvis_v1.py"), ("ce", "lvis_v0.5_instance")])
+def test_lvis_trains_multi_scale_at_the_paper_profile(loss, source):
+    cfg = build_cell_config("mask_rcnn", loss, profile="paper", dataset="lvis")
+    resize = [t for t in cfg.train_pipeline if "Resize" in t["type"]]
+    assert resize == [{"type": "RandomChoiceResize", "scales": LVIS_TRAIN_SCALES, "keep_ratio": True}]
+    assert cfg.train_dataloader.dataset.pipeline == cfg.train_pipeline
+    assert [t["scale"] for t in cfg.test_pipeline if t["type"] == "Resize"] == [(1333, 800)]
+    changes = [c for c in cell_changes("mask_rcnn", loss, profile="paper", dataset="lvis") if c.path == "train_pipeline"]
+    assert changes and source in changes[0].why
+    tiny = build_cell_config("mask_rcnn", loss, dataset="lvis")
+    assert [t["type"] for t in tiny.train_pipeline if "Resize" in t["type"]] == ["Resize"]
+
+
+def test_recipe_tables_in_docs_are_current_and_the_command_shows_sources(capsys):
+    assert recipes_markdown() in (ROOT / "docs" / "grid.md").read_text(), "paste grid.recipes_markdown() into docs/grid.md"
+    assert set(RS_RECIPES) == {d for d, _ in cells()}
+    assert main(["cells", "--recipe", "cascade_rcnn", "rs"]) == 0
+    out = capsys.readouterr().out
+    assert "model.train_cfg.rpn_proposal.max_per_img = 1000  [kemaloksuz/RankSortLoss @ b41f64d (mmdet 2.8) " \
+           "configs/ranksort_loss/ranksort_cascade_rcnn_r50_fpn_1x_coco.py]" in out
+    assert main(["cells", "--recipe", "atss", "focal"]) == 0
+    assert "mmdet 3.3 configs/atss/atss_r50_fpn_1x_coco.py" in capsys.readouterr().out
+
+
+def test_the_embedded_default_trains_from_scratch():
+    from harness.experiments.spec import load_spec
+
+    runs = load_spec(ROOT / "experiments" / "synthetic.yaml").runs()
+    assert runs and {r.backbone_init for r in runs} == {"scratch"}
+    assert {r.backbone_init for r in load_spec(ROOT / "experiments" / "coco_1x.yaml").runs()} == {"imagenet"}
