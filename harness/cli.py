@@ -12,21 +12,7 @@ import pkgutil
 import sys
 
 from harness import __version__, commands
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-def load_loss_modules(targets: list[str]) -> None:
-    """Import external loss modules named on the command line (``--load``); bad ones are usage errors."""
-    from harness.losses import load_loss_module
-
-    for target in targets:
-        try:
-            load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+from harness.commands import UsageError  # noqa: F401  (where commands raise it)
 
 
 def _command_modules():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.results.rows import read_rows
+from harness.rows import read_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

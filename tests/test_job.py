@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-import harness.launch.train as train
+import harness.run.train as train
 from harness.experiments.spec import load_spec
-from harness.launch.job import RunJob
-from harness.results.rows import read_rows
+from harness.run.job import RunJob
+from harness.rows import read_rows
 
 
 @pytest.fixture

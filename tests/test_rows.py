@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from harness.results.rows import CorruptRowWarning, read_rows, row_path, write_row
+from harness.rows import CorruptRowWarning, read_rows, row_path, write_row
 
 
 def row(run_id, status="done", **extra):
@@ -47,14 +47,12 @@ def test_a_killed_writer_leaves_no_half_row(tmp_path):
     """SIGKILL in the middle of writing: the row is either absent or the previous whole version."""
     write_row(tmp_path, row("r", metrics={"v": 1}))
     script = textwrap.dedent(f"""
-        import os, json, sys
-        from harness.results import rows
-        real_dump = json.dump
-        def slow_dump(obj, f, **kw):
-            f.write('{{"run_id": "r", "status": "done", "metrics": ')
-            f.flush()
+        import os
+        from harness import files, rows
+        def killed_writing(fd):  # the writer dies with half the row in its temporary file
+            os.ftruncate(fd, 30)
             os.kill(os.getpid(), 9)
-        rows.json.dump = slow_dump
+        files.os.fsync = killed_writing
         rows.write_row({str(tmp_path)!r}, {{"run_id": "r", "status": "done", "metrics": {{"v": 2}}}})
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True)

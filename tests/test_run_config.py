@@ -1,4 +1,5 @@
-"""A run's config: the cell bound to its data (LVIS test settings here; the schedule in test_schedule_fit)."""
+"""A run's config: the cell bound to its data (the builder's LVIS test settings here; the schedule in
+test_schedule_fit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 from harness.detectors import build_cell_config
 from harness.experiments.spec import parse_spec
-from harness.launch.train import build_config, lvis_test_settings
+from harness.detectors.builder import cell_changes
+from harness.run.train import build_config
 
 
 class FakePaths:
@@ -41,6 +43,12 @@ def test_coco_runs_keep_the_cells_test_settings(tmp_path):
 
 
 def test_dense_detectors_on_lvis_use_mmdets_lvis_threshold():
-    cfg = build_cell_config("solov2", "rs", classes=("a",), num_classes=1, profile="tiny")
-    lvis_test_settings(cfg, "solov2", "rs")
+    cfg = build_cell_config("solov2", "rs", classes=("a",), num_classes=1, profile="tiny", dataset="lvis")
     assert cfg.model.test_cfg.max_per_img == 300 and cfg.model.test_cfg.score_thr == 1e-4
+
+
+def test_lvis_settings_are_documented_changes_of_the_builder():
+    changes = {c.path: c for c in cell_changes("mask_rcnn", "rs", profile="tiny", dataset="lvis")}
+    assert changes["model.test_cfg.rcnn.score_thr"].value == 0.60
+    assert "LVIS" in changes["model.test_cfg.rcnn.score_thr"].why
+    assert "model.test_cfg.rpn.max_per_img" not in changes or changes["model.test_cfg.rpn.max_per_img"].value == 100

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-import harness.launch.hooks  # noqa: F401  (registers the metric)
-from harness.launch.hooks import HarnessMetric
+import harness.run.hooks  # noqa: F401  (registers the metric)
+from harness.run.hooks import HarnessMetric
 
 
 def test_metric_keeps_all_detections_and_scores_perfect_predictions(tmp_path):

@@ -1,8 +1,8 @@
-"""The recipe's learning-rate schedule fitted to a run's length (harness.launch.train.fit_schedule)."""
+"""The recipe's learning-rate schedule fitted to a run's length (harness.run.train.fit_schedule)."""
 
 from __future__ import annotations
 
-from harness.launch.train import fit_schedule
+from harness.run.train import fit_schedule
 
 WARM = {"type": "LinearLR", "start_factor": 0.001, "by_epoch": False, "begin": 0, "end": 500}
 STEP_1X = {"type": "MultiStepLR", "begin": 0, "end": 12, "by_epoch": True, "milestones": [8, 11], "gamma": 0.1}

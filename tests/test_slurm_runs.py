@@ -16,7 +16,7 @@ import yaml
 from harness.experiments.spec import load_spec
 from harness.launch import dispatch
 from harness.launch.status import experiment_status
-from harness.results.rows import read_rows
+from harness.rows import read_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

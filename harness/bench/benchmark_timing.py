@@ -45,8 +45,7 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
     kind = "cached" if trained == 0 else "full"
     data[kind] = {"seconds": round(seconds, 1), "runs": total, "trained": trained, "generated_data": generated_data,
                   "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine()}
-    from harness.results.rows import write_json_atomic
-    from harness.results.tables import write_text_atomic
+    from harness.files import write_json_atomic, write_text_atomic
 
     write_json_atomic(path, data)
     return write_text_atomic(out_dir / "benchmark.md", render(data))

@@ -30,20 +30,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.detectors.grid import LOSS_NAMES
 from harness.results.frame import DETECTOR_OUTPUTS, rows_frame
-from harness.results.rows import read_rows
 from harness.results.tables import build_tables, to_latex, to_markdown, write_tables
+from harness.rows import read_rows
 
 N_ROWS = 10_000
 TARGET_S = 2.0
-LOSSES = ("ce", "focal", "ap", "alrp", "rs")
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 OLRP_KEYS = ("oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")
 
 
 def synthetic_rows(n: int = N_ROWS, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    cells = [(d, l) for d in DETECTOR_OUTPUTS for l in LOSSES]
+    cells = [(d, l) for d in DETECTOR_OUTPUTS for l in LOSS_NAMES]
     seeds = -(-n // len(cells))
     rows = []
     for s in range(seeds):
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     res = run(args.rows, args.repeats, not args.no_disk)
     text, met = report(res)
-    from harness.results.tables import write_text_atomic
+    from harness.files import write_text_atomic
 
     write_text_atomic(args.out, text)
     print(text)

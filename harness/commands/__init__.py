@@ -4,3 +4,18 @@ A module here defines ``NAME`` (the sub-command), ``HELP`` (one line), ``add_arg
 ``run(args) -> int``. :mod:`harness.cli` discovers every module in this package, so adding a command
 touches no other file. Heavy imports (torch, mmdet) belong inside ``run``.
 """
+
+
+class UsageError(Exception):
+    """Bad input from the user: :mod:`harness.cli` prints it as one line and exits with code 2."""
+
+
+def load_loss_modules(targets: list[str]) -> None:
+    """Import external loss modules named on the command line (``--load``); bad ones are usage errors."""
+    from harness.losses import load_loss_module
+
+    for target in targets:
+        try:
+            load_loss_module(target)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None

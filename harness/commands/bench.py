@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from harness.cli import UsageError
+    from harness.commands import UsageError
 
     if args.device and "cuda" in args.device and not torch.cuda.is_available():
         raise UsageError("--device cuda given but no CUDA device is available; drop it or run on a GPU machine")

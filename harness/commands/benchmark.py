@@ -1,15 +1,16 @@
 """Run an experiment end to end and build its tables: what `make benchmark` calls.
 
-`harness benchmark [SPEC]` (default experiments/synthetic.yaml): runs the spec's unfinished runs; on
-this machine it waits with progress, then writes the tables and plots under results/<experiment>/ and
-prints the Markdown table with the paths. On a SLURM cluster (sbatch on PATH, or `--executor slurm`)
-it submits the job arrays and returns; `harness benchmark SPEC --tables-only` (`make tables`) later
-builds the tables from whatever has finished.
+`harness benchmark [SPEC]` (default experiments/synthetic.yaml) runs the spec's unfinished runs through
+the same path as `harness run` (harness.launch.orchestrate; `--executor`, `--only` and `--force` as
+there). On this machine it waits with progress, then writes the tables and plots under
+results/<experiment>/ and prints the Markdown tables with the paths. On a SLURM cluster (a controller
+answers, or `--executor slurm`) it submits the job arrays and returns; `harness benchmark SPEC
+--tables-only` (`make tables`) later builds the tables from whatever has finished. The default grid run
+here records its wall time in results/bench/benchmark.md.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -19,48 +20,42 @@ DEFAULT_SPEC = "experiments/synthetic.yaml"
 
 
 def add_arguments(parser) -> None:
+    from harness.commands.run import add_launch_arguments
+
     parser.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help=f"experiment spec (default {DEFAULT_SPEC})")
-    parser.add_argument("--executor", choices=["auto", "slurm", "local", "debug"], default=None,
-                        help="where runs execute (default: the spec's, itself auto)")
+    add_launch_arguments(parser)
     parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from finished runs")
     parser.add_argument("--metric", default=None, help="metric of the main table (default bbox_AP)")
-    parser.add_argument("--results", default="results", help="results root (default results/)")
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.bench.benchmark_timing import process_started_at
+    from harness.commands import UsageError
     from harness.experiments.spec import SpecError, load_spec
-    from harness.launch import dispatch
+    from harness.launch.orchestrate import LaunchError, Request, launch
     from harness.results.tables import TablesError, build_all
 
-    from harness.bench.benchmark_timing import process_started_at
-
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
+    timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
     try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
+        if args.tables_only:
+            spec = load_spec(args.spec)
+        else:
+            request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
+                              only=tuple(args.only), wait=True)
+            # SLURM: submit and return (the tables come later, with `make tables`)
+            request = _no_wait_on_slurm(request)
+            outcome = launch(request)
+            spec = outcome.spec
+            if outcome.executor == "slurm":
+                print(f"then: make tables EXPERIMENT={args.spec}")
+                return 0
+            default = Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and not args.only
+            if default and outcome.executor == "local":
+                timing = (outcome.placed, len(spec.runs()), outcome.data_generated)
+    except (SpecError, LaunchError) as exc:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
-    timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
-    if not args.tables_only:
-        executor = dispatch.resolve_executor(args.executor or spec.launch["executor"])
-        if executor == "slurm" and not dispatch.slurm_reachable():
-            raise UsageError("--executor slurm but no SLURM controller answers (sinfo fails); start one "
-                             "(make slurm-up) or use --executor local")
-        plan = dispatch.make_plan(spec, results_dir)
-        print(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}", flush=True)
-        if executor == "slurm":
-            if plan.submit:
-                dispatch.submit_slurm(spec, plan.submit, results_dir, force=False)
-            print(f"submitted {len(plan.submit)} run(s) to SLURM; follow with `harness status {results_dir}`, "
-                  f"then `make tables EXPERIMENT={args.spec}`")
-            return 0
-        log = lambda msg: print(msg, file=sys.stderr, flush=True)
-        if Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and executor == "local":
-            timing = (len(plan.submit), len(spec.runs()), _synthetic_data_missing(spec))
-        if plan.submit:
-            dispatch.run_local_pool(spec, plan.submit, results_dir, False, log=log, executor_kind=executor)
-        dispatch.wait_for(spec, results_dir, None, log=log)
     try:
         written = build_all(results_dir, args.metric, spec=spec)
     except TablesError as exc:
@@ -82,10 +77,11 @@ def run(args) -> int:
     return 0
 
 
-def _synthetic_data_missing(spec) -> bool:
-    """Whether the spec's synthetic data still has to be generated (it is, on a fresh machine)."""
-    from harness.data.synthetic import is_current, synthetic_cache_dir
-    from harness.launch.train import synthetic_params
+def _no_wait_on_slurm(request):
+    """On SLURM, benchmark submits and returns: waiting for a cluster queue is `harness status`'s job."""
+    import dataclasses
 
-    params = [p for p in (synthetic_params(d) for d in spec.datasets) if p is not None]
-    return any(not is_current(synthetic_cache_dir(p), p) for p in params)
+    from harness.launch.orchestrate import prepare
+
+    _, _, executor = prepare(request)
+    return dataclasses.replace(request, wait=False) if executor == "slurm" else request

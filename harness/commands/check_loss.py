@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError, load_loss_modules
+    from harness.commands import UsageError, load_loss_modules
     from harness.losses import loss_names
     from harness.losses.checks import run_loss_checks
 

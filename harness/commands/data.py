@@ -52,7 +52,7 @@ def _params(args):
 def _synthetic(args) -> int:
     from pathlib import Path
 
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.data import dataset_paths, ensure_synthetic, generate_synthetic, summary
     from harness.data.synthetic import is_current
 
@@ -97,7 +97,7 @@ def _synthetic(args) -> int:
 
 
 def _check(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.data import DataRootError, real_paths
 
     try:
@@ -111,7 +111,7 @@ def _check(args) -> int:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
 
     if args.data_command == "synthetic":
         return _synthetic(args)

@@ -31,8 +31,9 @@ def _jsonable(metrics: dict) -> dict:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
-    from harness.evaluation import EvaluationError, evaluate, write_json_atomic
+    from harness.commands import UsageError
+    from harness.evaluation import EvaluationError, evaluate
+    from harness.files import write_json_atomic
 
     iou_types = tuple(dict.fromkeys(args.iou_types)) if args.iou_types else None
     try:
@@ -42,7 +43,7 @@ def run(args) -> int:
     text = json.dumps(_jsonable(metrics), indent=2)
     if args.out:
         try:
-            write_json_atomic(_jsonable(metrics), args.out)
+            write_json_atomic(args.out, _jsonable(metrics))
         except OSError as exc:
             raise UsageError(f"cannot write {args.out}: {exc}") from None
     print(text)

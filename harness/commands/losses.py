@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import load_loss_modules
+    from harness.commands import load_loss_modules
     from harness.losses import LOSSES
 
     load_loss_modules(args.load)

@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.launch.status import STATES, experiment_status
 
     folder = Path(args.results_dir)

@@ -22,6 +22,7 @@ from harness.detectors.grid import (
     DETECTOR_NAMES,
     DETECTORS,
     LOSS_NAMES,
+    LOSS_TITLES,
     PROFILES,
     cell_recipe,
     describe_cell,
@@ -33,21 +34,16 @@ from harness.detectors.grid import (
 )
 
 
-def loss_names() -> tuple[str, ...]:
-    """The five losses of the comparison (any registered loss also builds)."""
-    return LOSS_NAMES
-
-
 def cells(losses=None) -> list[tuple[str, str]]:
     """Every (detector, loss) cell, detector-major."""
     return [(d, loss) for d in DETECTOR_NAMES for loss in (tuple(losses) if losses else LOSS_NAMES)]
 
 
-def build_cell_config(detector, loss, classes=None, num_classes=None, profile="tiny", pretrained=None):
+def build_cell_config(detector, loss, **kwargs):
     """See :func:`harness.detectors.builder.build_cell_config`."""
     from harness.detectors.builder import build_cell_config as build
 
-    return build(detector, loss, classes=classes, num_classes=num_classes, profile=profile, pretrained=pretrained)
+    return build(detector, loss, **kwargs)
 
 
 def cell_changes(detector, loss, **kwargs):
@@ -68,6 +64,7 @@ __all__ = [
     "DETECTORS",
     "DETECTOR_NAMES",
     "LOSS_NAMES",
+    "LOSS_TITLES",
     "PROFILES",
     "build_cell_config",
     "cell_changes",
@@ -80,5 +77,4 @@ __all__ = [
     "grid",
     "grid_markdown",
     "head_family",
-    "loss_names",
 ]

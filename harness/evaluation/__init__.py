@@ -21,7 +21,6 @@ from harness.evaluation.convert import (
     label_to_category_ids,
     predictions_to_coco,
     predictions_to_results,
-    write_json_atomic,
 )
 from harness.evaluation.inputs import (
     IOU_TYPES,
@@ -116,5 +115,4 @@ __all__ = [
     "optimal_lrp",
     "predictions_to_coco",
     "predictions_to_results",
-    "write_json_atomic",
 ]

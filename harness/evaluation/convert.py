@@ -129,17 +129,3 @@ def gt_to_detections(gt, score: float = 1.0, with_masks: bool = True) -> list[di
         out.append(d)
     return out
 
-
-def write_json_atomic(obj, path) -> Path:
-    """Write JSON next to ``path`` then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -8,7 +8,7 @@ and the launch resources, with per-detector overrides::
                                     # a list of such mappings crosses every cell with each
     profile: tiny                   # tiny | paper
     detectors: all                  # or a list of detector names
-    losses: all                     # or a list of registered loss names
+    losses: all                     # the five of the comparison, or a list of registered loss names
     seeds: [0]
     schedule: {epochs: 2}           # see SCHEDULE_KEYS
     launch: {cluster: local, gpus_per_run: 0, cpus_per_run: 1, mem_gb: 4, time_min: 20, array_parallelism: 2}
@@ -222,9 +222,10 @@ class Spec:
         return out
 
 
-def _names(where: str, value: Any, valid: list[str]) -> tuple[str, ...]:
+def _names(where: str, value: Any, valid: list[str], every: Iterable[str] | None = None) -> tuple[str, ...]:
+    """``value`` as names checked against ``valid``; ``'all'`` is ``every`` (default: all the valid names)."""
     if value == "all":
-        return tuple(valid)
+        return tuple(valid) if every is None else tuple(n for n in every if n in valid)
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -383,7 +384,7 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         datasets=_datasets(f"{where}.dataset", raw.get("dataset", "synthetic")),
         profile=profile,
         detectors=dets,
-        losses=_names(f"{where}.losses", raw["losses"], valid_losses),
+        losses=_names(f"{where}.losses", raw["losses"], valid_losses, every=_comparison_losses(valid_losses)),
         seeds=seeds,
         schedule={**SCHEDULE_KEYS, **_schedule(f"{where}.schedule", raw.get("schedule"))},
         launch=launch,
@@ -426,6 +427,14 @@ def load_spec(path: str | Path, detectors: list[str] | None = None) -> Spec:
 
         detectors = list(DETECTOR_NAMES)
     return parse_spec(raw, name=path.stem, path=path, detectors=detectors, losses_loader=_load_losses)
+
+
+def _comparison_losses(valid: list[str]) -> list[str]:
+    """What ``losses: all`` means: the five losses of the comparison (CE, Focal, AP, aLRP, RS). Other
+    registered losses (the Bucketed comparators, a user's own) run where a spec names them."""
+    from harness.detectors.grid import LOSS_NAMES
+
+    return [n for n in LOSS_NAMES if n in valid] or list(valid)
 
 
 def _load_losses(modules: list[str]) -> list[str]:

@@ -39,7 +39,6 @@ __all__ = [
     "ensure_local_cluster",
     "load_profile",
     "local_cluster_env",
-    "stop_local_cluster",
 ]
 
 
@@ -379,11 +378,3 @@ def ensure_local_cluster(timeout: float = 300.0, install: bool = True) -> dict[s
     if "SLURM_CONF" not in env:
         raise ClusterUnavailable(f"slurm/up.sh printed no SLURM_CONF; its output was:\n{proc.stdout}{proc.stderr}")
     return env
-
-
-def stop_local_cluster(purge: bool = False, timeout: float = 120.0) -> None:
-    """Stop the local cluster (``slurm/down.sh``): cancel its jobs, stop its daemons; with ``purge``,
-    also delete its directory. Raises :class:`ClusterUnavailable` if the script fails."""
-    proc = _run_script("down.sh", ["--purge"] if purge else [], timeout, {"HARNESS_SLURM_DIR": str(cluster_dir())})
-    if proc.returncode != 0:
-        raise ClusterUnavailable(_failure(proc, "down.sh"))

@@ -1,4 +1,5 @@
-"""``harness run SPEC``: turn a spec's runs into submitit jobs, skipping finished work.
+"""Placing a spec's runs on an executor as submitit jobs, skipping finished work (the steps that
+:mod:`harness.launch.orchestrate` strings together for ``harness run`` and ``harness benchmark``).
 
 Executors (``--executor``, else the spec's ``launch.executor``):
 
@@ -15,12 +16,11 @@ Executors (``--executor``, else the spec's ``launch.executor``):
 
 A run with a ``done`` row is skipped (``--force`` redoes it); a ``failed`` one runs again; a run whose
 lock is held by a live process is left to it. Everything submitted is recorded in
-``results/<experiment>/manifest.json``.
+``results/<experiment>/manifest.json`` (:mod:`harness.launch.manifest`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -32,14 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.experiments.spec import RunSpec, Spec
-from harness.launch.job import RunJob, RunLock, work_dir
-from harness.results.rows import read_rows, row_path, write_json_atomic
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def results_dir_for(spec: Spec, results_root: str | Path) -> Path:
-    return Path(results_root) / spec.name
+from harness.launch.manifest import record_submission
+from harness.rows import read_rows, row_path
+from harness.run.job import RunJob, RunLock, work_dir
 
 
 def slurm_reachable() -> bool:
@@ -87,34 +82,6 @@ def make_plan(spec: Spec, results_dir: Path, force: bool = False, rows: list[dic
     return plan
 
 
-def _manifest_path(results_dir: Path) -> Path:
-    return results_dir / "manifest.json"
-
-
-def read_manifest(results_dir: Path) -> dict:
-    path = _manifest_path(results_dir)
-    if not path.exists():
-        return {"runs": {}, "submissions": []}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"runs": {}, "submissions": []}
-
-
-def record(results_dir: Path, spec: Spec, executor: str, jobs: dict[str, str | None]) -> None:
-    manifest = read_manifest(results_dir)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    manifest.update(experiment=spec.name, spec=str(spec.path) if spec.path else None)
-    manifest.setdefault("submissions", []).append({"at": now, "executor": executor, "runs": len(jobs)})
-    runs = manifest.setdefault("runs", {})
-    by_id = {r.run_id: r for r in spec.runs()}
-    for run_id, job_id in jobs.items():
-        r = by_id[run_id]
-        runs[run_id] = {"detector": r.detector, "loss": r.loss, "seed": r.seed, "dataset": dict(r.dataset),
-                        "executor": executor, "job_id": job_id, "submitted_at": now}
-    write_json_atomic(_manifest_path(results_dir), manifest)
-
-
 def group_by_resources(runs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
     groups: dict[tuple, list[RunSpec]] = defaultdict(list)
     for run in runs:
@@ -157,7 +124,7 @@ def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool
         with executor.batch():
             group_jobs = [executor.submit(RunJob(run, results_dir, force)) for run in group]
         jobs.extend(zip(group, group_jobs))
-    record(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in jobs})
+    record_submission(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in jobs})
     return jobs
 
 
@@ -186,7 +153,7 @@ def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bo
     queue = list(runs)
     running: list[tuple[RunSpec, object]] = []
     total, finished = len(queue), 0
-    record(results_dir, spec, executor_kind, {r.run_id: None for r in runs})
+    record_submission(results_dir, spec, executor_kind, {r.run_id: None for r in runs})
     while queue or running:
         while queue and len(running) < slots:
             run = queue.pop(0)
@@ -217,17 +184,22 @@ def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bo
             time.sleep(1.0)
 
 
-def spawn_background_pool(spec_path: Path, results_root: Path, force: bool, executor: str) -> int:
-    """Start ``harness run SPEC --wait`` detached (its own session), logging to the results folder."""
-    log_path = results_root / "local-pool.log"
+def spawn_background_pool(spec_path: Path, results_dir: Path, executor: str, *, force: bool = False,
+                          only: Iterable[str] = ()) -> int:
+    """Start ``harness run SPEC --wait`` detached (its own session) with the same filters (``--force``,
+    every ``--only``), in this working directory (relative loss-module paths resolve as here), logging to
+    ``results_dir/local-pool.log``."""
+    log_path = results_dir / "local-pool.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "harness", "run", str(spec_path), "--executor", executor, "--wait",
-           "--results", str(results_root.parent)]
+    cmd = [sys.executable, "-m", "harness", "run", str(Path(spec_path).resolve()), "--executor", executor, "--wait",
+           "--results", str(results_dir.resolve().parent)]
     if force:
         cmd.append("--force")
+    for item in only:
+        cmd += ["--only", item]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=REPO_ROOT)
+                                start_new_session=True, cwd=Path.cwd())
     return proc.pid
 
 

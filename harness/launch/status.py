@@ -8,14 +8,14 @@ a row); ``missing`` (never submitted). Corrupt row files are listed apart.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.launch.job import RunLock, work_dir
-from harness.results.rows import CorruptRow, read_rows
+from harness.launch.manifest import read_manifest
+from harness.rows import CorruptRow, read_rows
+from harness.run.job import RunLock, work_dir
 
 STATES = ("done", "failed", "running", "pending", "interrupted", "lost", "missing")
 SLURM_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUE_HOLD", "REQUEUE_FED"}
@@ -60,9 +60,7 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
     by_id = {r["run_id"]: r for r in rows}
-    manifest_path = results_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"runs": {}}
-    known: dict[str, dict] = dict(manifest.get("runs", {}))
+    known: dict[str, dict] = dict(read_manifest(results_dir)["runs"])
     for r in rows:
         known.setdefault(r["run_id"], {"detector": r.get("detector"), "loss": r.get("loss"), "seed": r.get("seed")})
     if spec is not None:

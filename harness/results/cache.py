@@ -40,6 +40,6 @@ def cached(out: Path, digest: str) -> dict[str, Path] | None:
 
 
 def remember(out: Path, digest: str, files: dict[str, Path]) -> None:
-    from harness.results.rows import write_json_atomic
+    from harness.files import write_json_atomic
 
     write_json_atomic(out / STAMP, {"digest": digest, "files": sorted(files)})

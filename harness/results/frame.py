@@ -3,10 +3,9 @@
 Columns (in this order; a column appears only when some run has it):
 
 - identity: ``run_id``, ``experiment``, ``detector``, ``loss``, ``seed``;
-- state: ``state`` (``done``, ``failed``, ``running``, ``pending``, ``interrupted``, ``lost``,
-  ``missing``: the run's state from :func:`harness.launch.status.experiment_status` where it is known,
-  else the row's status), ``status`` (the row's ``done`` / ``failed``; empty for a run without a row),
-  ``reason`` (why it failed or what it waits for);
+- state: ``state`` (``done`` or ``failed``: the row's status; ``unfinished``: a run of the spec
+  without a row), ``status`` (the row's ``done`` / ``failed``; empty for a run without a row),
+  ``reason`` (why it failed);
 - parameters: ``dataset`` (a label: the kind, plus ``rfs <t>`` for repeat-factor sampling),
   ``dataset_kind``, ``dataset_root``, ``dataset_repeat_factor`` (and any other dataset key as
   ``dataset_<key>``), ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
@@ -17,53 +16,32 @@ Columns (in this order; a column appears only when some run has it):
   ``recipe_lr``, ``wall_time_s``, ``job_id``, ``host``, ``restarts``, ``finished_at``, any other
   scalar provenance key, and ``version_<package>`` for each package version.
 
-Runs that have no row yet (running, pending, interrupted, lost, or in the spec but never submitted)
-are rows of the frame too, with their state and no metrics: tables show them, never drop them.
-The training curves stay in the result rows (see :mod:`harness.results.plots`).
+Runs of the spec that have no row yet are rows of the frame too (``unfinished``, no metrics): tables
+show them, never drop them. Results read the rows (and the spec) only, never the launch state: whether
+an unfinished run is running, queued or lost is ``harness status``'s business. The training curves
+stay in the result rows (see :mod:`harness.results.plots`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from harness.results.rows import CorruptRow, read_rows
+from harness.detectors.grid import DETECTORS as GRID_DETECTORS, LOSS_TITLES
+from harness.rows import CorruptRow, read_rows
 
-DETECTORS = {
-    "faster_rcnn": "Faster R-CNN",
-    "cascade_rcnn": "Cascade R-CNN",
-    "atss": "ATSS",
-    "paa": "PAA",
-    "mask_rcnn": "Mask R-CNN",
-    "yolact": "YOLACT",
-    "solov2": "SOLOv2",
-}
-LOSSES = {"ce": "CE", "focal": "Focal", "ap": "AP", "alrp": "aLRP", "rs": "RS"}
-# The loss each detector is published with (the "change vs baseline" reference).
-BASELINES = {
-    "faster_rcnn": "ce",
-    "cascade_rcnn": "ce",
-    "mask_rcnn": "ce",
-    "yolact": "ce",
-    "atss": "focal",
-    "paa": "focal",
-    "solov2": "focal",
-}
-# What each detector predicts: the metric families (``bbox_*``, ``segm_*``) it can have. SOLOv2 predicts
-# masks only; its box AP is that of each mask's tight box (harness.evaluation.convert).
-DETECTOR_OUTPUTS = {
-    "faster_rcnn": ("bbox",),
-    "cascade_rcnn": ("bbox",),
-    "atss": ("bbox",),
-    "paa": ("bbox",),
-    "mask_rcnn": ("bbox", "segm"),
-    "yolact": ("bbox", "segm"),
-    "solov2": ("bbox", "segm"),
-}
-STATES = ("done", "failed", "running", "pending", "interrupted", "lost", "missing")
+# Detector and loss facts (titles, baseline losses, metric families) live in the grid; tables read them
+# from there. The baseline loss of a detector is the one it is published with ("change vs baseline").
+DETECTORS = {name: d.title for name, d in GRID_DETECTORS.items()}
+LOSSES = dict(LOSS_TITLES)
+BASELINES = {name: d.baseline_loss for name, d in GRID_DETECTORS.items()}
+DETECTOR_OUTPUTS = {name: d.metric_families for name, d in GRID_DETECTORS.items()}
+# A run's state in the tables, from the rows alone: its row's status, or ``unfinished`` for a run of the
+# spec without a row (``harness status`` tells whether it runs, waits or was lost); ``missing`` counts
+# cells no run belongs to.
+STATES = ("done", "failed", "unfinished", "missing")
 _METRIC_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
                     "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")
 METRIC_ORDER = tuple(f"{t}_{s}" for t in ("bbox", "segm") for s in _METRIC_SUFFIXES)
@@ -134,10 +112,10 @@ def dataset_label(dataset: Mapping[str, Any] | None) -> str:
 # Rows → frame
 
 
-def _flatten(row: Mapping[str, Any], state: str | None) -> dict:
+def _flatten(row: Mapping[str, Any]) -> dict:
     # Rows are parsed JSON: plain dicts and lists (``isinstance(x, dict)`` is much faster than an ABC check).
     out: dict[str, Any] = {k: row.get(k) for k in IDENTITY}
-    out["state"] = state or row.get("status")
+    out["state"] = row.get("status")
     out["status"] = row.get("status")
     out["reason"] = row.get("reason")
     ds = row.get("dataset")
@@ -172,27 +150,17 @@ def _flatten(row: Mapping[str, Any], state: str | None) -> dict:
     return out
 
 
-def rows_frame(rows: Iterable[Mapping[str, Any]], states: Mapping[str, tuple[str, str]] | None = None,
-               others: Iterable[Mapping[str, Any]] = ()) -> pd.DataFrame:
-    """The tidy frame of result ``rows``.
-
-    ``states``: run id → (state, reason) from the run status (a row's run being rerun reads
-    ``running``); without it a run's state is its row's status. ``others``: runs without a row, as
-    mappings with ``run_id``, ``detector``, ``loss``, ``seed``, ``state``, ``reason`` and optionally
-    ``dataset`` (a mapping), ``job_id``, ``experiment``.
+def rows_frame(rows: Iterable[Mapping[str, Any]], others: Iterable[Mapping[str, Any]] = ()) -> pd.DataFrame:
+    """The tidy frame of result ``rows`` (each run's state: its row's status). ``others``: runs without
+    a row, as mappings with ``run_id``, ``detector``, ``loss``, ``seed``, ``state`` and optionally
+    ``reason``, ``dataset`` (a mapping), ``experiment``.
     """
-    states = states or {}
-    records = []
-    for r in rows:
-        st = states.get(r.get("run_id"))
-        rec = _flatten(r, st[0] if st else None)
-        records.append(rec)
+    records = [_flatten(r) for r in rows]
     for o in others:
         records.append({
             "run_id": o.get("run_id"), "experiment": o.get("experiment"), "detector": o.get("detector"),
-            "loss": o.get("loss"), "seed": o.get("seed"), "state": o.get("state") or "missing", "status": None,
+            "loss": o.get("loss"), "seed": o.get("seed"), "state": o.get("state") or "unfinished", "status": None,
             "reason": o.get("reason") or None, "dataset": dataset_label(o.get("dataset")),
-            "job_id": o.get("job_id"),
         })
     if not records:
         return pd.DataFrame(columns=list(IDENTITY) + ["state", "status", "reason", "dataset"])
@@ -245,42 +213,11 @@ def default_metric(frame: pd.DataFrame) -> str:
 # An experiment folder → frame
 
 
-def _read_manifest(results_dir: Path) -> dict:
-    try:
-        data = json.loads((results_dir / "manifest.json").read_text())
-        return data.get("runs", {}) if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def run_states(results_dir: str | Path, spec=None, rows: list[dict] | None = None) -> list[dict]:
-    """The state of every known run (rows, manifest, spec), as dicts with run_id, detector, loss, seed,
-    state, reason, job_id. Uses :func:`harness.launch.status.experiment_status`; where that module is
-    not importable, falls back to the rows' statuses plus ``missing`` for the spec's runs."""
-    results_dir = Path(results_dir)
-    try:
-        from harness.launch.status import experiment_status
-    except ImportError:
-        experiment_status = None
-    if experiment_status is not None:
-        statuses, _ = experiment_status(results_dir, spec)
-        return [dict(run_id=s.run_id, detector=s.detector, loss=s.loss, seed=s.seed, state=s.state,
-                     reason=s.reason, job_id=s.job_id) for s in statuses]
-    if rows is None:
-        rows, _ = read_rows(results_dir, warn=False)
-    out = {r["run_id"]: dict(run_id=r["run_id"], detector=r.get("detector"), loss=r.get("loss"), seed=r.get("seed"),
-                             state=r.get("status"), reason=r.get("reason") or "", job_id=None) for r in rows}
-    for run in spec.runs() if spec is not None else []:
-        out.setdefault(run.run_id, dict(run_id=run.run_id, detector=run.detector, loss=run.loss, seed=run.seed,
-                                        state="missing", reason="", job_id=None))
-    return list(out.values())
-
-
-def load_frame(results_dir: str | Path, spec=None, with_states: bool = True) -> tuple[pd.DataFrame, list[CorruptRow]]:
-    """The frame of experiment folder ``results/<experiment>``: its rows plus every run without a row
-    that the manifest (or ``spec``, a :class:`~harness.experiments.spec.Spec`) knows, with its state.
-    Also returns the corrupt row files (left out, to be reported)."""
-    frame, _, corrupt = load_experiment(results_dir, spec, with_states)
+def load_frame(results_dir: str | Path, spec=None) -> tuple[pd.DataFrame, list[CorruptRow]]:
+    """The frame of experiment folder ``results/<experiment>``: its rows plus every run of ``spec`` (a
+    :class:`~harness.experiments.spec.Spec`) without a row. Also returns the corrupt row files (left
+    out, to be reported)."""
+    frame, _, corrupt = load_experiment(results_dir, spec)
     return frame, corrupt
 
 
@@ -304,32 +241,18 @@ def current_rows(rows: list[dict], spec=None) -> tuple[list[dict], list[dict]]:
     return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
 
 
-def load_experiment(results_dir: str | Path, spec=None,
-                    with_states: bool = True) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
+def load_experiment(results_dir: str | Path, spec=None) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
     """:func:`load_frame`, also returning the (current) result rows themselves (for their curves).
-    Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``."""
+    Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``.
+    Reads the rows only (and ``spec``, a :class:`~harness.experiments.spec.Spec`, for its runs without a
+    row, which appear as ``unfinished``)."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
     rows, superseded = current_rows(rows, spec)
-    if not with_states:
-        frame = rows_frame(rows)
-        frame.attrs["superseded"] = len(superseded)
-        return frame, rows, corrupt
-    by_id = {r["run_id"] for r in rows}
-    statuses = run_states(results_dir, spec, rows)
-    manifest = _read_manifest(results_dir)
-    spec_runs = {r.run_id: r for r in spec.runs()} if spec is not None else {}
-    states = {s["run_id"]: (s["state"], s["reason"]) for s in statuses if s["run_id"] in by_id}
-    others = []
-    for s in statuses:
-        if s["run_id"] in by_id:
-            continue
-        ds = (manifest.get(s["run_id"]) or {}).get("dataset")
-        if ds is None and s["run_id"] in spec_runs:
-            ds = dict(spec_runs[s["run_id"]].dataset)
-        if spec is not None and s["run_id"] not in spec_runs:
-            continue  # submitted once, no longer in the spec
-        others.append({**s, "dataset": ds, "experiment": getattr(spec, "name", None) or results_dir.name})
-    frame = rows_frame(rows, states, others)
+    have = {r["run_id"] for r in rows}
+    others = [{"run_id": run.run_id, "experiment": spec.name, "detector": run.detector, "loss": run.loss,
+               "seed": run.seed, "state": "unfinished", "dataset": dict(run.dataset)}
+              for run in (spec.runs() if spec is not None else []) if run.run_id not in have]
+    frame = rows_frame(rows, others)
     frame.attrs["superseded"] = len(superseded)
     return frame, rows, corrupt

@@ -1,6 +1,6 @@
 """mmengine pieces a run adds to its cell's config: NaN guard, loss curve, RNG state, evaluation metric,
-and the distributed wrapper that also trains on CPU. Registered on import (``harness.launch.train``
-imports this module)."""
+and the distributed wrapper that also trains on CPU. Registered in mmdet's / mmengine's registries on
+import (:mod:`harness.run.train` imports this module; nothing here imports the train module)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS  # the Runner looks wrappers up in mmengine's own registry
 from mmdet.registry import HOOKS, METRICS
 
-from harness.launch.train import CURVE_FILE
+from harness.files import write_json_atomic
+
+CURVE_FILE = "curve.json"  # the training-loss curve in a run's work folder
 
 
 class NonFiniteLoss(RuntimeError):
@@ -99,8 +101,6 @@ class LossCurveHook(Hook):
             self.curve.append([runner.iter + 1, terms.get("loss"), terms])
 
     def after_train_epoch(self, runner):
-        from harness.results.rows import write_json_atomic
-
         if not is_main_process():  # several processes: rank 0's curve (the logged one)
             return
         write_json_atomic(Path(runner.work_dir) / CURVE_FILE, self.curve)
@@ -137,11 +137,10 @@ class HarnessMetric(BaseMetric):
 
     def compute_metrics(self, results):
         from harness.evaluation import evaluate
-        from harness.results.rows import write_json_atomic
 
         results = [det for image in results for det in image]
         if self.outfile:
-            write_json_atomic(self.outfile, results)
+            write_json_atomic(self.outfile, results, compact=True)
         iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
         return evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types)
 

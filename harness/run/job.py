@@ -5,8 +5,10 @@ folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
 
 1. takes the run's lock (``work/<run_id>/lock``, an ``flock`` released when the process dies), so two
    processes never train the same run; a run already locked elsewhere returns at once;
-2. trains with mmengine's Runner in ``work/<run_id>/``, saving checkpoints regularly and resuming from
-   the latest one when there is one;
+2. imports the spec's external loss modules in this process (one that cannot be imported here makes a
+   ``failed`` row with the reason, before training), then trains with mmengine's Runner in
+   ``work/<run_id>/`` (:mod:`harness.run.train`), saving checkpoints regularly and resuming from the
+   latest one when there is one;
 3. evaluates and writes the run's result row atomically (``runs/<run_id>.json``), status ``done``, or
    ``failed`` with the reason (a NaN/Inf loss, an exception).
 
@@ -33,7 +35,8 @@ from typing import Any
 import submitit
 
 from harness.experiments.spec import RunSpec
-from harness.results.rows import row_path, write_json_atomic, write_row
+from harness.files import write_json_atomic
+from harness.rows import row_path, write_row
 
 
 def work_dir(results_dir: str | Path, run_id: str) -> Path:
@@ -124,7 +127,7 @@ class RunJob(submitit.helpers.Checkpointable):
         spec = self.spec
         folder = work_dir(self.results_dir, spec.run_id)
         if _rank() != 0:  # a multi-GPU run: every task trains, only rank 0 holds the lock and writes the row
-            from harness.launch.train import train_and_evaluate
+            from harness.run.train import train_and_evaluate
 
             train_and_evaluate(spec, folder)
             return {"run_id": spec.run_id, "status": "secondary task"}
@@ -151,7 +154,7 @@ class RunJob(submitit.helpers.Checkpointable):
             lock.release()
 
     def _execute(self, spec: RunSpec, folder: Path) -> dict:
-        from harness.launch.train import RunFailed, train_and_evaluate
+        from harness.run.train import RunFailed, train_and_evaluate
 
         started = time.time()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)

@@ -1,7 +1,11 @@
-"""Train and evaluate one run with mmengine's Runner (called inside a :class:`~harness.launch.job.RunJob`).
+"""Train and evaluate one run with mmengine's Runner (called inside a :class:`~harness.run.job.RunJob`).
 
-The cell's config comes from :func:`harness.detectors.build_cell_config` (detector × loss × profile); this
-module binds it to the run's data, schedule, seed and work folder, then:
+The cell's config comes from :func:`harness.detectors.build_cell_config` (detector × loss × profile ×
+dataset format), which makes every change to mmdet's config, each with its why. This module binds it to
+the run's data, schedule, seed and work folder (nothing else), then:
+
+* imports the spec's external loss modules in this process first (a run whose loss module cannot be
+  imported here fails before training, the reason in its row);
 
 * trains, saving a checkpoint every ``schedule.checkpoint_every`` epochs (and at the end) and resuming
   from the latest checkpoint in the work folder when one exists (a requeued job continues there);
@@ -27,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.experiments.spec import RunSpec
+from harness.experiments.spec import RunSpec, import_loss_modules
 
-CURVE_FILE = "curve.json"
 PREDICTIONS_FILE = "predictions.json"
 
 
@@ -63,7 +66,7 @@ def synthetic_params(dataset: dict):
     return dataclasses.replace(params, **sizes) if sizes else params
 
 
-def dataset_paths(run: RunSpec):
+def run_data(run: RunSpec):
     """The run's :class:`~harness.data.paths.DatasetPaths` (the synthetic data is generated once, cached)."""
     kind = run.dataset["kind"]
     params = synthetic_params(run.dataset)
@@ -149,32 +152,12 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None) -> lis
     return out
 
 
-LVIS_MAX_PER_IMAGE = 300  # LVIS evaluation's detections per image (mmdet's LVIS configs)
-LVIS_SCORE_THR = 1e-4  # mmdet's LVIS configs
-LVIS_SCORE_THR_RS = 0.60  # the RS Mask R-CNN LVIS config's test threshold ("for speed")
-
-
-def lvis_test_settings(cfg, detector: str, loss: str) -> None:
-    """LVIS runs keep up to 300 detections per image at mmdet's LVIS score threshold (1e-4), or the
-    published 0.60 of RS Mask R-CNN's LVIS config, instead of the COCO configs' 100 at 0.05: with 1 203
-    classes the rare ones live in the low scores. The RPN's ``max_per_img`` (its proposals) is left alone."""
-    from harness.detectors.builder import get_path, walk_keys
-
-    thr = LVIS_SCORE_THR_RS if (detector, loss) == ("mask_rcnn", "rs") else LVIS_SCORE_THR
-    test_cfg = cfg.model.get("test_cfg") or {}
-    for key, value in (("max_per_img", LVIS_MAX_PER_IMAGE), ("score_thr", thr)):
-        for path in walk_keys(test_cfg, key):
-            parent, _, leaf = path.rpartition(".")
-            if parent.split(".")[0] != "rpn":  # the RPN's max_per_img is its number of proposals
-                (get_path(test_cfg, parent) if parent else test_cfg)[leaf] = value
-
-
 def build_config(run: RunSpec, folder: Path, paths) -> Any:
     """The mmengine Config of this run: the cell's config bound to data, schedule, seed and folder."""
     from harness.detectors import build_cell_config
 
     cfg = build_cell_config(run.detector, run.loss, classes=paths.classes, num_classes=paths.num_classes,
-                            profile=run.profile)
+                            profile=run.profile, dataset=paths.kind, backbone_init=run.backbone_init)
     sched = run.schedule
     cfg.work_dir = str(folder)
     rfs = run.dataset.get("repeat_factor")
@@ -189,8 +172,6 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     cfg.val_cfg = None
     cfg.val_evaluator = None
     cfg.test_dataloader.dataset = val_ds
-    if paths.kind == "lvis":
-        lvis_test_settings(cfg, run.detector, run.loss)
     # Some tiny heads normalise 1x1 maps with GroupNorm, which needs more than one image per batch:
     # a test batch size that never leaves a last batch of one image.
     n_val = len(json.loads(Path(paths.val_ann).read_text())["images"])
@@ -223,17 +204,27 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
 
 
 def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
-    import harness.launch.hooks  # noqa: F401  (registers the hooks and the metric)
+    try:  # first: the cell cannot even be built without its loss
+        import_loss_modules(run.loss_modules, run.origin)
+    except ImportError as exc:
+        raise RunFailed(f"{exc} (before training)") from None
     import torch
     from mmengine.runner import Runner
+
+    from harness.run.hooks import NonFiniteLoss, read_curve
 
     # mmengine checkpoints hold more than tensors; torch >= 2.6 loads weights only unless told otherwise.
     # They are this run's own files, so full loading is safe.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    from harness.detectors.weights import missing_for_run
+
+    missing = missing_for_run(run)  # a compute node that cannot download fails here, saying how to pre-fetch
+    if missing:
+        raise RunFailed(missing)
     _set_threads(run)
     random.seed(run.seed)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = dataset_paths(run)
+    paths = run_data(run)
     cfg = build_config(run, folder, paths)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     batch = cfg.train_dataloader.batch_size * world
@@ -255,7 +246,6 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     epochs = cfg.train_cfg.max_epochs
     runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader))
     runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
-    from harness.launch.hooks import NonFiniteLoss, read_curve
 
     try:
         runner.train()

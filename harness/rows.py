@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.files import write_json_atomic
+
 ROW_STATUSES = ("done", "failed")
 
 
@@ -34,22 +36,6 @@ def runs_dir(experiment_dir: str | Path) -> Path:
 def row_path(experiment_dir: str | Path, run_id: str) -> Path:
     return runs_dir(experiment_dir) / f"{run_id}.json"
 
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_row(experiment_dir: str | Path, row: Mapping[str, Any]) -> Path:
