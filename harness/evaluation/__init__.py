@@ -7,8 +7,8 @@ t_APc t_APf``) and ``t_oLRP t_oLRP_loc t_oLRP_FP t_oLRP_FN``. All values are fra
 nothing to average over (no ground truth of that size or frequency group; an oLRP component no class
 defines) is NaN. Definitions: ``docs/data-evaluation.md`` and :mod:`harness.evaluation.olrp`.
 
-Imports nothing of training: pycocotools, lvis and numpy only (the mmdet metric adapter lives in
-:mod:`harness.evaluation.mmdet_metric` and is imported by configs that use it).
+Imports nothing of training: pycocotools, lvis and numpy only (the mmdet metric that feeds a run's
+predictions here, ``HarnessMetric``, lives with the run: :mod:`harness.run.hooks`).
 """
 
 from __future__ import annotations
