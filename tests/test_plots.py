@@ -1,6 +1,6 @@
 """Plots are real PNG files (signature, size, dimensions), written atomically, from hand-built rows:
-the bar chart of a metric, the training-curve grid and one figure per cell; `harness plot` and its
-errors."""
+the seeds plot of each metric (every seed's point, mean and spread, the separated best starred), the
+training-curve grid and one figure per cell; `harness plot` and its errors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 
 from harness.cli import main
 from harness.results.frame import load_experiment, rows_frame
-from harness.results.plots import PNG_SIGNATURE, bar_figure, parse_curve, write_plots
-from harness.results.rows import write_row
+from harness.results.plots import PNG_SIGNATURE, parse_curve, seeds_figure, write_plots
+from harness.rows import write_row
 from harness.results.tables import build_all, build_tables
-from test_tables import box, make_row, write_experiment
+from test_tables import box, make_row, noisy_rows, write_experiment
 
 
 def png_size(path) -> tuple[int, int]:
@@ -44,7 +44,9 @@ def test_write_plots_makes_real_pngs(experiment, tmp_path):
     frame, rows, _ = load_experiment(experiment)
     tset = build_tables(frame, paper=False)
     written = write_plots(rows, tset, tmp_path / "p")
-    assert "bar_bbox_AP.png" in written and "curves.png" in written
+    assert "seeds_bbox_AP.png" in written and "curves.png" in written
+    # a seeds plot per main metric the runs have (the table's metric first)
+    assert {"seeds_bbox_AP50.png", "seeds_bbox_oLRP.png", "seeds_segm_AP.png"} <= set(written)
     assert "curves/atss-rs.png" in written and "curves/atss-my_loss.png" in written  # failed runs have curves too
     assert "curves/solov2-focal.png" not in written  # no curve logged: no per-cell figure (the grid says so)
     for name, path in written.items():
@@ -56,21 +58,47 @@ def test_write_plots_makes_real_pngs(experiment, tmp_path):
     assert w > h
 
 
-def test_bar_chart_draws_one_bar_per_valued_cell_and_labels_the_rest(experiment):
-    frame, _, _ = load_experiment(experiment)
-    tset = build_tables(frame)
-    fig = bar_figure(tset.stats, "bbox_AP", "coco")
-    ax = fig.axes[0]
-    assert len(ax.patches) == 2  # ATSS Focal and RS; my_loss failed, these SOLOv2 rows carry no box AP
-    heights = sorted(p.get_height() for p in ax.patches)
-    assert heights == pytest.approx([31.0, 36.0])
-    labels = {t.get_text() for t in ax.texts}
-    # ATSS my_loss failed; SOLOv2 (box AP from its masks) has rows without one (n/d) and no my_loss run
-    assert labels == {"failed", "n/d", "missing"}
-    best = max(ax.patches, key=lambda p: p.get_height())
-    assert best.get_linewidth() > 2  # the best of ATSS has a thick edge
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["ATSS", "SOLOv2"]
-    assert len(ax.collections) >= 1  # the published ATSS numbers are drawn as dashed lines
+def _scatter_points(ax) -> list[tuple[float, float]]:
+    from matplotlib.collections import PathCollection
+
+    return [tuple(p) for c in ax.collections if isinstance(c, PathCollection) for p in c.get_offsets()]
+
+
+def test_seeds_plot_shows_every_seed_and_stars_only_the_separated_best():
+    rows = noisy_rows() + [make_row("atss", "ce", 0, "failed")]
+    tset = build_tables(rows_frame(rows), paper=False)
+    fig = seeds_figure(tset.values, tset.stats, "bbox_AP", "coco")
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert list(panels) == ["Faster R-CNN", "ATSS", "PAA", "YOLACT"]
+    atss = panels["ATSS"]
+    ys = sorted(round(y, 1) for _, y in _scatter_points(atss))
+    assert ys == sorted([30.0, 31.5, 29.0, 36.1, 37.2, 35.4, 29.0, 32.0, 30.5])  # every seed of every loss
+    stars = [l for ax in fig.axes for l in ax.lines if l.get_marker() == "*"]
+    assert len(stars) == 1 and stars[0].axes is atss  # ATSS RS only: the others overlap within seed noise
+    ticks = {t.get_text(): t.get_fontweight() for t in atss.get_xticklabels()}
+    assert ticks["RS"] == "bold" and ticks["Focal †"] == "normal"
+    assert "failed" in {t.get_text() for t in atss.texts}
+    assert len(_scatter_points(panels["YOLACT"])) == 6
+
+
+def test_seeds_plot_of_single_seeds_stars_nothing_and_says_why():
+    rows = [make_row("atss", loss, 0, metrics=box(ap)) for loss, ap in (("focal", 0.1), ("rs", 0.4))]
+    tset = build_tables(rows_frame(rows), paper=False)
+    fig = seeds_figure(tset.values, tset.stats, "bbox_AP", "coco")
+    assert not [l for ax in fig.axes for l in ax.lines if l.get_marker() == "*"]
+    assert "One seed: seed noise cannot be measured" in fig._suptitle.get_text()
+
+
+def test_more_than_five_losses_are_plotted_and_tabled_in_order(tmp_path):
+    losses = ("ce", "focal", "ap", "alrp", "rs", "bucketed_ap", "bucketed_rs", "my_loss")
+    rows = [make_row("atss", loss, s, metrics=box(0.2 + 0.01 * i + 0.002 * s)) for i, loss in enumerate(losses)
+            for s in range(2)]
+    folder = write_experiment(tmp_path / "many", rows)
+    written = build_all(folder)
+    grid = build_tables(load_experiment(folder)[0], paper=False).tables["coco"][0].frame
+    assert list(grid.columns) == ["Detector", "CE", "Focal", "AP", "aLRP", "RS", "Bucketed AP", "Bucketed RS",
+                                  "my_loss", "Best (95 %)"]
+    png_size(written["plots/seeds_bbox_AP.png"])
 
 
 def test_parse_curve_skips_bad_points():
@@ -84,15 +112,15 @@ def test_mask_only_experiment_plots_mask_ap(tmp_path):
     rows = [make_row("solov2", loss, s, metrics={"segm_AP": 0.3 + 0.01 * s}) for loss in ("focal", "rs") for s in range(2)]
     folder = write_experiment(tmp_path / "solo", rows)
     written = build_all(folder)
-    assert "plots/bar_segm_AP.png" in written and "tables/grid_segm_AP.md" in written
-    png_size(written["plots/bar_segm_AP.png"])
+    assert "plots/seeds_segm_AP.png" in written and "tables/grid_segm_AP.md" in written
+    png_size(written["plots/seeds_segm_AP.png"])
 
 
 def test_plot_command(experiment, capsys):
     assert main(["plot", str(experiment), "--metric", "bbox_oLRP"]) == 0
     printed = capsys.readouterr().out.split()
-    assert str(experiment / "plots" / "bar_bbox_oLRP.png") in printed
-    png_size(experiment / "plots" / "bar_bbox_oLRP.png")
+    assert str(experiment / "plots" / "seeds_bbox_oLRP.png") in printed
+    png_size(experiment / "plots" / "seeds_bbox_oLRP.png")
     png_size(experiment / "plots" / "curves.png")
 
 
@@ -107,13 +135,13 @@ def test_plot_command_bad_input(experiment, tmp_path, capsys):
 
 def test_plots_of_runs_without_curves_or_rows():
     rows = [make_row("atss", "rs", 0, metrics=box(0.3), curve=[])]
-    frame = rows_frame(rows, others=[{"run_id": "p", "detector": "atss", "loss": "focal", "seed": 0, "state": "running"}])
+    frame = rows_frame(rows, others=[{"run_id": "p", "detector": "atss", "loss": "focal", "seed": 0, "state": "unfinished"}])
     tset = build_tables(frame, paper=False)
     from harness.results.plots import curves_figure
 
     fig = curves_figure(rows, tset.stats, "coco", "bbox_AP")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("running" in t for t in texts) and any("1 done" in t for t in texts)
+    assert any("unfinished" in t for t in texts) and any("1 done" in t for t in texts)
 
 
 def test_unchanged_inputs_reuse_the_plots_and_any_change_redraws(tmp_path):
@@ -127,9 +155,9 @@ def test_unchanged_inputs_reuse_the_plots_and_any_change_redraws(tmp_path):
     assert {k: p.stat().st_mtime_ns for k, p in plots.items()} == stamps  # not redrawn
     write_row(folder, make_row("atss", "rs", 0, metrics=box(0.4)))  # a result changes: redraw
     build_all(folder)
-    assert plots["plots/bar_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/bar_bbox_AP.png"]
+    assert plots["plots/seeds_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/seeds_bbox_AP.png"]
     stamps = {k: p.stat().st_mtime_ns for k, p in plots.items()}
     plots["plots/curves.png"].unlink()  # a plot deleted by hand: redraw
     build_all(folder)
     assert plots["plots/curves.png"].is_file()
-    assert plots["plots/bar_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/bar_bbox_AP.png"]
+    assert plots["plots/seeds_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/seeds_bbox_AP.png"]

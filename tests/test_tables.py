@@ -1,5 +1,6 @@
-"""Tables from hand-built result rows: mean / std / count over seeds, failed / running / missing cells
-shown (never dropped), best marked in the metric's direction, change vs baseline, published numbers
+"""Tables from hand-built result rows: mean / std / count over seeds, failed / unfinished / missing cells
+shown (never dropped), bold only for a best loss separated from every other beyond seed noise (paired
+t-test over seeds) and never from single seeds, change vs baseline with its interval, published numbers
 with their sources, LaTeX booktabs, CSV round trip, and the `harness table` command's errors."""
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness.cli import main
 from harness.results.frame import load_frame, rows_frame
 from harness.results.paper import KEY, SOURCES, load_paper
-from harness.results.rows import write_json_atomic, write_row
+from harness.files import write_json_atomic
+from harness.rows import write_row
 from harness.results.tables import (
     STAT_COLUMNS,
     TablesError,
@@ -73,6 +76,26 @@ def coco_rows():
     return rows
 
 
+def noisy_rows():
+    """Three seeds per cell with seed noise. ATSS: RS above Focal and AP on every seed (separated; oLRP
+    too, lower). Faster R-CNN and YOLACT: the overlapping cells of the synthetic benchmark (issue #12).
+    PAA: RS clearly above Focal, but AP is all over the place (mean below RS, not separated from it)."""
+    grid = {
+        ("atss", "focal"): ([30.0, 31.5, 29.0], [70.0, 71.0, 69.5]),
+        ("atss", "rs"): ([36.1, 37.2, 35.4], [66.0, 65.5, 67.0]),
+        ("atss", "ap"): ([29.0, 32.0, 30.5], [70.0, 69.0, 71.0]),
+        ("faster_rcnn", "ce"): ([9.8, 10.8, 10.7], [90.0, 89.0, 89.5]),
+        ("faster_rcnn", "rs"): ([12.3, 9.5, 10.3], [88.0, 90.5, 89.0]),
+        ("yolact", "ce"): ([0.7, 3.4, 3.8], [99.0, 97.0, 96.5]),
+        ("yolact", "alrp"): ([0.4, 5.3, 5.9], [99.5, 95.0, 94.0]),
+        ("paa", "focal"): ([35.0, 36.0, 37.0], [70.0, 69.0, 68.0]),
+        ("paa", "rs"): ([40.0, 41.0, 42.0], [66.0, 65.0, 64.0]),
+        ("paa", "ap"): ([30.0, 45.0, 38.0], [72.0, 60.0, 66.0]),
+    }
+    return [make_row(det, loss, s, metrics=box(ap[s] / 100, olrp=olrp[s] / 100))
+            for (det, loss), (ap, olrp) in grid.items() for s in range(3)]
+
+
 def write_experiment(folder: Path, rows) -> Path:
     for r in rows:
         write_row(folder, r)
@@ -115,27 +138,22 @@ def test_frame_is_tidy_one_row_per_run(coco):
 
 def test_runs_without_rows_are_in_the_frame_with_their_state():
     frame = rows_frame([make_row("atss", "focal", 0, metrics=box(0.3))], others=[
-        {"run_id": "x1", "detector": "atss", "loss": "rs", "seed": 0, "state": "running"},
-        {"run_id": "x2", "detector": "atss", "loss": "ap", "seed": 0, "state": "pending"},
+        {"run_id": "x1", "detector": "atss", "loss": "rs", "seed": 0, "state": "unfinished"},
         {"run_id": "x3", "detector": "atss", "loss": "alrp", "seed": 0, "state": "missing"}])
-    assert len(frame) == 4 and set(frame["dataset"]) == {"coco"}  # the one known dataset is shared
+    assert len(frame) == 3 and set(frame["dataset"]) == {"coco"}  # the one known dataset is shared
     stats = cell_stats(frame, paper=False)
-    assert cell(stats, "atss", "rs")["text"] == "running"
-    assert cell(stats, "atss", "ap")["text"] == "pending"
+    assert cell(stats, "atss", "rs")["text"] == "unfinished"
     assert cell(stats, "atss", "alrp")["text"] == "—"
     assert cell(stats, "atss", "focal")["text"] == "30.0 (1)"
 
 
-def test_manifest_runs_without_rows_are_shown(tmp_path):
-    pytest.importorskip("harness.launch.status")
+def test_tables_read_rows_only_never_the_manifest(tmp_path):
+    """Submitted runs without a row are the launch's business (harness status), not the tables'."""
     folder = write_experiment(tmp_path / "e", [make_row("atss", "focal", 0, metrics=box(0.3))])
     write_json_atomic(folder / "manifest.json", {"runs": {"atss-rs-s0-q": {
         "detector": "atss", "loss": "rs", "seed": 0, "dataset": {"kind": "coco"}, "executor": "local", "job_id": None}}})
     frame, _ = load_frame(folder)
-    assert set(frame["run_id"]) == {"atss-focal-s0-coco000000", "atss-rs-s0-q"}
-    tset = build_tables(frame, paper=False)
-    assert cell(tset.stats, "atss", "rs")["text"] == "pending"
-    assert "pending" in tset.markdown()
+    assert set(frame["run_id"]) == {"atss-focal-s0-coco000000"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,24 +188,72 @@ def test_undefined_metric_is_nd_not_missing(coco):
     assert cell(tset.stats, "faster_rcnn", "alrp", "bbox_APl")["text"] == "failed"
 
 
-def test_best_is_marked_in_the_metric_direction(coco):
-    stats = cell_stats(load_frame(coco)[0], paper=False)
-    ap_best = stats[(stats["metric"] == "bbox_AP") & stats["best"]]
-    assert set(zip(ap_best["detector"], ap_best["loss"])) == {("atss", "rs"), ("faster_rcnn", "rs")}
-    # oLRP: lower is better; ATSS RS has 67.0 ± 1.0, Focal 70.0; Faster R-CNN RS 63.0
-    olrp_best = stats[(stats["metric"] == "bbox_oLRP") & stats["best"]]
-    assert set(zip(olrp_best["detector"], olrp_best["loss"])) == {("atss", "rs"), ("faster_rcnn", "rs")}
-    assert cell(stats, "atss", "my_loss", "bbox_oLRP")["best"] == False  # noqa: E712 (highest is worst)
-    assert bool(cell(stats, "atss", "rs", "bbox_oLRP")["lower_is_better"])
+def test_a_clearly_separated_three_seed_cell_is_bold_in_the_metric_direction():
+    stats = cell_stats(rows_frame(noisy_rows()), paper=False)
+    ap = stats[stats["metric"] == "bbox_AP"]
+    assert set(zip(ap.loc[ap["best"], "detector"], ap.loc[ap["best"], "loss"])) == {("atss", "rs")}
+    rs = cell(stats, "atss", "rs")
+    assert rs["top"] and rs["test"] == "separated" and rs["test_n"] == 3
+    # the decisive comparison: the rival with the largest p (AP here: Focal's differences are steadier)
+    assert rs["rival"] == "ap" and rs["test_low"] > 0 and rs["test_p"] < 0.05
+    assert rs["test_diff"] == pytest.approx((7.1 + 5.2 + 4.9) / 3)
+    # oLRP: lower is better, and the lowest is separated too
+    olrp = stats[(stats["metric"] == "bbox_oLRP") & stats["best"]]
+    assert set(zip(olrp["detector"], olrp["loss"])) == {("atss", "rs")}
+    o = cell(stats, "atss", "rs", "bbox_oLRP")
+    assert bool(o["lower_is_better"]) and o["test_diff"] < 0 and o["test_high"] < 0  # RS − rival, below zero
+    # every other cell: its comparison with the top, in the metric's units (below the top)
+    focal = cell(stats, "atss", "focal")
+    assert focal["rival"] == "rs" and focal["test"] == "separated" and focal["test_high"] < 0
 
 
-def test_ties_as_shown_are_all_marked_and_a_lone_value_is_not():
-    rows = [make_row("paa", "focal", 0, metrics=box(0.3001)), make_row("paa", "rs", 0, metrics=box(0.2999)),
-            make_row("paa", "ce", 0, metrics=box(0.1)), make_row("yolact", "rs", 0, metrics=box(0.3))]
-    stats = cell_stats(rows_frame(rows), paper=False)
-    assert cell(stats, "paa", "focal")["best"] and cell(stats, "paa", "rs")["best"]  # both show 30.0
-    assert not cell(stats, "paa", "ce")["best"]
-    assert not cell(stats, "yolact", "rs")["best"]  # nothing to compare with
+def test_overlapping_cells_are_not_bold_and_the_table_says_which_comparison_fails():
+    tset = build_tables(rows_frame(noisy_rows()), paper=False)
+    for det, top, other in (("faster_rcnn", "rs", "ce"), ("yolact", "alrp", "ce")):
+        c = cell(tset.stats, det, top)
+        assert c["top"] and not c["best"] and c["test"] == "not separated" and c["rival"] == other
+        assert c["test_low"] < 0 < c["test_high"] and c["test_p"] > 0.05
+    grid = tset.tables["coco"][0].frame.set_index("Detector")["Best (95 %)"]
+    assert grid["Faster R-CNN"].startswith("none (RS − CE: +0.3 [") and grid["Faster R-CNN"].endswith("] (3))")
+    assert grid["ATSS"].startswith("RS (+5.7 [") and grid["ATSS"].endswith("] (3) vs AP)")
+
+
+def test_the_best_must_beat_every_other_loss_not_only_the_runner_up():
+    stats = cell_stats(rows_frame(noisy_rows()), paper=False)
+    rs = cell(stats, "paa", "rs")
+    assert cell(stats, "paa", "focal")["test"] == "separated"  # the runner-up is beaten on every seed
+    assert rs["top"] and not rs["best"] and rs["rival"] == "ap" and rs["test"] == "not separated"
+
+
+def test_paired_interval_is_the_paired_t_test():
+    from scipy import stats as st
+
+    from harness.results.tables import paired_interval
+
+    a, b = np.array([36.1, 37.2, 35.4, np.nan]), np.array([29.0, 32.0, 30.5, 31.0])
+    k, m, lo, hi, p = paired_interval(a, b)
+    d = a[:3] - b[:3]
+    half = st.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert k == 3 and m == pytest.approx(d.mean()) and (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert p == pytest.approx(st.ttest_rel(a[:3], b[:3]).pvalue)
+    assert paired_interval(np.array([1.0, np.nan]), np.array([0.0, 2.0]))[:2] == (1, 1.0)  # one seed: no interval
+    assert math.isnan(paired_interval(np.array([1.0, np.nan]), np.array([0.0, 2.0]))[2])
+    assert paired_interval(np.array([np.nan]), np.array([1.0]))[0] == 0
+
+
+def test_single_seed_rows_bold_nothing_and_the_table_says_why():
+    rows = [make_row(d, l, 0, metrics=box(ap)) for d, l, ap in
+            [("atss", "focal", 0.10), ("atss", "rs", 0.40), ("atss", "ce", 0.01), ("paa", "focal", 0.2), ("paa", "ap", 0.3)]]
+    tset = build_tables(rows_frame(rows), paper=False)
+    assert not tset.stats["best"].any()
+    assert set(tset.stats.loc[tset.stats["top"] & (tset.stats["n"] > 0), "test"]) == {"too few seeds"}
+    md = tset.markdown()
+    assert "**" not in md
+    assert md.count("Nothing is bold: every cell has at most one seed") == 3  # grid, compare, metrics
+    grid = tset.tables["coco"][0].frame.set_index("Detector")["Best (95 %)"]
+    assert grid["ATSS"] == "none (RS vs Focal: 1 common seed)"
+    tex = tset.latex()
+    assert r"fseries" not in tex and "Nothing is bold" in tex
 
 
 def test_change_vs_baseline(coco):
@@ -195,16 +261,29 @@ def test_change_vs_baseline(coco):
     rs = cell(stats, "atss", "rs")
     assert rs["baseline_loss"] == "focal" and rs["delta"] == pytest.approx(36.0 - 32.0)
     assert cell(stats, "faster_rcnn", "rs")["baseline_loss"] == "ce"
-    assert cell(stats, "faster_rcnn", "rs")["delta"] == pytest.approx(41.0 - 31.0)
+    assert cell(stats, "faster_rcnn", "rs")["delta"] == pytest.approx((10.0 + 11.0) / 2)  # seeds 0 and 1 only
+    assert cell(stats, "faster_rcnn", "rs")["delta_n"] == 2
     assert cell(stats, "atss", "rs", "bbox_oLRP")["delta"] == pytest.approx(67.0 - 70.0)  # negative: better
     assert cell(stats, "atss", "focal")["delta"] == 0
     compare = build_tables(load_frame(coco)[0], paper=False).tables["coco"][1].frame
     atss = compare.index[compare["Detector"] == "ATSS"][0]
     by_loss = dict(zip(compare["Loss"][atss:atss + 5], compare["Δ vs baseline"][atss:atss + 5]))
-    assert by_loss["Focal †"] == "baseline" and by_loss["RS"] == "+4.0" and by_loss["CE"] == "-12.0"
-    assert by_loss["aLRP"] == "-2.0" and by_loss["my_loss"] == "-22.0"
+    # paired by seed: RS − Focal is +4.0 on every seed (an interval of width 0); CE, aLRP, my_loss ran
+    # seed 0 only, where Focal has 30.0: one pair, no interval
+    assert by_loss["Focal †"] == "baseline" and by_loss["RS"] == "+4.0 [+4.0, +4.0] (3)"
+    assert by_loss["CE"] == "-10.0 (1)" and by_loss["aLRP"] == "0.0 (1)" and by_loss["my_loss"] == "-20.0 (1)"
     fr = compare.index[compare["Detector"] == "Faster R-CNN"][0]
     assert compare.loc[fr + 4, "Loss"] == "my_loss" and compare.loc[fr + 4, "Δ vs baseline"] == ""  # missing
+
+
+def test_change_vs_baseline_carries_its_interval():
+    tset = build_tables(rows_frame(noisy_rows()), paper=False)
+    rs = cell(tset.stats, "atss", "rs")
+    d = np.array([36.1 - 30.0, 37.2 - 31.5, 35.4 - 29.0])
+    assert rs["delta"] == pytest.approx(d.mean()) and rs["delta_n"] == 3 and rs["delta_low"] > 0
+    assert rs["delta_text"] == f"+{d.mean():.1f} [+{rs['delta_low']:.1f}, +{rs['delta_high']:.1f}] (3)"
+    fr = cell(tset.stats, "faster_rcnn", "rs")  # within seed noise: the interval straddles zero
+    assert fr["delta_low"] < 0 < fr["delta_high"] and fr["delta_text"].startswith("+0.3 [-")
 
 
 def test_no_baseline_value_and_unknown_detector():
@@ -228,7 +307,7 @@ def test_published_numbers_beside_ours_with_sources(coco):
     md = tset.markdown()
     # the ATSS block: its name on its first line only, then RS with ours, Δ, the published number, source
     assert re.search(r"\| ATSS \| CE \|[^\n]*\n\| +\| Focal † \|[^\n]*\| 39\.3 \| RankSortLoss#13 [^\n]*\n"
-                     r"\| +\| aLRP \|[^\n]*\n\| +\| RS \| 3 done \| \*\*36\.0 ± 2\.0 \(3\)\*\* \| \+4\.0 \| 39\.9 \| RS release", md)
+                     r"\| +\| aLRP \|[^\n]*\n\| +\| RS \| 3 done \| 36\.0 ± 2\.0 \(3\) \| \+4\.0 \[\+4\.0, \+4\.0\] \(3\) \| 39\.9 \| RS release", md)
     assert "official Rank & Sort Loss code release" in md  # the source is spelled out under the table
     metrics = tset.tables["coco"][2].frame
     assert "AP (paper)" in metrics.columns and "oLRP (paper)" in metrics.columns
@@ -299,25 +378,36 @@ def test_several_datasets_are_never_averaged_together(tmp_path):
 
 
 def test_markdown_marks_best_in_bold_and_keeps_states(coco):
-    tset = build_tables(load_frame(coco)[0], paper=False)
-    grid = to_markdown(tset.tables["coco"][0])
+    grid = to_markdown(build_tables(load_frame(coco)[0], paper=False).tables["coco"][0])
     lines = {line.split(" | ")[0].strip("| "): line for line in grid.splitlines() if line.startswith("| ")}
-    assert "**41.0 ± 1.4 (2; 1 failed)**" in lines["Faster R-CNN"]
+    assert "| 41.0 ± 1.4 (2; 1 failed) |" in lines["Faster R-CNN"]  # top, but RS vs Focal has one common seed
     assert "| failed |" in lines["Faster R-CNN"] and "| — |" in lines["Faster R-CNN"]
     assert "31.0 ± 1.0 (3) †" in lines["Faster R-CNN"]  # the baseline is marked
-    assert lines["Detector"] == "| Detector | CE | Focal | aLRP | RS | my_loss |"
+    assert lines["Detector"] == "| Detector | CE | Focal | aLRP | RS | my_loss | Best (95 %) |"
+    noisy = to_markdown(build_tables(rows_frame(noisy_rows()), paper=False).tables["coco"][0])
+    lines = {line.split(" | ")[0].strip("| "): line for line in noisy.splitlines() if line.startswith("| ")}
+    assert "| **36.2 ± 0.9 (3)** |" in lines["ATSS"] and lines["ATSS"].count("**") == 2
+    assert "**" not in lines["Faster R-CNN"] + lines["YOLACT"] + lines["PAA"]
+    assert ("Bold: a detector's highest mean, only where it beats every other loss of the detector beyond seed "
+            "noise (paired t-test over seeds at 95 %: the interval of the difference excludes zero)") in noisy
 
 
 def test_latex_is_booktabs_with_bfseries_best(coco):
-    tset = build_tables(load_frame(coco)[0], paper=False)
+    tset = build_tables(rows_frame(noisy_rows()), paper=False)
     tex = to_latex(tset.tables["coco"][0])
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrr}"):
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrrl}"):
         assert rule in tex
-    assert r"\bfseries 36.0 $\pm$ 2.0 (3)" in tex  # ATSS RS, the best of ATSS
+    assert r"\bfseries 36.2 $\pm$ 0.9 (3)" in tex and tex.count(r"\bfseries") == 1  # ATSS RS only
+    assert "RS (+5.7 [" in tex and "] (3) vs AP)" in tex  # the test's outcome, as in Markdown
+    assert "% Bold: a detector's highest mean" in tex and "paired t-test over seeds at 95 %" in tex
+    assert "RS $-$ CE: +0.3 [" in tex  # the minus sign is LaTeX's
+    olrp = to_latex(build_tables(rows_frame(noisy_rows()), "bbox_oLRP", paper=False).tables["coco"][0])
+    assert r"\bfseries 66.2 $\pm$ 0.8 (3)" in olrp  # lowest oLRP of ATSS
+    tex = to_latex(build_tables(load_frame(coco)[0], paper=False).tables["coco"][0])
     assert r"my\_loss" in tex and "my_loss" not in tex.replace(r"my\_loss", "")
     assert r"$^\dagger$" in tex and "--" in tex  # baseline mark, missing cell
-    olrp = to_latex(build_tables(load_frame(coco)[0], "bbox_oLRP", paper=False).tables["coco"][0])
-    assert r"\bfseries 63.0 $\pm$ 1.4 (2; 1 failed)" in olrp  # lowest oLRP of Faster R-CNN
+    compare = to_latex(build_tables(rows_frame(noisy_rows()), paper=False).tables["coco"][1])
+    assert "] (3)" in compare and "$\\Delta$ vs baseline" in compare  # Δ with its interval and seeds
 
 
 def test_csv_round_trips(coco, tmp_path):
@@ -328,11 +418,13 @@ def test_csv_round_trips(coco, tmp_path):
     back = pd.read_csv(written["cells.csv"], keep_default_na=False, na_values=[""])
     expected = tset.stats.reset_index(drop=True)
     assert list(back.columns) == STAT_COLUMNS
-    for col in ("n", "mean", "std", "delta", "paper", *("failed", "missing")):
+    for col in ("n", "mean", "std", "delta", "delta_low", "delta_high", "delta_n", "test_n", "test_diff",
+                "test_low", "test_high", "test_p", "paper", *("failed", "missing")):
         pd.testing.assert_series_equal(back[col].astype("float64"), expected[col].astype("float64"), check_names=False)
-    for col in ("detector", "loss", "metric", "text"):
-        assert list(back[col]) == list(expected[col])
-    assert list(back["best"]) == list(expected["best"])
+    for col in ("detector", "loss", "metric", "text", "delta_text", "test"):
+        assert list(back[col].fillna("")) == list(expected[col].fillna(""))
+    assert list(back["best"]) == list(expected["best"]) and list(back["top"]) == list(expected["top"])
+    assert list(back["rival"].fillna("")) == list(expected["rival"].fillna(""))
     runs = pd.read_csv(written["runs.csv"])
     assert list(runs["run_id"]) == list(frame["run_id"])
     pd.testing.assert_series_equal(runs["bbox_AP"], frame["bbox_AP"])
@@ -429,7 +521,7 @@ def test_a_bad_paper_csv_is_refused(tmp_path):
     assert json.dumps(SOURCES)  # plain data
 
 
-def test_runs_of_the_spec_never_submitted_are_missing(tmp_path):
+def test_runs_of_the_spec_without_a_row_are_unfinished(tmp_path):
     from harness.experiments.spec import parse_spec
 
     spec = parse_spec({"name": "exp", "dataset": {"kind": "coco"}, "detectors": ["atss"], "losses": ["focal", "ap", "rs"],
@@ -443,9 +535,10 @@ def test_runs_of_the_spec_never_submitted_are_missing(tmp_path):
     frame, _ = load_frame(folder, spec)
     assert len(frame) == 6 and set(frame["dataset"]) == {"coco"}
     stats = cell_stats(frame, paper=False)
-    assert cell(stats, "atss", "ap")["text"] == "—" and cell(stats, "atss", "ap")["missing"] == 2
-    assert cell(stats, "atss", "rs")["text"] == "35.0 (1; 1 missing)"
-    assert "| ATSS | 30.0 ± 0.0 (2) † | — | **35.0 (1; 1 missing)** |" in build_tables(frame, paper=False).markdown()
+    assert cell(stats, "atss", "ap")["text"] == "unfinished" and cell(stats, "atss", "ap")["unfinished"] == 2
+    assert cell(stats, "atss", "rs")["text"] == "35.0 (1; 1 unfinished)"
+    assert ("| ATSS | 30.0 ± 0.0 (2) † | unfinished | 35.0 (1; 1 unfinished) | none (RS vs Focal: 1 common seed) |"
+            in build_tables(frame, paper=False).markdown())
 
 
 def test_tiny_values_never_read_as_zero():

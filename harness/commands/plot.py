@@ -1,9 +1,10 @@
-"""Plots of an experiment's results: a grouped bar chart of one metric per detector and loss (mean ±
-std over seeds, the published number as a dashed line, failed and missing cells labelled) and the
-training-loss curves of every cell.
+"""Plots of an experiment's results: per metric, every seed's value of each detector's losses with
+their mean and spread (the loss the tables bold starred: best beyond seed noise), and the training-loss
+curves of every cell.
 
 `harness plot results/<experiment> [--metric bbox_AP] [--out DIR]` writes PNGs into
-results/<experiment>/plots/ (or DIR) and prints their paths. See docs/tables.md.
+results/<experiment>/plots/ (or DIR) and prints their paths: a seeds plot for the metric and every main
+metric the runs have, the curve grid and one curve figure per cell. See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 NAME = "plot"
-HELP = "bar chart of a metric and training-loss curves (PNG) into results/<experiment>/plots/"
+HELP = "every seed's value per detector and loss, and training-loss curves (PNG) into results/<experiment>/plots/"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("results_dir", help="results/<experiment>")
-    parser.add_argument("--metric", help="metric of the bar chart (default bbox_AP, or segm_AP when no run has box AP)")
+    parser.add_argument("--metric", help="metric plotted first (default bbox_AP, or segm_AP when no run has box AP)")
     parser.add_argument("--out", help="folder to write into (default results/<experiment>/plots)")
-    parser.add_argument("--spec", help="the experiment's spec, to show its runs never submitted as missing")
+    parser.add_argument("--spec", help="the experiment's spec, to show its runs without a row as unfinished")
 
 
 def run(args) -> int:

@@ -3,8 +3,9 @@ change vs the detector's baseline loss beside the published number, and all metr
 
 `harness table results/<experiment> [--metric bbox_AP] [--format md|latex|csv|all] [--out DIR]`
 writes the tables (default: every format into results/<experiment>/tables/) and prints them
-(Markdown for md and all). Failed, running, pending and missing cells are shown as such. See
-docs/tables.md.
+(Markdown for md and all). Values are mean ± std (n) over seeds; a loss is bold only when it beats
+every other loss of its detector beyond seed noise (paired t-test over seeds at 95 %). Failed,
+unfinished and missing cells are shown as such. See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=["md", "latex", "csv", "all"], default="all",
                         help="what to write (default all); md and all print Markdown, latex LaTeX, csv the cells CSV")
     parser.add_argument("--out", help="folder to write into (default results/<experiment>/tables)")
-    parser.add_argument("--spec", help="the experiment's spec, to show its runs never submitted as missing")
+    parser.add_argument("--spec", help="the experiment's spec, to show its runs without a row as unfinished")
 
 
 def load(args):
     """The experiment of ``args.results_dir`` (frame, rows, table set) for the table and plot commands;
     bad input raises UsageError."""
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.results.frame import load_experiment
     from harness.results.tables import TablesError, build_tables
 

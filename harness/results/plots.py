@@ -1,9 +1,11 @@
 """Plots of an experiment with matplotlib's Agg backend (no display, no pyplot state).
 
-- ``bar_<metric>.png``: a grouped bar chart of ``metric`` per detector, one bar per loss (mean over
-  seeds, error bar ± std, ×100 for AP and oLRP); the best loss of each detector has a thick black
-  edge; a dashed black line over a bar is the published number; a cell without a value is labelled
-  with its state (``failed``, ``running``, ``—`` missing, ``n/a`` ...) instead of a bar.
+- ``seeds_<metric>.png``, for the tables' metric and every main metric the runs have (AP, AP50, AP75,
+  APs/m/l, mask AP, oLRP ...): what to look at before the tables. A panel per detector, a column per
+  loss: a dot per seed (colour = seed), the mean as a bar and ± std as a line (×100 for AP and oLRP), a
+  star over the loss the tables bold (best beyond seed noise, :mod:`harness.results.tables`), the
+  published number as a dashed line (real data only: the synthetic runs are not on the papers' scale);
+  a cell without a value is labelled with why (``failed``, ``unfinished``, ``missing``, ``n/a``, ``n/d``).
 - ``curves.png``: training loss (the rows' ``curve``: total loss per logged iteration) for every
   detector × loss cell, one line per seed; a failed run's line is dashed and ends in ×.
 - ``curves/<detector>-<loss>.png``: one cell: the total loss per seed, and each loss component.
@@ -25,7 +27,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 from harness.results.frame import dataset_label, detector_label, loss_label, lower_is_better, metric_label, is_fraction
 
@@ -55,54 +56,113 @@ def _colours(n: int) -> list:
 
 
 # ------------------------------------------------------------------------------------------------
-# Bar chart
+# Seeds: every run's value, per detector and loss
 
 
-def bar_figure(stats, metric: str, dataset: str, title: str = "") -> Figure:
-    """Grouped bars of ``metric``: detectors on x, one bar per loss (from :func:`cell_stats`)."""
+def plot_metrics(tset) -> list[str]:
+    """The metrics that get a seeds plot: the table's metric, then every main metric some run has."""
+    from harness.results.tables import MAIN_METRICS
+
+    have = set(tset.values["metric"]) if tset.values is not None and len(tset.values) else set()
+    return list(dict.fromkeys([tset.metric] + [m for m in MAIN_METRICS if m in have]))
+
+
+def seeds_figure(values, stats, metric: str, dataset: str, title: str = "") -> Figure:
+    """``metric`` of every run, one panel per detector (its own y range: losses are compared within a
+    detector), one column per loss: a dot per seed (colour = seed), the mean as a black bar with ± std
+    as a line; a star above the loss that the tables bold (separated from every other loss of the
+    detector beyond seed noise); a cell without a value is labelled with why. ``values``: the long
+    per-seed values (:func:`harness.results.tables.seed_values`), ``stats``: :func:`cell_stats`."""
+    from harness.results.tables import MISSING, TEST_NAME
+
     s = stats[(stats["dataset"] == dataset) & (stats["metric"] == metric)]
+    v = values[(values["dataset"] == dataset) & (values["metric"] == metric)] if values is not None and len(values) \
+        else None
     dets = list(dict.fromkeys(s["detector"]))
     losses = list(dict.fromkeys(s["loss"]))
-    width = 0.8 / max(len(losses), 1)
-    fig = Figure(figsize=(max(6.5, 0.32 * len(dets) * max(1, len(losses)) + 3.5), 4.6), layout="constrained")
-    ax = fig.add_subplot()
-    colours = _colours(len(losses))
+    seeds = sorted(set(v["seed"])) if v is not None else []
+    seed_colour = dict(zip(seeds, _colours(len(seeds))))
+    ncols = min(4, max(1, len(dets)))
+    nrows = max(1, math.ceil(len(dets) / ncols))
+    pw = max(2.6, 0.42 * len(losses) + 0.8)
+    w, h = pw * ncols + 1.9, 2.7 * nrows + 1.2
+    fig = Figure(figsize=(w, h))
+    axes = fig.subplots(nrows, ncols, squeeze=False,
+                        gridspec_kw=dict(left=0.75 / w, right=1 - 1.6 / w, bottom=0.75 / h, top=1 - 0.95 / h,
+                                         wspace=0.32, hspace=0.55))
     by = {(r.detector, r.loss): r for r in s.itertuples(index=False)}
-    top = np.nanmax(np.r_[s["mean"].to_numpy(dtype=float) + s["std"].fillna(0).to_numpy(dtype=float),
-                          s["paper"].to_numpy(dtype=float), [1.0]])
-    any_paper = False
-    for j, loss in enumerate(losses):
-        for i, det in enumerate(dets):
+    points = {} if v is None else {k: g for k, g in v.groupby(["detector", "loss"], sort=False)}
+    synthetic = dataset.startswith("synthetic")
+    jitter = np.linspace(-0.18, 0.18, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    offset = dict(zip(seeds, jitter))
+    any_best = any_paper = False
+    for k, det in enumerate(dets):
+        ax = axes[k // ncols][k % ncols]
+        lo, hi = math.inf, -math.inf
+        stars = []
+        for j, loss in enumerate(losses):
             r = by.get((det, loss))
-            x = i - 0.4 + width * (j + 0.5)
+            g = points.get((det, loss))
             if r is None:
                 continue
-            if r.n > 0:
-                ax.bar(x, r.mean, width * 0.92, color=colours[j], edgecolor="black" if r.best else colours[j],
-                       linewidth=2.2 if r.best else 0.5, zorder=2)
-                if r.std == r.std and r.std > 0:
-                    ax.errorbar(x, r.mean, yerr=r.std, color="black", capsize=2, linewidth=0.9, zorder=3)
-            else:
-                label = "missing" if r.text == "—" else r.text
-                label = label if len(label) <= 16 else label[:15] + "…"
-                ax.text(x, top * 0.02, label, rotation=90, ha="center", va="bottom", fontsize=7, color="dimgray")
-            if r.paper == r.paper:
+            if g is not None and len(g):
+                ys = g["value"].to_numpy(dtype=float)
+                xs = j + np.array([offset.get(sd, 0.0) for sd in g["seed"]])
+                ax.scatter(xs, ys, s=16, c=[seed_colour[sd] for sd in g["seed"]], zorder=3, linewidths=0)
+                ax.hlines(r.mean, j - 0.3, j + 0.3, colors="black", linewidth=1.6, zorder=4)
+                if r.std == r.std:
+                    ax.vlines(j, r.mean - r.std, r.mean + r.std, colors="black", linewidth=0.9, zorder=2)
+                lo, hi = min(lo, ys.min()), max(hi, ys.max())
+                if r.best:
+                    any_best = True
+                    stars.append((j, ys.max()))
+            if not synthetic and r.paper == r.paper:
                 any_paper = True
-                ax.hlines(r.paper, x - width * 0.5, x + width * 0.5, colors="black", linestyles="--", linewidth=1.3,
-                          zorder=4)
-    ax.set_xticks(range(len(dets)), [detector_label(d) for d in dets])
-    ax.set_xlim(-0.5, len(dets) - 0.5)
+                ax.hlines(r.paper, j - 0.35, j + 0.35, colors="dimgray", linestyles="--", linewidth=1.1, zorder=1)
+                lo, hi = min(lo, r.paper), max(hi, r.paper)
+        if lo > hi:
+            lo, hi = 0.0, 1.0
+        pad = max((hi - lo) * 0.18, 0.5 if is_fraction(metric) else 0.005)
+        ax.set_ylim(lo - pad, hi + pad * 1.6)
+        for j, y in stars:  # just above the loss's highest seed
+            ax.plot([j], [y + pad * 0.7], marker="*", markersize=11, color="gold", markeredgecolor="black",
+                    linestyle="none", zorder=5)
+        for j, loss in enumerate(losses):  # cells without a value say why, at the bottom of the panel
+            r = by.get((det, loss))
+            if r is not None and r.n == 0:
+                label = "missing" if r.text == MISSING else r.text
+                label = label if len(label) <= 14 else label[:13] + "…"
+                ax.text(j, lo - pad * 0.9, label, rotation=90, ha="center", va="bottom", fontsize=6.5, color="dimgray")
+        ax.set_xlim(-0.6, len(losses) - 0.4)
+        ticks = [loss_label(l) + (" †" if by.get((det, l)) is not None and by[(det, l)].baseline_loss == l else "")
+                 for l in losses]
+        ax.set_xticks(range(len(losses)), ticks, rotation=45 if len(losses) > 4 else 0,
+                      ha="right" if len(losses) > 4 else "center", fontsize=7.5)
+        for lab, loss in zip(ax.get_xticklabels(), losses):
+            r = by.get((det, loss))
+            if r is not None and r.best:
+                lab.set_fontweight("bold")
+        ax.set_title(detector_label(det), fontsize=9.5)
+        ax.tick_params(axis="y", labelsize=7.5)
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+    for k in range(len(dets), nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
     unit = " (×100)" if is_fraction(metric) else ""
-    direction = ", lower is better" if lower_is_better(metric) else ", higher is better"
-    ax.set_ylabel(f"{metric_label(metric)}{unit}{direction}")
-    ax.set_ylim(0, top * 1.12)
-    ax.grid(axis="y", alpha=0.3, zorder=0)
-    handles = [Patch(color=colours[j], label=loss_label(l)) for j, l in enumerate(losses)]
-    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2.2, label="best of detector"))
+    direction = "lower is better" if lower_is_better(metric) else "higher is better"
+    fig.supylabel(f"{metric_label(metric)}{unit}, {direction}", fontsize=9)
+    handles = [Line2D([], [], marker="o", linestyle="none", color=seed_colour[sd], markersize=5,
+                      label=f"seed {sd:g}" if isinstance(sd, (int, float)) else f"seed {sd}") for sd in seeds[:10]]
+    handles.append(Line2D([], [], color="black", linewidth=1.6, label="mean (line: ± std)"))
+    handles.append(Line2D([], [], marker="*", linestyle="none", markersize=10, color="gold", markeredgecolor="black",
+                          label="best beyond seed noise"))
     if any_paper:
-        handles.append(Line2D([], [], color="black", linestyle="--", label="published"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
-    ax.set_title(title or f"{metric_label(metric)} by detector and loss ({dataset}); mean ± std over seeds", fontsize=10)
+        handles.append(Line2D([], [], color="dimgray", linestyle="--", label="published"))
+    fig.legend(handles=handles, fontsize=7.5, loc="center right", frameon=False)
+    note = "" if any_best else " No loss is separated from the others beyond seed noise."
+    if len(seeds) < 2:
+        note = " One seed: seed noise cannot be measured, so nothing is starred."
+    fig.suptitle((title or f"{metric_label(metric)} ({dataset})") + ": every seed (dot), mean (bar) ± std (line)\n"
+                 f"★: best of the detector beyond seed noise ({TEST_NAME}).{note}", fontsize=9.5)
     return fig
 
 
@@ -254,10 +314,10 @@ def write_plots(rows: list[Mapping], tset, out: str | Path, title: str = "") -> 
         suffix = f"_{_slug(ds)}" if len(datasets) > 1 else ""
         head = f"{title} — " if title else ""
         ds_rows = rows if len(datasets) == 1 else [r for r in rows if dataset_label(r.get("dataset")) == ds]
-        fig = bar_figure(tset.stats, tset.metric, ds,
-                         f"{head}{metric_label(tset.metric)} ({ds}): mean ± std over seeds")
-        name = f"bar_{tset.metric}{suffix}.png"
-        written[name] = save_png_atomic(fig, out / name)
+        for metric in plot_metrics(tset):
+            fig = seeds_figure(tset.values, tset.stats, metric, ds, f"{head}{metric_label(metric)} ({ds})")
+            name = f"seeds_{metric}{suffix}.png"
+            written[name] = save_png_atomic(fig, out / name)
         fig = curves_figure(ds_rows, tset.stats, ds, tset.metric,
                             f"{head}training loss ({ds}): one line per seed, failed runs dashed")
         name = f"curves{suffix}.png"

@@ -5,27 +5,40 @@ quantity; the cost grows with the number of cells (detector × loss × metric), 
 
 :func:`cell_stats` gives one line per (dataset, detector, loss, metric) *cell*: the number of runs with
 a value ``n``, ``mean`` and ``std`` over seeds (sample std, ddof 1; in points, i.e. ×100, for AP and
-oLRP), the count of runs in each state, whether the cell is the ``best`` of its detector (highest mean,
-or lowest for oLRP), the ``delta`` to the detector's baseline loss, the published number beside it
-(``paper``, ``paper_source``) and the ``text`` shown in the tables. Three tables are built from it:
+oLRP), the count of runs in each state, the seed-noise test of the detector's best loss (``top``,
+``rival``, ``test_*``, ``best``: see below), the ``delta`` to the detector's baseline loss with its 95 %
+interval, the published number beside it (``paper``, ``paper_source``) and the ``text`` shown in the
+tables. Three tables are built from it:
 
-- ``grid_<metric>``: detectors × losses for one metric (``mean ± std (n)``);
-- ``compare_<metric>``: one line per detector × loss: runs, the metric, change vs baseline, the
-  published number and its source;
+- ``grid_<metric>``: detectors × losses for one metric (``mean ± std (n)``) and, per detector, the
+  outcome of the test for its best loss;
+- ``compare_<metric>``: one line per detector × loss: runs, the metric, change vs baseline with its 95 %
+  interval, the published number and its source;
 - ``metrics``: one line per detector × loss, a column per metric (AP, AP50, AP75, APs/m/l, APr/c/f,
   mask AP, oLRP), each published number in a column beside ours.
 
-Cells without a value say why: ``failed``, ``running``, ``pending``, ``interrupted``, ``lost``, ``—``
+Cells without a value say why: ``failed``, ``unfinished`` (in the spec, no row yet), ``—``
 (missing: no run), ``n/a`` (the detector does not predict that metric, e.g. mask AP of ATSS), ``n/d``
 (not defined: runs finished but the metric had nothing to average, e.g. APl without large objects).
 :func:`build_all` writes everything (and the plots) for an experiment folder.
+
+**The bold rule** (seed noise). Within a detector (and dataset, metric) the *top* loss is the one with
+the best mean. It is bold (``best``) only when a paired t-test over seeds separates it from *every*
+other loss with a value: for each other loss, over the seeds both have, the 95 % confidence interval of
+the mean difference (top − other, t with k − 1 degrees of freedom for k common seeds) lies entirely on
+the top's side of zero. Requiring every comparison at 95 % is an intersection-union test: the claim
+"this loss is the best" is wrong at most 5 % of the time, without a multiplicity correction. The
+comparison that decides (an untestable one, with fewer than two common seeds, else the one with the
+largest one-sided p) is the top cell's ``rival``; every other cell's ``test_*`` is its comparison with
+the top. Runs with the same seed share the data order (and, where the architectures agree, the
+initial weights), which is why the differences are paired by seed. With fewer than two seeds nothing
+is bold, and the tables say why.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -33,6 +46,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from harness.files import write_text_atomic
 from harness.results.frame import (
     BASELINES,
     DETECTOR_OUTPUTS,
@@ -56,13 +70,19 @@ NOT_APPLICABLE = "n/a"
 NOT_DEFINED = "n/d"
 MISSING = "—"
 BASELINE_MARK = "†"
+BEST_COLUMN = "Best (95 %)"
 FORMATS = ("md", "latex", "csv")
 # The metric columns of the ``metrics`` table (those some run has), in this order.
 MAIN_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "bbox_APr", "bbox_APc",
                 "bbox_APf", "segm_AP", "segm_APr", "segm_APc", "segm_APf", "bbox_oLRP", "segm_oLRP")
+CONFIDENCE = 0.95  # of the paired intervals: the bold rule and Δ vs baseline
+TEST_NAME = "paired t-test over seeds at 95 %"
 STAT_COLUMNS = ["dataset", "detector", "loss", "metric", "n", "mean", "std", "scale", "runs", *STATES, "applicable",
-                "lower_is_better", "best", "baseline_loss", "baseline_mean", "delta", "paper", "paper_source",
-                "paper_variant", "text"]
+                "lower_is_better", "top", "best", "test", "rival", "test_n", "test_diff", "test_low", "test_high",
+                "test_p", "baseline_loss", "baseline_mean", "delta", "delta_n", "delta_low", "delta_high", "delta_p",
+                "paper", "paper_source", "paper_variant", "text", "delta_text"]
+# ``test`` values: the outcome of the seed-noise test (see the module docstring).
+SEPARATED, NOT_SEPARATED, FEW_SEEDS, ALONE = "separated", "not separated", "too few seeds", "alone"
 
 
 class TablesError(ValueError):
@@ -148,11 +168,138 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
 
     stats["applicable"] = _applicable(stats, done)
     stats["lower_is_better"] = stats["metric"].map(lower_is_better).astype(bool)
-    stats = _best(stats)
-    stats = _delta(stats)
+    stats = _seed_tests(stats, seed_values(done, metrics))
     stats = _paper(stats, _paper_frame(paper))
     stats["text"] = [_cell_text(r) for r in stats.itertuples(index=False)]
+    stats["delta_text"] = [_delta_text(r) for r in stats.itertuples(index=False)]
     return stats[STAT_COLUMNS]
+
+
+def seed_values(frame: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
+    """Every finished run's value of each metric, one line per (dataset, detector, loss, seed, metric),
+    ``value`` in the table's scale (×100 for AP and oLRP); runs without a value are left out. Two runs
+    of one cell with the same seed (only from rows written by hand) count as their mean."""
+    metrics = [m for m in metrics if m in frame.columns]
+    cols = ["dataset", "detector", "loss", "seed", "metric", "value"]
+    done = frame[frame["status"] == "done"] if "status" in frame.columns else frame
+    if not metrics or done.empty:
+        return pd.DataFrame(columns=cols)
+    long = done[KEYS + ["seed"] + metrics].melt(id_vars=KEYS + ["seed"], var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    long["value"] = long["value"].astype("float64") * np.where(long["metric"].map(is_fraction).astype(bool), 100.0, 1.0)
+    long["seed"] = long["seed"].fillna(-1)
+    return long.groupby(cols[:-1], sort=False, as_index=False)["value"].mean()[cols]
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> tuple:
+    """Paired comparison of two cells' per-seed values (aligned by seed, NaN where a seed has none):
+    ``(k, mean, low, high, p)``: the k common seeds, the mean of a − b over them, its two-sided
+    ``confidence`` interval (Student t, k − 1 degrees of freedom) and the two-sided p-value of "no
+    difference". Fewer than two common seeds: no interval (NaN). Differences with no spread at all
+    (identical on every seed): a zero-width interval, p 0 (or 1 for a zero difference)."""
+    ok = ~(np.isnan(a) | np.isnan(b))
+    k = int(ok.sum())
+    if k == 0:
+        return 0, math.nan, math.nan, math.nan, math.nan
+    d = a[ok] - b[ok]
+    m = float(d.mean())
+    if k < 2:
+        return 1, m, math.nan, math.nan, math.nan
+    se = float(d.std(ddof=1)) / math.sqrt(k)
+    if not se > 1e-12 * max(1.0, abs(m)):
+        return k, m, m, m, (0.0 if m != 0 else 1.0)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + confidence / 2, k - 1)) * se
+    return k, m, m - half, m + half, float(2 * t.sf(abs(m) / se, k - 1))
+
+
+def _seed_tests(stats: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    """The bold rule (module docstring) and Δ vs baseline with its paired interval, per cell.
+
+    One pass over the (dataset, detector, metric) groups: each is a small losses × seeds matrix."""
+    n_rows = len(stats)
+    out = {c: np.full(n_rows, np.nan) for c in ("test_n", "test_diff", "test_low", "test_high", "test_p",
+                                                  "delta", "delta_n", "delta_low", "delta_high", "delta_p")}
+    top = np.zeros(n_rows, dtype=bool)
+    best = np.zeros(n_rows, dtype=bool)
+    test = np.full(n_rows, "", dtype=object)
+    rival = np.full(n_rows, None, dtype=object)
+    stats = stats.copy()
+    stats["baseline_loss"] = stats["detector"].map(BASELINES)
+    position = {key: i for i, key in enumerate(zip(stats["dataset"], stats["detector"], stats["loss"], stats["metric"]))}
+    lower = {m: lower_is_better(m) for m in stats["metric"].unique()}
+    if len(values):
+        wide = values.pivot_table(index=["dataset", "detector", "metric", "loss"], columns="seed", values="value",
+                                  aggfunc="mean", sort=False)
+        for (ds, det, metric), group in wide.groupby(level=[0, 1, 2], sort=False):
+            losses = list(group.index.get_level_values(3))
+            mat = group.to_numpy(dtype="float64")
+            sign = -1.0 if lower[metric] else 1.0
+            rows = {loss: position.get((ds, det, loss, metric)) for loss in losses}
+            # Δ vs baseline: this − baseline over the common seeds (in the metric's own direction).
+            base = BASELINES.get(det)
+            if base in losses:
+                b = mat[losses.index(base)]
+                for j, loss in enumerate(losses):
+                    i = rows[loss]
+                    if i is None:
+                        continue
+                    k, m, lo, hi, p = paired_interval(mat[j], b)
+                    out["delta_n"][i], out["delta"][i] = k, m
+                    out["delta_low"][i], out["delta_high"][i], out["delta_p"][i] = lo, hi, p
+            # The top loss, and whether every other loss is separated from it.
+            means = np.nanmean(mat, axis=1) * sign
+            t_idx = int(np.argmax(means))
+            it = rows[losses[t_idx]]
+            if it is None:
+                continue
+            top[it] = True
+            if len(losses) == 1:
+                test[it] = ALONE
+                continue
+            decisive = None  # (untestable?, one-sided p, j, result)
+            for j, loss in enumerate(losses):
+                if j == t_idx:
+                    continue
+                res = paired_interval(mat[t_idx] * sign, mat[j] * sign)  # the top's side is positive
+                k, m, lo, hi, p = res
+                one_sided = math.nan if k < 2 else (p / 2 if m > 0 else 1 - p / 2)
+                key = (k < 2, means[j] if k < 2 else one_sided)
+                if decisive is None or key > decisive[0]:
+                    decisive = (key, j, res)
+                i = rows[loss]
+                if i is not None:  # this cell against the top, in the metric's units
+                    rival[i] = losses[t_idx]
+                    _store(out, i, res, -sign)
+                    test[i] = FEW_SEEDS if k < 2 else (SEPARATED if lo > 0 else NOT_SEPARATED)
+            _, j, res = decisive
+            k, m, lo, hi, p = res
+            rival[it] = losses[j]
+            _store(out, it, res, sign)
+            test[it] = FEW_SEEDS if k < 2 else (SEPARATED if lo > 0 else NOT_SEPARATED)
+            best[it] = test[it] == SEPARATED
+    stats["top"], stats["best"], stats["test"], stats["rival"] = top, best, test, rival
+    for c, v in out.items():
+        stats[c] = v
+    stats["test_n"] = stats["test_n"].fillna(0).astype("int64")
+    stats["delta_n"] = stats["delta_n"].fillna(0).astype("int64")
+    base = stats.loc[stats["n"] > 0, ["dataset", "detector", "loss", "metric", "mean"]].rename(
+        columns={"loss": "baseline_loss", "mean": "baseline_mean"})
+    stats = stats.merge(base, on=["dataset", "detector", "baseline_loss", "metric"], how="left")
+    # Cells and baselines without a common seed: the difference of their means, without an interval.
+    apart = stats["delta"].isna() & stats["baseline_mean"].notna() & (stats["n"] > 0)
+    stats.loc[apart, "delta"] = stats.loc[apart, "mean"] - stats.loc[apart, "baseline_mean"]
+    return stats
+
+
+def _store(out: dict, i: int, res: tuple, factor: float) -> None:
+    """Keep a paired comparison made on signed values (the top's side positive), as ``factor`` × it:
+    back in the metric's units, for the top (top − rival) or another cell (this − top)."""
+    k, m, lo, hi, p = res
+    lo, hi = sorted((factor * lo, factor * hi)) if lo == lo else (math.nan, math.nan)
+    m = factor * m
+    out["test_n"][i], out["test_diff"][i], out["test_low"][i], out["test_high"][i], out["test_p"][i] = k, m, lo, hi, p
 
 
 def _applicable(stats: pd.DataFrame, done: pd.DataFrame) -> pd.Series:
@@ -176,29 +323,6 @@ def _applicable(stats: pd.DataFrame, done: pd.DataFrame) -> pd.Series:
         else:
             out.append((ds, det) not in det_done)
     return pd.Series(out, index=stats.index, dtype=bool)
-
-
-def _best(stats: pd.DataFrame) -> pd.DataFrame:
-    """The best loss of each detector (dataset, metric), in the metric's direction, compared as shown
-    (rounded), so that equal shown values are all marked; only where two or more cells have a value."""
-    decimals = stats["metric"].map(_decimals)
-    shown = pd.Series([round(v, d) if v == v else np.nan for v, d in zip(stats["mean"], decimals)], index=stats.index)
-    signed = shown.where(~stats["lower_is_better"], -shown)
-    valued = stats["n"] > 0
-    grp = [stats["dataset"], stats["detector"], stats["metric"]]
-    top = signed.where(valued).groupby(grp).transform("max")
-    many = valued.groupby(grp).transform("sum") >= 2
-    stats["best"] = (valued & many & (signed == top)).astype(bool)
-    return stats
-
-
-def _delta(stats: pd.DataFrame) -> pd.DataFrame:
-    stats["baseline_loss"] = stats["detector"].map(BASELINES)
-    base = stats.loc[stats["n"] > 0, ["dataset", "detector", "loss", "metric", "mean"]].rename(
-        columns={"loss": "baseline_loss", "mean": "baseline_mean"})
-    stats = stats.merge(base, on=["dataset", "detector", "baseline_loss", "metric"], how="left")
-    stats["delta"] = stats["mean"] - stats["baseline_mean"]
-    return stats
 
 
 def _paper(stats: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
@@ -263,6 +387,14 @@ def _runs_text(r) -> str:
     return ", ".join(parts) if parts else MISSING
 
 
+def _interval_text(m: float, lo: float, hi: float, k: int, metric: str) -> str:
+    """``+4.0 [+2.1, +5.9] (3)``: a paired difference, its 95 % interval and the seeds paired; without
+    an interval (one common seed) ``+4.0 (1)``."""
+    if lo == lo:
+        return f"{_fmt(m, metric, signed=True)} [{_fmt(lo, metric, signed=True)}, {_fmt(hi, metric, signed=True)}] ({k})"
+    return f"{_fmt(m, metric, signed=True)} ({k})" if k else f"{_fmt(m, metric, signed=True)} (no common seed)"
+
+
 def _delta_text(r) -> str:
     if r.n == 0 or not r.applicable:
         return ""
@@ -272,17 +404,52 @@ def _delta_text(r) -> str:
         return "baseline"
     if r.delta != r.delta:
         return "no baseline"
-    return _fmt(r.delta, r.metric, signed=True)
+    return _interval_text(r.delta, r.delta_low, r.delta_high, r.delta_n, r.metric)
+
+
+def _best_text(r) -> str:
+    """The outcome of the bold rule for the detector whose top cell is ``r``."""
+    name, other = loss_label(r.loss), loss_label(r.rival) if isinstance(r.rival, str) else ""
+    if r.test == ALONE or not r.top:
+        return ""
+    diff = _interval_text(r.test_diff, r.test_low, r.test_high, r.test_n, r.metric)
+    if r.test == SEPARATED:
+        return f"{name} ({diff} vs {other})"
+    if r.test == FEW_SEEDS:
+        return f"none ({name} vs {other}: {r.test_n} common seed{'s' if r.test_n != 1 else ''})"
+    return f"none ({name} − {other}: {diff})"
 
 
 def _legend(metric: str | None = None) -> str:
     direction = ""
     if metric is not None:
-        direction = (" (lowest: lower is better)" if lower_is_better(metric) else " (highest)")
-    return (f"Values: mean ± std over seeds (n = runs with a value), ×100 for AP and oLRP. Bold: best loss of "
-            f"the detector{direction}. {BASELINE_MARK}: the detector's baseline loss. "
+        direction = " (lowest: lower is better)" if lower_is_better(metric) else " (highest)"
+    return (f"Values: mean ± std over seeds (n = runs with a value; one run has no std), ×100 for AP and oLRP. "
+            f"{BASELINE_MARK}: the detector's baseline loss. "
             f"{MISSING}: no run; n/a: the detector does not predict this metric; n/d: not defined on this data; "
-            "failed / running / pending / interrupted / lost: the runs' states.")
+            "failed: the runs failed; unfinished: no row yet (harness status says why).")
+
+
+def bold_rule(metric: str | None = None) -> str:
+    """The bold rule in one sentence (notes under the tables; the README quotes it)."""
+    which = "mean" if metric is None else ("lowest mean" if lower_is_better(metric) else "highest mean")
+    return (f"Bold: a detector's {which}, only where it beats every other loss of the detector beyond seed "
+            f"noise ({TEST_NAME}: the interval of the difference excludes zero); with fewer than two seeds "
+            "nothing is bold.")
+
+
+def _bold_notes(s: pd.DataFrame, metric: str | None) -> list[str]:
+    """The bold rule, and why nothing is bold where nothing is."""
+    notes = [bold_rule(metric)]
+    tops = s[s["top"] & (s["test"] != ALONE)]
+    if len(tops) and not s["best"].any():
+        if (s["n"] <= 1).all():
+            notes.append("Nothing is bold: every cell has at most one seed, and seed noise cannot be measured "
+                         "from one run (run more seeds).")
+        else:
+            notes.append("Nothing is bold: no detector's best loss is separated from its other losses beyond "
+                         "seed noise.")
+    return notes
 
 
 def _paper_note(stats: pd.DataFrame) -> str | None:
@@ -312,9 +479,14 @@ def grid_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
     bold.columns = wide.columns
     wide.insert(0, "Detector", [detector_label(d) for d in dets])
     bold.insert(0, "Detector", False)
-    notes = [_legend(metric)]
+    tops = {r.detector: _best_text(r) for r in s[s["top"]].itertuples(index=False)}
+    wide[BEST_COLUMN] = [tops.get(d, "") for d in dets]
+    bold[BEST_COLUMN] = False
+    notes = [_legend(metric), *_bold_notes(s, metric),
+             f"{BEST_COLUMN}: the bold loss and its closest comparison (difference [95 % interval] (seeds paired)), "
+             "or none and the comparison that is not separated."]
     return Table(f"grid_{metric}", f"{metric_label(metric)} by detector and loss", wide.reset_index(drop=True),
-                 bold.reset_index(drop=True).astype(bool), notes)
+                 bold.reset_index(drop=True).astype(bool), notes, ("Detector", BEST_COLUMN))
 
 
 def compare_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
@@ -327,14 +499,16 @@ def compare_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
         "Loss": [loss_label(l) + (f" {BASELINE_MARK}" if l == b else "") for l, b in zip(s["loss"], s["baseline_loss"])],
         "Runs": [_runs_text(r) for r in s.itertuples(index=False)],
         label: s["text"].to_numpy(),
-        "Δ vs baseline": [_delta_text(r) for r in s.itertuples(index=False)],
+        "Δ vs baseline": s["delta_text"].to_numpy(),
         "Paper": [_fmt(v, metric) if v == v else "" for v in s["paper"]],
         "Paper source": [f"{src} ({var})" if isinstance(src, str) else ""
                          for src, var in zip(s["paper_source"], s["paper_variant"])],
     })
     bold = pd.DataFrame(False, index=out.index, columns=out.columns)
     bold[label] = s["best"].to_numpy()
-    notes = [_legend(metric), "Δ vs baseline: our mean minus the baseline loss's mean, in points"
+    notes = [_legend(metric), *_bold_notes(s, metric),
+             "Δ vs baseline: this loss minus the baseline loss over the seeds both have (paired by seed), in points, "
+             f"[its {CONFIDENCE:.0%} interval] (seeds paired); an interval that excludes 0 is a change beyond seed noise"
              + (" (negative is better for oLRP)." if lower_is_better(metric) else ".")]
     pn = _paper_note(s)
     if pn:
@@ -367,8 +541,8 @@ def metrics_table(stats: pd.DataFrame, dataset: str) -> Table:
             out[col] = [_fmt(v, m) if v == v else "" for v in sm["paper"]]
             bold[col] = False
     out["n"] = out["n"].astype(str)
-    notes = [_legend(None).replace("(n = runs with a value)", "(n = finished runs)"),
-             "oLRP columns: lower is better; bold marks the lowest."]
+    notes = [_legend(None).replace("(n = runs with a value;", "(n = finished runs;"), *_bold_notes(s, None),
+             "oLRP columns: lower is better; their best is the lowest."]
     pn = _paper_note(s[s["metric"].isin(cols)])
     if pn:
         notes.append(pn)
@@ -402,7 +576,7 @@ def to_markdown(table: Table, heading: str | None = "###") -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "†": r"$^\dagger$", "×": r"$\times$"}
+_LATEX_SYMBOLS = {"−": "$-$", "±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "†": r"$^\dagger$", "×": r"$\times$"}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_ESCAPES, *_LATEX_SYMBOLS]))
 
 
@@ -426,20 +600,6 @@ def to_latex(table: Table) -> str:
 # ------------------------------------------------------------------------------------------------
 # Building and writing
 
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _slug(text: str) -> str:
@@ -469,6 +629,7 @@ class TableSet:
     stats: pd.DataFrame
     tables: dict[str, list[Table]]  # dataset → tables
     summary: str
+    values: pd.DataFrame | None = None  # every run's value per metric (:func:`seed_values`), for the plots
 
     def markdown(self, title: str = "Results") -> str:
         parts = [f"# {title}", "", self.summary, ""]
@@ -514,7 +675,7 @@ def build_tables(frame: pd.DataFrame, metric: str | None = None, n_corrupt: int 
     stats = cell_stats(frame, metrics, paper)
     tables = {ds: [grid_table(stats, metric, ds), compare_table(stats, metric, ds), metrics_table(stats, ds)]
               for ds in stats["dataset"].unique()}
-    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt))
+    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics))
 
 
 def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: Iterable[str] = FORMATS,
