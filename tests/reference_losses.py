@@ -124,3 +124,65 @@ def ap(logits, targets, delta=1.0):
         precs.append(best)
     g /= len(P)
     return 1 - sum(precs) / len(P), g
+
+
+def _sorting(s, P, y, delta, eps=1e-10):
+    """RS's sorting error per positive and its update over the positives (before / |P|)."""
+    pos_s = s[P]
+    errs, g = [], torch.zeros(len(P), dtype=torch.float64)
+    for a in range(len(P)):
+        h_pos = H(pos_s - pos_s[a], delta)
+        at_least = (y >= y[a]).double()
+        e = (h_pos * (1 - y)).sum() / h_pos.sum() - (h_pos * at_least * (1 - y)).sum() / (h_pos * at_least).sum()
+        errs.append(float(e))
+        m = h_pos * (y < y[a]).double()
+        if m.sum() > eps:
+            g[a] -= e
+            g += e * m / m.sum()
+    return errs, g
+
+
+def bucketed(logits, targets, delta, sorting=True, eps=1e-10):
+    """Bucketed RS (``sorting=True``: returns (ranking, sorting, g)) or Bucketed AP (returns (value, g)),
+    following ``../shared/reference/bucketed-losses.md`` step by step: a full descending sort of the
+    positives and the negatives at or above ``min s_P − δ`` (a negative tied with a positive placed
+    above it), runs of negatives as buckets of (size, mean), and H per (bucket, positive) pair.
+    ``FP_i`` and the sorting denominators are tested against 1e-10, as the library does."""
+    s, t, P, N = _split(logits, targets)
+    g = torch.zeros_like(s)
+    if not P:
+        return (0.0, 0.0, g) if sorting else (0.0, g)
+    cutoff = min(float(s[i]) for i in P) - delta
+    items = [(float(s[i]), 1, i) for i in P] + [(float(s[j]), 0, int(j)) for j in N if float(s[j]) >= cutoff]
+    items.sort(key=lambda e: (-e[0], e[1]))  # descending; among ties negatives first
+    buckets, run = [], []
+    for _, is_pos, idx in items:
+        if is_pos:
+            if run:
+                buckets.append(run)
+            run = []
+        else:
+            run.append(idx)
+    if run:
+        buckets.append(run)
+    size = [len(b) for b in buckets]
+    mean = [sum(float(s[j]) for j in b) / len(b) for b in buckets]
+    rank_errs, weights = [], []
+    for i in P:
+        fp = sum(n * float(H(torch.tensor(m - float(s[i]), dtype=torch.float64), delta)) for n, m in zip(size, mean))
+        rank_plus = float(H(s[P] - s[i], delta).sum())
+        l_r = fp / (rank_plus + fp)
+        rank_errs.append(l_r)
+        weights.append(l_r / fp if fp > eps else 0.0)
+        if fp > eps:
+            g[i] -= l_r
+    for b, m in zip(buckets, mean):
+        share = sum(w * float(H(torch.tensor(m - float(s[i]), dtype=torch.float64), delta)) for w, i in zip(weights, P))
+        for j in b:
+            g[j] += share  # every member gets the bucket's update: an equal split
+    ranking = sum(rank_errs) / len(P)
+    if not sorting:
+        return ranking, g / len(P)
+    errs, g_sort = _sorting(s, P, t[P], delta)
+    g[torch.tensor(P)] += g_sort
+    return ranking, sum(errs) / len(P), g / len(P)

@@ -9,7 +9,7 @@ from harness.losses import ClassificationOutput, LossSpec, registry
 from harness.losses.checks import check_finite, check_no_positives, check_rejects_nan, check_speed, run_loss_checks
 
 
-@pytest.mark.parametrize("name", ["ce", "focal", "ap", "alrp", "rs"])
+@pytest.mark.parametrize("name", ["ce", "focal", "ap", "alrp", "rs", "bucketed_rs", "bucketed_ap"])
 def test_builtin_losses_pass(name):
     results = run_loss_checks(name, speed_n=20_000, speed_p=100)
     assert all(r.ok for r in results), [r for r in results if not r.ok]

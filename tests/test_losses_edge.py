@@ -14,6 +14,8 @@ from harness.losses import (
     alrp_classification_loss,
     alrp_localisation_loss,
     ap_loss,
+    bucketed_ap_loss,
+    bucketed_rank_sort_loss,
     cross_entropy_loss,
     focal_loss,
     quality_targets,
@@ -31,13 +33,17 @@ def call(name, logits, targets):
         return alrp_classification_loss(logits, targets, torch.ones(p, dtype=logits.dtype))[0]
     if name == "ap":
         return ap_loss(logits, targets)
+    if name == "bucketed_rs":
+        return bucketed_rank_sort_loss(logits, targets).total
+    if name == "bucketed_ap":
+        return bucketed_ap_loss(logits, targets)
     if name == "focal":
         return focal_loss(logits, targets)
     return cross_entropy_loss(logits, targets)
 
 
-ALL = ["rs", "alrp", "ap", "focal", "ce"]
-RANKING = ["rs", "alrp", "ap"]
+ALL = ["rs", "alrp", "ap", "bucketed_rs", "bucketed_ap", "focal", "ce"]
+RANKING = ["rs", "alrp", "ap", "bucketed_rs", "bucketed_ap"]
 
 
 @pytest.mark.parametrize("name", ALL)

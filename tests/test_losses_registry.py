@@ -35,7 +35,7 @@ def test_builtin_losses_are_registered():
 
 
 def test_unknown_loss_lists_the_valid_names():
-    with pytest.raises(KeyError, match="unknown loss 'nope'; valid: alrp, ap, ce, focal, rs"):
+    with pytest.raises(KeyError, match="unknown loss 'nope'; valid: alrp, ap, bucketed_ap, bucketed_rs, ce, focal, rs"):
         get_loss("nope")
 
 

@@ -7,6 +7,8 @@ module per loss, its math in the module docstring:
 * :mod:`harness.losses.alrp`: :func:`alrp_classification_loss`, :func:`alrp_localisation_loss`,
   :class:`SelfBalance`;
 * :mod:`harness.losses.ap`: :func:`ap_loss`;
+* :mod:`harness.losses.bucketed`: :func:`bucketed_rank_sort_loss`, :func:`bucketed_ap_loss` (Bucketed RS /
+  AP, Yavuz et al., ECCV 2024: comparators, exact only at δ = 0);
 * :mod:`harness.losses.pointwise`: :func:`cross_entropy_loss`, :func:`focal_loss` (torch/torchvision);
 * :mod:`harness.losses.registry`: :data:`LOSSES`, :func:`get_loss`, :func:`register_loss`.
 
@@ -28,6 +30,7 @@ from harness.losses.registry import (
 )
 from harness.losses.alrp import SelfBalance, alrp_classification_loss, alrp_localisation_loss
 from harness.losses.ap import ap_loss
+from harness.losses.bucketed import bucketed_ap_loss, bucketed_rank_sort_loss
 from harness.losses.pointwise import cross_entropy_loss, focal_loss
 from harness.losses.rank_sort import QUALITY_FLOOR, RankSortOutput, quality_targets, rank_sort_loss
 
@@ -51,6 +54,8 @@ __all__ = [
     "alrp_classification_loss",
     "alrp_localisation_loss",
     "ap_loss",
+    "bucketed_ap_loss",
+    "bucketed_rank_sort_loss",
     "cross_entropy_loss",
     "focal_loss",
     "get_loss",

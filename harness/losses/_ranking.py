@@ -16,13 +16,18 @@ negative into its interval (O(N log P)); per-interval counts and sums followed b
 ``N_FP``; per-breakpoint coefficient jumps followed by prefix sums give, for every interval b, an affine
 function ``A_b + B_b · s`` that is the negatives' update there, gathered in O(N).
 
-Positive-versus-positive terms are P × P; :func:`pairwise_blocks` yields them in row blocks so memory
-stays bounded for large P. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
+Positive-versus-positive terms are no P × P matrix either (:class:`PositivePairs`): the same piecewise
+linearity, over the positives sorted once, turns ``Σ_{j∈P} w_j H(s_j − s_i)`` into differences of prefix
+sums at two cut positions per positive, O(P log P). RS's target sorting error restricts ``j`` to
+``y_j ≥ y_i``, a two-dimensional dominance sum (logit order × quality order) that a wavelet matrix
+(:class:`_WaveletMatrix`) answers exactly with ⌈log2 (P+1)⌉ levels of prefix sums and gathers:
+O(P log P) with no search. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
 of the logits.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 import torch
 from torch import Tensor
@@ -31,8 +36,21 @@ COMPUTE_DTYPE = torch.float64
 IGNORE = -1.0
 
 
-def validate(logits: Tensor, targets: Tensor, name: str) -> None:
-    """Reject inputs the losses cannot rank: shape mismatches, non-finite logits, bad targets."""
+def validate_inputs(logits: Tensor, targets: Tensor, name: str = "loss") -> None:
+    """Check a classification loss's inputs the way every built-in loss does, for loss authors.
+
+    ``logits``: a floating-point tensor of any shape; ``targets``: the same shape, each entry ``0``
+    (negative), ``-1`` (ignored) or in ``(0, 1]`` (positive: 1, or its localisation quality). Raises
+    ``TypeError`` for non-tensors or integer logits and ``ValueError`` for differing shapes, NaN or Inf
+    logits (naming how many and the first flattened index) and targets outside ``{-1, 0} ∪ (0, 1]``
+    (the same). ``name`` starts each message (e.g. the loss's name). Costs two min/max reductions and
+    one host synchronisation on valid inputs.
+    """
+    check_inputs(logits, targets, name)
+
+
+def check_inputs(logits: Tensor, targets: Tensor, name: str) -> bool:
+    """:func:`validate_inputs`, returning whether any target is ``-1`` (ignored)."""
     if not isinstance(logits, Tensor) or not isinstance(targets, Tensor):
         raise TypeError(f"{name}: logits and targets must be tensors")
     if logits.shape != targets.shape:
@@ -42,26 +60,32 @@ def validate(logits: Tensor, targets: Tensor, name: str) -> None:
         )
     if not logits.is_floating_point():
         raise TypeError(f"{name}: logits must be floating point, got {logits.dtype}")
-    bad = ~torch.isfinite(logits.detach())
-    n_bad = int(bad.sum())
-    if n_bad:
+    if not logits.numel():
+        return False
+    s, t = logits.detach(), targets.detach()
+    # One pass over each and one synchronisation: the extremes are finite iff every logit is.
+    s_lo, s_hi, t_lo, t_hi = torch.stack([*s.aminmax(), *t.aminmax()]).to(COMPUTE_DTYPE).tolist()
+    if not (math.isfinite(s_lo) and math.isfinite(s_hi)):
+        bad = ~torch.isfinite(s)
         first = int(bad.reshape(-1).nonzero()[0])
         raise ValueError(
-            f"{name}: {n_bad} non-finite logit(s) (NaN or Inf); the first at flattened index {first}"
+            f"{name}: {int(bad.sum())} non-finite logit(s) (NaN or Inf); the first at flattened index {first}"
         )
-    t = targets.detach()
-    if t.numel():
-        low, high = t.aminmax()  # fast path: in [-1, 1] and nothing strictly between -1 and 0
-        if bool(low >= IGNORE) and bool(high <= 1) and not bool(((t < 0) & (t > IGNORE)).any()):
-            return
+    if t_lo >= 0 and t_hi <= 1:
+        return False
+    if t_lo >= IGNORE and t_hi <= 1 and not bool(((t < 0) & (t > IGNORE)).any()):
+        return True
     invalid = ~((t == 0) | (t == IGNORE) | ((t > 0) & (t <= 1)))
-    n_invalid = int(invalid.sum())
-    if n_invalid:
-        first = int(invalid.reshape(-1).nonzero()[0])
-        raise ValueError(
-            f"{name}: {n_invalid} invalid target(s); targets must be 0 (negative), -1 (ignored) or in "
-            f"(0, 1] (positive); the first at flattened index {first} is {float(t.reshape(-1)[first])}"
-        )
+    first = int(invalid.reshape(-1).nonzero()[0])
+    raise ValueError(
+        f"{name}: {int(invalid.sum())} invalid target(s); targets must be 0 (negative), -1 (ignored) or in "
+        f"(0, 1] (positive); the first at flattened index {first} is {float(t.reshape(-1)[first])}"
+    )
+
+
+def validate(logits: Tensor, targets: Tensor, name: str) -> None:
+    """Alias of :func:`validate_inputs` kept for the modules of this package."""
+    check_inputs(logits, targets, name)
 
 
 def check_delta(delta: float, name: str) -> float:
@@ -117,6 +141,32 @@ def step(x: Tensor, delta: float) -> Tensor:
     if delta == 0:
         return (x >= 0).to(x.dtype)
     return (x / (2 * delta) + 0.5).clamp_(0.0, 1.0)
+
+
+def step_sums(points: Tensor, weights: Tensor, centres: Tensor, delta: float, upper: bool = True) -> Tensor:
+    """``Σ_j w_j H(x_j − c)`` (``upper``) or ``Σ_j w_j H(c − x_j)`` for every centre ``c``, exactly.
+
+    ``points`` ``x`` (``[M]``) with ``weights`` (``[M]``), ``centres`` (``[Q]``), all float64; returns
+    ``[Q]``. The points are sorted once; each centre needs two cut positions (one at δ = 0, where ties
+    count as ``x_j ≥ c`` resp. ``x_j ≤ c``) and differences of prefix sums of ``w`` and ``w · x``:
+    O((M + Q) log M), no M × Q tensor.
+    """
+    xs, order = torch.sort(points)
+    w = weights.index_select(0, order)
+    cols = w[:, None] if delta == 0 else torch.stack([w, w * xs], 1)
+    cum = torch.zeros((xs.numel() + 1, cols.shape[1]), dtype=COMPUTE_DTYPE, device=xs.device)
+    torch.cumsum(cols, 0, out=cum[1:])
+    if delta == 0:
+        if upper:  # Σ [x_j ≥ c]
+            return cum[-1, 0] - cum[torch.searchsorted(xs, centres), 0]
+        return cum[torch.searchsorted(xs, centres, right=True), 0]  # Σ [x_j ≤ c]
+    low = cum[torch.searchsorted(xs, centres - delta)]  # x_j < c − δ
+    high = cum[torch.searchsorted(xs, centres + delta)]  # x_j < c + δ
+    inside = high - low
+    lin = (inside[:, 1] - inside[:, 0] * centres) / (2 * delta) + 0.5 * inside[:, 0]
+    if upper:
+        return (cum[-1, 0] - high[:, 0]) + lin
+    return low[:, 0] + inside[:, 0] - lin
 
 
 class _WaveletMatrix:
@@ -274,176 +324,248 @@ class PositivePairs:
         return 1.0 if self.delta == 0 else 0.5
 
 
-# Cells of the lookup grid per breakpoint in bucket_right (more cells: fewer values need a search).
+# Cells of the lookup grid per breakpoint in bucket_codes (more cells: fewer values need a search).
 GRID_CELLS_PER_POINT = 32
 
 
-def bucket_right(values: Tensor, values32: Tensor, points: Tensor) -> Tensor:
-    """``torch.bucketize(values, points, right=True)`` (the number of points ≤ each value), exactly,
-    for sorted float64 ``points``; ``values32`` is ``values`` in float32.
+def bucket_codes(values: Tensor, points: Tensor) -> Tensor:
+    """``#{k: points[k] ≤ v}`` for every value (int32), exactly, for sorted float64 ``points``.
 
-    A binary search per value is the cost of the ranking losses at large N, so a uniform grid of at
-    least ``GRID_CELLS_PER_POINT × #points`` cells over ``[points[0], points[-1]]`` answers first: a value's cell
-    comes from one float32 multiply, and a table gives the bucket of every cell that holds no point
-    within a safety margin (which covers float32 rounding of the cell index many times over). Only
-    values in the remaining cells are searched exactly, so the result is identical to bucketize.
+    Equal to ``torch.bucketize(values, points, right=True)`` computed in float64. On a CPU a binary
+    search per value is the cost of the ranking losses at large N, so a uniform grid of
+    ``≥ GRID_CELLS_PER_POINT × #points`` cells over ``[points[0] − 2w, points[-1] + w]`` answers first,
+    in the values' own precision: a value's cell is one subtract, multiply and floor (everything below
+    or above the grid is clamped into an end cell), and a table gives the code of every cell whose whole
+    extent, widened by a safety margin that covers float32 rounding many times over, holds no point.
+    Only the few values in the remaining cells are searched (in float64), so the result is exact. On a
+    GPU the search itself is cheap and needs no host synchronisation: ``bucketize`` answers.
     """
     m = points.numel()
-    if m < 2 or values.numel() < 16 * m:
-        return torch.bucketize(values, points, right=True)
-    lo, hi = float(points[0]), float(points[-1])
+    if values.is_cuda or m < 2 or values.numel() < 16 * m:
+        return torch.bucketize(values.to(COMPUTE_DTYPE), points, right=True).int()
+    lo, hi = points[0].item(), points[-1].item()
     span = hi - lo
     cells = max(GRID_CELLS_PER_POINT * m, min(1 << 16, values.numel() // 8))
     width = span / cells
     margin = 2.0**-20 * (max(abs(lo), abs(hi)) + span)
     if not width > 4 * margin:  # points too close together for the grid to separate them
-        return torch.bucketize(values, points, right=True)
-    edges = lo + width * torch.arange(cells + 2, dtype=points.dtype, device=points.device)
-    # cell k is [edges[k], edges[k + 1]); cell cells + 1 (and anything clamped into it) lies above hi.
-    sure = torch.bucketize(edges - margin, points, right=True)  # bucket of anything ≥ edges[k] − margin
-    upper = torch.bucketize(edges + margin, points, right=True)[1:]
-    upper = torch.cat([upper, upper.new_full((1,), m)])  # bucket of anything < edges[k + 1] + margin
-    cell = ((values32 - lo) / width).floor_().clamp_(0, cells + 1).long()
-    out = sure.index_select(0, cell)
-    unsure = (upper.index_select(0, cell) != out).nonzero().squeeze(1)
+        return torch.bucketize(values.to(COMPUTE_DTYPE), points, right=True).int()
+    # cell j is [E_j, E_{j+1}) with E_j = lo + (j − 2) w; cell 0 also holds everything below E_1 and
+    # the last cell everything from hi + w on.
+    edges = lo + width * (torch.arange(cells + 4, dtype=COMPUTE_DTYPE, device=points.device) - 2)
+    inf = edges.new_full((1,), float("inf"))
+    low = torch.bucketize(torch.cat([-inf, edges[1:] - margin]), points, right=True)
+    high = torch.bucketize(torch.cat([edges[1:] + margin, inf]), points, right=True)
+    table = torch.where(low == high, low, -1).int()  # -1: a point may lie in the cell: search
+    v = values if values.dtype in (torch.float32, torch.float64) else values.float()
+    cell = torch.sub(v, edges[0].item()).mul_(1.0 / width).floor_().clamp_(0, cells + 3).int()
+    code = table.index_select(0, cell)
+    unsure = (code < 0).nonzero().squeeze(1)
     if unsure.numel():
-        out.index_copy_(0, unsure, torch.bucketize(values.index_select(0, unsure), points, right=True))
-    return out
+        exact = torch.bucketize(v.index_select(0, unsure).to(COMPUTE_DTYPE), points, right=True)
+        code.index_copy_(0, unsure, exact.int())
+    return code
+
+
+@dataclass
+class Batch:
+    """The flattened batch as the exact ranking losses see it (no copy of the negatives is made)."""
+
+    logits: Tensor  # flat, detached, the logits' dtype
+    pos_index: Tensor  # flat indices of positives, ascending
+    pos_logits: Tensor  # float64
+    pos_targets: Tensor  # float64 target values (> 0) of the positives
+    ignored_index: Tensor | None  # flat indices of ignored entries (-1), None when there are none
+
+
+def flatten(logits: Tensor, targets: Tensor, name: str) -> Batch:
+    """Validate and flatten; the positives are gathered, the negatives stay where they are."""
+    has_ignored = check_inputs(logits, targets, name)
+    s = logits.detach().reshape(-1)
+    t = targets.detach().reshape(-1)
+    pos_index = (t > 0).nonzero().squeeze(1)
+    return Batch(
+        logits=s,
+        pos_index=pos_index,
+        pos_logits=s.index_select(0, pos_index).to(COMPUTE_DTYPE),
+        pos_targets=t.index_select(0, pos_index).to(COMPUTE_DTYPE),
+        ignored_index=(t < 0).nonzero().squeeze(1) if has_ignored else None,
+    )
+
+
+def _bincount(codes: Tensor, weights: Tensor | None, size: int) -> Tensor:
+    """Per-code counts (or sums of float64 ``weights``), float64; no host synchronisation on a GPU."""
+    if codes.is_cuda:
+        src = torch.ones_like(codes, dtype=COMPUTE_DTYPE) if weights is None else weights
+        return torch.zeros(size, dtype=COMPUTE_DTYPE, device=codes.device).index_add_(0, codes, src)
+    return torch.bincount(codes, weights=weights, minlength=size).to(COMPUTE_DTYPE)
 
 
 class NegativeIndex:
     """The negatives bucketed once against the positives' breakpoints ``s_i − δ`` and ``s_i + δ``.
 
-    ``false_positives()`` returns ``N_FP(i) = Σ_j H(s_j − s_i)`` for every positive and ``scatter(w)``
-    returns ``Σ_i w_i H(s_j − s_i)`` for every negative; both exact (float64), O(N log P + P log P).
+    Every entry of the flattened batch gets its code ``#{breakpoints ≤ s_j}`` (:func:`bucket_codes`,
+    in place: the negatives are never gathered); the positives' and ignored entries' contributions
+    are then taken out of the per-code counts and sums. Code 0 is below every breakpoint: exactly the
+    negatives with ``s_j < min_i s_i − δ``, which count nowhere and get exactly zero.
+
+    ``false_positives()`` returns ``N_FP(i) = Σ_{j∈N} H(s_j − s_i)`` for every positive and
+    ``scatter(w)`` the coefficients ``(A_b, B_b)`` with ``Σ_i w_i H(s_j − s_i) = A_b + B_b s_j`` for a
+    negative of code ``b``; :meth:`gradient` applies them to every entry. All exact (float64 sums),
+    O(N log P) at worst and O(N) passes on a CPU.
     """
 
-    def __init__(self, pos_logits: Tensor, neg_logits: Tensor, delta: float, neg_logits32: Tensor | None = None):
+    def __init__(self, batch: Batch, delta: float):
         self.delta = delta
-        self.pos = pos_logits
-        self.neg = neg_logits
-        p = pos_logits.numel()
-        if delta == 0:
-            # One breakpoint per positive: H(s_j − s_i) = [s_j >= s_i].
-            points = pos_logits
-        else:
-            points = torch.cat([pos_logits - delta, pos_logits + delta])
+        self.batch = batch
+        pos = batch.pos_logits
+        p = pos.numel()
+        points = pos if delta == 0 else torch.cat([pos - delta, pos + delta])
         self.points, order = torch.sort(points)
         # rank[k] = position of breakpoint k (in the unsorted layout) in the sorted array.
         self.rank = torch.empty_like(order)
         self.rank[order] = torch.arange(order.numel(), device=order.device)
-        # bucket_j = number of breakpoints <= s_j, in [0, #points].
-        if neg_logits32 is None:
-            neg_logits32 = neg_logits.float()
-        self.bucket = bucket_right(neg_logits, neg_logits32, self.points)
         self.num_points = self.points.numel()
         self._p = p
-
-    def _prefix(self, values: Tensor | None) -> Tensor:
-        """Prefix over buckets: out[k] = Σ of values (or counts) of negatives with bucket <= k."""
-        n_buckets = self.num_points + 1
-        per_bucket = torch.bincount(self.bucket, weights=values, minlength=n_buckets)
-        return per_bucket.to(COMPUTE_DTYPE).cumsum(0)
+        self.code = bucket_codes(batch.logits, self.points)
+        size = self.num_points + 1
+        s64 = batch.logits.to(COMPUTE_DTYPE)
+        counts = _bincount(self.code, None, size)
+        sums = _bincount(self.code, s64, size)
+        excluded = batch.pos_index if batch.ignored_index is None else torch.cat([batch.pos_index, batch.ignored_index])
+        ex_code = self.code.index_select(0, excluded)
+        counts -= _bincount(ex_code, None, size)
+        sums -= _bincount(ex_code, s64.index_select(0, excluded), size)
+        counts[0] = 0.0  # irrelevant negatives: below every breakpoint
+        sums[0] = 0.0
+        self.count_le = counts.cumsum(0)  # count_le[k]: relevant negatives with code <= k, i.e. s_j < points[k]
+        self.sum_le = sums.cumsum(0)
 
     def false_positives(self) -> Tensor:
         """``N_FP(i) = Σ_{j∈N} H(s_j − s_i)`` for every positive ``i`` (float64, shape [P])."""
-        n = self.neg.numel()
-        count_le = self._prefix(None)  # count_le[k]: negatives with bucket <= k, i.e. s_j < points[k]
+        n = self.count_le[-1]
         if self.delta == 0:
-            below = count_le[self.rank]  # negatives with s_j < s_i
-            return n - below
-        sum_le = self._prefix(self.neg)
+            return n - self.count_le[self.rank]  # negatives with s_j >= s_i
         p = self._p
         lo, hi = self.rank[:p], self.rank[p:]
-        n_lo, n_hi = count_le[lo], count_le[hi]  # counts with s_j < s_i − δ and s_j < s_i + δ
+        n_lo, n_hi = self.count_le[lo], self.count_le[hi]  # counts with s_j < s_i − δ and s_j < s_i + δ
         inside = n_hi - n_lo
-        inside_sum = sum_le[hi] - sum_le[lo]
-        linear = (inside_sum - inside * self.pos) / (2 * self.delta) + 0.5 * inside
+        inside_sum = self.sum_le[hi] - self.sum_le[lo]
+        linear = (inside_sum - inside * self.batch.pos_logits) / (2 * self.delta) + 0.5 * inside
         return (n - n_hi) + linear
 
     def scatter(self, weights: Tensor) -> Tensor:
-        """``g_j = Σ_{i∈P} w_i · H(s_j − s_i)`` for every negative ``j`` (float64, shape [N])."""
+        """``[A_b, B_b]`` per code (``[#points + 1, 2]``, float64): ``Σ_i w_i H(s_j − s_i) = A_b + B_b s_j``."""
         w = weights.to(COMPUTE_DTYPE)
         n_pts = self.num_points
+        jump = torch.zeros((n_pts, 2), dtype=COMPUTE_DTYPE, device=w.device)
         if self.delta == 0:
-            # A negative with bucket b has s_j >= exactly the b smallest breakpoints.
-            jump = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
-            jump[self.rank] = w
-            const = torch.cat([jump.new_zeros(1), jump.cumsum(0)])
-            return const.index_select(0, self.bucket)
-        p = self._p
-        two_d = 2 * self.delta
-        # Crossing s_i − δ switches positive i's term on as w_i (s − s_i)/(2δ) + w_i/2; crossing s_i + δ
-        # replaces it by the constant w_i.
-        a_on = w * (0.5 - self.pos / two_d)
-        b_on = w / two_d
-        jump_a = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
-        jump_b = torch.zeros(n_pts, dtype=COMPUTE_DTYPE, device=w.device)
-        jump_a[self.rank[:p]] = a_on
-        jump_b[self.rank[:p]] = b_on
-        jump_a[self.rank[p:]] = w - a_on
-        jump_b[self.rank[p:]] = -b_on
-        jumps = torch.stack([jump_a, jump_b], 1)
-        coef = torch.cat([jumps.new_zeros(1, 2), jumps.cumsum(0)]).index_select(0, self.bucket)  # A_b, B_b
-        g = torch.addcmul(coef[:, 0], coef[:, 1], self.neg)
-        # The affine form is exact in real arithmetic; clamp away round-off outside [0, Σ w].
-        return g.clamp_(min=0.0) if bool((w >= 0).all()) else g
+            # A negative with code b has s_j >= exactly the b smallest breakpoints.
+            jump[self.rank, 0] = w
+        else:
+            p = self._p
+            two_d = 2 * self.delta
+            # Crossing s_i − δ switches positive i's term on as w_i (s − s_i)/(2δ) + w_i/2; crossing
+            # s_i + δ replaces it by the constant w_i.
+            a_on = w * (0.5 - self.batch.pos_logits / two_d)
+            b_on = w / two_d
+            jump[self.rank[:p], 0] = a_on
+            jump[self.rank[:p], 1] = b_on
+            jump[self.rank[p:], 0] = w - a_on
+            jump[self.rank[p:], 1] = -b_on
+        return torch.cat([jump.new_zeros(1, 2), jump.cumsum(0)])
+
+    def gradient(self, coef: Tensor, dtype: torch.dtype) -> Tensor:
+        """``A_b + B_b s_j`` for every entry (``[N]`` in ``dtype``), zero where ignored. The positives'
+        entries hold nothing meaningful: the caller overwrites them."""
+        s = self.batch.logits.to(dtype)
+        table = coef.to(dtype)
+        g = table[:, 0].index_select(0, self.code)
+        if self.delta != 0:
+            g = torch.addcmul(g, table[:, 1].index_select(0, self.code), s)
+        if self.batch.ignored_index is not None:
+            g.index_fill_(0, self.batch.ignored_index, 0.0)
+        return g
+
+
+class _Update:
+    """What :class:`IdentityUpdate` hands back: per output, the positives' update and the negatives'.
+
+    A negatives' part is ``("coef", NegativeIndex, [A_b, B_b])`` (applied to every entry in the
+    backward pass, never stored per negative) or ``("compact", neg_index, values)``.
+    """
+
+    def __init__(self, shape, dtype, pos_index: Tensor, parts: list):
+        self.shape, self.dtype, self.pos_index, self.parts = shape, dtype, pos_index, parts
+
+    def __call__(self, grad_outputs) -> Tensor:
+        pos_total, coef_total, compact_total = None, None, None
+        index = compact_index = None
+        for go, (pos_part, neg_part) in zip(grad_outputs, self.parts):
+            if go is None:
+                continue
+            go = go.to(COMPUTE_DTYPE)
+            pos_total = pos_part * go if pos_total is None else pos_total + pos_part * go
+            if neg_part is None:
+                continue
+            kind, where, values = neg_part
+            if kind == "coef":
+                index = where
+                coef_total = values * go if coef_total is None else coef_total + values * go
+            else:
+                compact_index = where
+                compact_total = values * go if compact_total is None else compact_total + values * go
+        # float32 for float32 (and half) logits, float64 for float64 ones
+        dtype = torch.promote_types(self.dtype, torch.float32)
+        device = self.pos_index.device
+        n = math.prod(self.shape)
+        if coef_total is not None:
+            grad = index.gradient(coef_total, dtype)
+        else:
+            grad = torch.zeros(n, dtype=dtype, device=device)
+        if compact_total is not None:
+            grad.index_copy_(0, compact_index, compact_total.to(dtype))
+        if pos_total is not None:
+            grad.index_copy_(0, self.pos_index, pos_total.to(dtype))
+        return grad.to(self.dtype).reshape(self.shape)
 
 
 class IdentityUpdate(torch.autograd.Function):
     """Returns precomputed loss values; hands back precomputed updates as the logits' gradient.
 
-    ``forward(logits, values, pos_index, neg_index, *parts)``: ``values`` holds K loss values and
-    ``parts`` K pairs ``(pos_update, neg_update)`` (float64, over the positives and the relevant
-    negatives; ``neg_update`` may be ``None``). Output k's incoming gradient scales update k, so a
-    weighted sum of the outputs backpropagates the same weighted sum of the updates. Entries that are
-    neither (ignored, irrelevant negatives) get exactly zero.
+    ``forward(logits, values, update)``: ``values`` holds K loss values and ``update`` (an
+    :class:`_Update`) K pairs (positives' update, negatives' update). Output k's incoming gradient
+    scales update k, so a weighted sum of the outputs backpropagates the same weighted sum of the
+    updates. Entries that are neither (ignored, irrelevant negatives) get exactly zero.
     """
 
     @staticmethod
-    def forward(ctx, logits, values, pos_index, neg_index, *parts):
-        ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        ctx.has_neg = [p is not None for p in parts[1::2]]
-        ctx.save_for_backward(pos_index, neg_index, *[p for p in parts if p is not None])
+    def forward(ctx, logits, values, update):
+        ctx.update = update
         return tuple(v.clone() for v in values.unbind(0))
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        pos_index, neg_index, *saved = ctx.saved_tensors
-        pos_total = neg_total = None
-        it = iter(saved)
-        for go, has_neg in zip(grad_outputs, ctx.has_neg):
-            pos_part = next(it)
-            neg_part = next(it) if has_neg else None
-            if go is None:
-                continue
-            go = go.to(COMPUTE_DTYPE)
-            pos_total = pos_part * go if pos_total is None else pos_total + pos_part * go
-            if neg_part is not None:
-                neg_total = neg_part * go if neg_total is None else neg_total + neg_part * go
-        grad = torch.zeros(ctx.shape.numel(), dtype=ctx.dtype, device=pos_index.device)
-        if pos_total is not None:
-            grad.index_copy_(0, pos_index, pos_total.to(ctx.dtype))
-        if neg_total is not None:
-            grad.index_copy_(0, neg_index, neg_total.to(ctx.dtype))
-        n_parts = 2 * len(ctx.has_neg)
-        return (grad.reshape(ctx.shape), None, None, None, *([None] * n_parts))
+        return ctx.update(grad_outputs), None, None
 
 
 def identity_outputs(
-    logits: Tensor, sp: Split, values: list[Tensor], updates: list[tuple[Tensor, Tensor | None]]
+    logits: Tensor,
+    pos_index: Tensor,
+    values: list[Tensor],
+    updates: list[tuple[Tensor, tuple | None]],
 ) -> tuple[Tensor, ...]:
     """Loss values (in float32 or better) whose backward hands ``updates`` to ``logits``.
 
-    ``updates[k] = (pos_update, neg_update)`` for ``values[k]``, over ``sp``'s positives and relevant
-    negatives (``neg_update`` ``None`` when the negatives get nothing).
+    ``updates[k] = (pos_update, neg_part)`` for ``values[k]``: the float64 update of the positives at
+    ``pos_index`` and ``None``, ``("coef", NegativeIndex, coefficients)`` or ``("compact", neg_index,
+    values)`` for the negatives (see :class:`_Update`).
     """
     out_dtype = torch.promote_types(logits.dtype, torch.float32)
     vals = torch.stack([v.to(COMPUTE_DTYPE) for v in values]).to(out_dtype)
     if not logits.requires_grad:
         return tuple(vals.unbind(0))
-    parts = [x for pair in updates for x in pair]
-    return IdentityUpdate.apply(logits, vals, sp.pos_index, sp.neg_index, *parts)
+    return IdentityUpdate.apply(logits, vals, _Update(logits.shape, logits.dtype, pos_index, updates))
 
 
 def zero_outputs(logits: Tensor, k: int) -> tuple[Tensor, ...]:
@@ -452,5 +574,4 @@ def zero_outputs(logits: Tensor, k: int) -> tuple[Tensor, ...]:
     vals = [torch.zeros((), dtype=out_dtype, device=logits.device) for _ in range(k)]
     empty = torch.zeros(0, dtype=torch.long, device=logits.device)
     nothing = torch.zeros(0, dtype=COMPUTE_DTYPE, device=logits.device)
-    sp = Split(empty, empty, nothing, nothing, nothing, nothing.float())
-    return identity_outputs(logits, sp, vals, [(nothing, None)] * k)
+    return identity_outputs(logits, empty, vals, [(nothing, None)] * k)

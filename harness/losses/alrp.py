@@ -34,10 +34,10 @@ from torch import Tensor
 from harness.losses._ranking import (
     COMPUTE_DTYPE,
     NegativeIndex,
-    check_delta,
-    identity_outputs,
     PositivePairs,
-    split,
+    check_delta,
+    flatten,
+    identity_outputs,
     validate,
     zero_outputs,
 )
@@ -69,10 +69,9 @@ def alrp_classification_loss(
         ``(cls_loss, ranks)``: the 0-d loss whose backward is the aLRP update, and the detached
         ``rank(i)`` of each positive in flattened order.
     """
-    validate(logits, targets, "alrp_classification_loss")
     delta = check_delta(delta, "alrp_classification_loss")
-    sp = split(logits, targets, delta)
-    p = sp.pos_index.numel()
+    batch = flatten(logits, targets, "alrp_classification_loss")
+    p = batch.pos_index.numel()
     _check_loc_errors(loc_errors, p, "alrp_classification_loss")
     out_dtype = torch.promote_types(logits.dtype, torch.float32)
     if p == 0:
@@ -80,9 +79,9 @@ def alrp_classification_loss(
         return loss, torch.zeros(0, dtype=out_dtype, device=logits.device)
 
     e_loc = loc_errors.detach().to(device=logits.device, dtype=COMPUTE_DTYPE)
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
-    n_fp = neg_index.false_positives()
-    pairs = PositivePairs(sp.pos_logits, delta)
+    negatives = NegativeIndex(batch, delta)
+    n_fp = negatives.false_positives()
+    pairs = PositivePairs(batch.pos_logits, delta)
     sums = pairs.above(torch.stack([torch.ones_like(e_loc), e_loc], 1))
     others = sums[:, 0] - pairs.self_step  # Σ_{j≠i} H(x_ij)
     loc_sum = sums[:, 1] - pairs.self_step * e_loc  # Σ_{j≠i} H(x_ij) E_loc(j)
@@ -93,8 +92,8 @@ def alrp_classification_loss(
     has_fp = n_fp > EPS
     pos_grad = torch.where(has_fp, -(loc_sum + n_fp) / rank, 0.0)
     weights = torch.where(has_fp, -pos_grad / torch.where(has_fp, n_fp, 1.0), 0.0)
-    neg_grad = neg_index.scatter(weights)
-    (loss,) = identity_outputs(logits, sp, [value], [(pos_grad / p, neg_grad / p)])
+    neg_coef = negatives.scatter(weights / p)
+    (loss,) = identity_outputs(logits, batch.pos_index, [value], [(pos_grad / p, ("coef", negatives, neg_coef))])
     return loss, rank.to(out_dtype)
 
 

@@ -23,13 +23,11 @@ import torch
 from torch import Tensor
 
 from harness.losses._ranking import (
-    COMPUTE_DTYPE,
     NegativeIndex,
-    check_delta,
-    identity_outputs,
     PositivePairs,
-    split,
-    validate,
+    check_delta,
+    flatten,
+    identity_outputs,
     zero_outputs,
 )
 from harness.losses.registry import ClassificationOutput, LossSpec, register_loss
@@ -37,28 +35,27 @@ from harness.losses.registry import ClassificationOutput, LossSpec, register_los
 
 def ap_loss(logits: Tensor, targets: Tensor, delta: float = 1.0) -> Tensor:
     """AP Loss over the flattened batch; see the module docstring. Returns a 0-d tensor."""
-    validate(logits, targets, "ap_loss")
     delta = check_delta(delta, "ap_loss")
-    sp = split(logits, targets, delta)
-    p = sp.pos_index.numel()
+    batch = flatten(logits, targets, "ap_loss")
+    p = batch.pos_index.numel()
     if p == 0:
         return zero_outputs(logits, 1)[0]
 
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
-    n_fp = neg_index.false_positives()
-    pairs = PositivePairs(sp.pos_logits, delta)
+    negatives = NegativeIndex(batch, delta)
+    n_fp = negatives.false_positives()
+    pairs = PositivePairs(batch.pos_logits, delta)
     others = pairs.above(torch.ones_like(n_fp))[:, 0] - pairs.self_step  # Σ_{j∈P, j≠i} H(x_ij)
     rank = 1.0 + others + n_fp
     current = (1.0 + others) / rank
 
-    order = torch.sort(sp.pos_logits, stable=True).indices
+    order = torch.sort(batch.pos_logits, stable=True).indices
     best = torch.empty_like(current)
     best[order] = torch.cummax(current[order], 0).values
     improved = best == current  # the running best before i was <= current(i)
     scale = torch.where(improved, 1.0, (1.0 - best) / torch.where(improved, 1.0, 1.0 - current))
-    neg_grad = neg_index.scatter(scale / rank)
+    neg_coef = negatives.scatter(scale / rank / p)
     pos_grad = -(1.0 - best)
-    (loss,) = identity_outputs(logits, sp, [1.0 - best.mean()], [(pos_grad / p, neg_grad / p)])
+    (loss,) = identity_outputs(logits, batch.pos_index, [1.0 - best.mean()], [(pos_grad / p, ("coef", negatives, neg_coef))])
     return loss
 
 

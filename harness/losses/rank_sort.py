@@ -36,8 +36,9 @@ Heads build targets with :func:`quality_targets`, which clamps qualities to ``[Q
 positive stays a positive that ranks above every better-localised positive only at a sorting cost of
 ``1 − 1e-6`` instead of 1. No positives: both values 0 with a zero gradient.
 
-Cost: O(N log P) for the negatives (see :mod:`harness.losses._ranking`), P × P in blocks for the
-positive-versus-positive terms; no N × P tensor. Computes in float64 whatever the logits' dtype.
+Cost: O(N log P) for the negatives and O(P log P) for the positive-versus-positive terms, the
+restriction ``y_j ≥ y_i`` included (see :mod:`harness.losses._ranking`);
+no N × P or P × P tensor. Computes in float64 whatever the logits' dtype.
 """
 
 from __future__ import annotations
@@ -48,13 +49,11 @@ import torch
 from torch import Tensor
 
 from harness.losses._ranking import (
-    COMPUTE_DTYPE,
     NegativeIndex,
-    check_delta,
-    identity_outputs,
     PositivePairs,
-    split,
-    validate,
+    check_delta,
+    flatten,
+    identity_outputs,
     zero_outputs,
 )
 from harness.losses.registry import ClassificationOutput, LossSpec, register_loss
@@ -79,6 +78,26 @@ def quality_targets(quality: Tensor, floor: float = QUALITY_FLOOR) -> Tensor:
     return quality.detach().clamp(min=floor, max=1.0)
 
 
+def sorting_terms(pairs: PositivePairs, y: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rank⁺(i), ℓ_S(i) − ℓ*_S(i), sorting update before / |P|)`` for every positive (float64).
+
+    ``pairs`` is built over the positives' logits with their qualities ``y``; no negative is involved,
+    so Bucketed RS shares this part exactly.
+    """
+    ones_and_1my = torch.stack([torch.ones_like(y), 1.0 - y], 1)  # [P, 2]
+    all_pos = pairs.above(ones_and_1my)  # [rank⁺(i), Σ_j H(x_ij)(1 − y_j)]
+    at_least = pairs.above_at_least(ones_and_1my)  # the same over y_j ≥ y_i
+    rank_pos = all_pos[:, 0]
+    sort_err = all_pos[:, 1] / rank_pos - at_least[:, 1] / at_least[:, 0]
+    # Σ_k M_i(k) = Σ_k H(x_ik)[y_k < y_i]: what the restriction to y_j ≥ y_i leaves out
+    m_sum = (rank_pos - at_least[:, 0]).clamp_(min=0.0)
+    active = m_sum > eps
+    coef = torch.where(active, sort_err / torch.where(active, m_sum, 1.0), 0.0)
+    # positive k receives Σ_{i: y_i > y_k} coef_i H(s_k − s_i)
+    sort_grad = pairs.below_better(coef)[:, 0] - torch.where(active, sort_err, 0.0)
+    return rank_pos, sort_err, sort_grad
+
+
 def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankSortOutput:
     """Rank & Sort Loss over the flattened batch; see the module docstring for the definition.
 
@@ -89,40 +108,27 @@ def rank_sort_loss(logits: Tensor, targets: Tensor, delta: float = 0.5) -> RankS
     Returns:
         :class:`RankSortOutput` ``(ranking, sorting)``, 0-d tensors in float32 or better.
     """
-    validate(logits, targets, "rank_sort_loss")
     delta = check_delta(delta, "rank_sort_loss")
-    sp = split(logits, targets, delta)
-    p = sp.pos_index.numel()
+    batch = flatten(logits, targets, "rank_sort_loss")
+    p = batch.pos_index.numel()
     if p == 0:
         return RankSortOutput(*zero_outputs(logits, 2))
 
-    neg_index = NegativeIndex(sp.pos_logits, sp.neg_logits, delta, sp.neg_logits32)
-    n_fp = neg_index.false_positives()
-    y = sp.pos_targets
-    pairs = PositivePairs(sp.pos_logits, delta, quality=y)
-    ones_and_1my = torch.stack([torch.ones_like(y), 1.0 - y], 1)  # [P, 2]
-    all_pos = pairs.above(ones_and_1my)  # [rank⁺(i), Σ_j H(x_ij)(1 − y_j)]
-    at_least = pairs.above_at_least(ones_and_1my)  # the same over y_j ≥ y_i
-    rank_pos = all_pos[:, 0]
-    sort_err = all_pos[:, 1] / rank_pos - at_least[:, 1] / at_least[:, 0]
-    # Σ_k M_i(k) = Σ_k H(x_ik)[y_k < y_i]: what the restriction to y_j ≥ y_i leaves out
-    m_sum = (rank_pos - at_least[:, 0]).clamp_(min=0.0)
-    active = m_sum > EPS
-    coef = torch.where(active, sort_err / torch.where(active, m_sum, 1.0), 0.0)
-    # positive k receives Σ_{i: y_i > y_k} coef_i H(s_k − s_i)
-    sort_grad = pairs.below_better(coef)[:, 0] - torch.where(active, sort_err, 0.0)
-
+    negatives = NegativeIndex(batch, delta)
+    n_fp = negatives.false_positives()
+    pairs = PositivePairs(batch.pos_logits, delta, quality=batch.pos_targets)
+    rank_pos, sort_err, sort_grad = sorting_terms(pairs, batch.pos_targets)
     rank = rank_pos + n_fp
     rank_err = n_fp / rank
     has_fp = n_fp > EPS
     rank_grad_pos = -torch.where(has_fp, rank_err, 0.0)
-    rank_grad_neg = neg_index.scatter(torch.where(has_fp, rank_err / torch.where(has_fp, n_fp, 1.0), 0.0))
+    rank_coef = negatives.scatter(torch.where(has_fp, rank_err / torch.where(has_fp, n_fp, 1.0), 0.0) / p)
 
     ranking, sorting = identity_outputs(
         logits,
-        sp,
+        batch.pos_index,
         [rank_err.mean(), sort_err.mean()],
-        [(rank_grad_pos / p, rank_grad_neg / p), (sort_grad / p, None)],
+        [(rank_grad_pos / p, ("coef", negatives, rank_coef)), (sort_grad / p, None)],
     )
     return RankSortOutput(ranking, sorting)
 
