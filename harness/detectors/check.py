@@ -60,24 +60,26 @@ class CellReport:
                 f"train {self.train_s:.2f}s, infer {self.infer_s:.2f}s")
 
 
-def synthetic_batch(num_images: int = CHECK_IMAGES, size: int = 128, num_classes: int = len(CHECK_CLASSES),
-                    objects: int = 3, seed: int = 0) -> dict:
+def synthetic_batch(num_images: int = CHECK_IMAGES, size: int | tuple[int, int] = 128,
+                    num_classes: int = len(CHECK_CLASSES), objects: int = 3, seed: int = 0) -> dict:
     """An mmdet batch (``inputs``: uint8 CHW images; ``data_samples``: ``DetDataSample`` s with boxes,
-    labels and bitmap masks) of random images each holding ``objects`` filled ellipses."""
+    labels and bitmap masks) of random images each holding ``objects`` filled ellipses. ``size``: the
+    side of square images, or ``(height, width)``."""
     import torch
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
+    height, width = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     inputs, samples = [], []
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = np.mgrid[0:height, 0:width]
     for i in range(num_images):
-        img = rng.integers(0, 80, size=(size, size, 3), dtype=np.uint8)
+        img = rng.integers(0, 80, size=(height, width, 3), dtype=np.uint8)
         boxes, masks, labels = [], [], []
         for _ in range(objects):
-            w, h = rng.integers(size // 6, size // 2, size=2)
-            x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
+            w, h = rng.integers((width // 6, height // 6), (width // 2, height // 2))
+            x0, y0 = rng.integers(0, width - w), rng.integers(0, height - h)
             cx, cy = x0 + w / 2, y0 + h / 2
             mask = (((xx + 0.5 - cx) / (w / 2)) ** 2 + ((yy + 0.5 - cy) / (h / 2)) ** 2) <= 1.0
             label = int(rng.integers(0, num_classes))
@@ -86,13 +88,13 @@ def synthetic_batch(num_images: int = CHECK_IMAGES, size: int = 128, num_classes
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
             masks.append(mask.astype(np.uint8))
             labels.append(label)
-        sample = DetDataSample(metainfo=dict(img_id=i, img_path=f"synthetic_{i}.png", ori_shape=(size, size),
-                                             img_shape=(size, size), pad_shape=(size, size),
+        sample = DetDataSample(metainfo=dict(img_id=i, img_path=f"synthetic_{i}.png", ori_shape=(height, width),
+                                             img_shape=(height, width), pad_shape=(height, width),
                                              scale_factor=(1.0, 1.0), flip=False, flip_direction=None))
         sample.gt_instances = InstanceData(
             bboxes=torch.tensor(boxes, dtype=torch.float32),
             labels=torch.tensor(labels, dtype=torch.long),
-            masks=BitmapMasks(np.stack(masks), size, size),
+            masks=BitmapMasks(np.stack(masks), height, width),
         )
         sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
         inputs.append(torch.from_numpy(img).permute(2, 0, 1).contiguous())
