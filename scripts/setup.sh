@@ -9,6 +9,14 @@
 #      local cache, so the next setup is fast.
 # A wheel only loads beside the torch it was built against (2.14.1 here): a wheel whose import fails
 # is skipped. HARNESS_MMCV_BUILD_ONLY=1 builds the wheel into the cache and exits (fills a cache).
+#
+# The torch build (README, "On a cluster"): PyPI's torch 2.14.1 is built for CUDA 13.0 and needs an NVIDIA
+# driver >= 580. A site with an older driver picks another build of the same version:
+#   HARNESS_TORCH_VARIANT=cu126       PyTorch's index for that variant (https://download.pytorch.org/whl/cu126;
+#                                     also cu118, cu128, cpu, rocm6.4, ...),
+#   HARNESS_TORCH_INDEX_URL=URL       any index (a site mirror) that serves torch and torchvision.
+# Everything else stays pinned. The choice is part of the setup stamp, and a changed choice replaces the
+# installed torch and torchvision. `harness doctor` says which variant a node's driver needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,9 +26,23 @@ VENV=$ROOT/.venv
 CACHE=${HARNESS_WHEEL_CACHE:-$HOME/.cache/harness/wheels}
 MMCV_VERSION=2.1.0
 STAMP=$VENV/.harness-setup
-want=$(cat requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)
+TORCH_STAMP=$VENV/.harness-torch  # the torch index the installed torch came from ("default": PyPI)
 
 log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+TORCH_INDEX=${HARNESS_TORCH_INDEX_URL:-}
+if [ -n "${HARNESS_TORCH_VARIANT:-}" ]; then
+  [ -z "$TORCH_INDEX" ] || die "set HARNESS_TORCH_VARIANT or HARNESS_TORCH_INDEX_URL, not both"
+  [[ $HARNESS_TORCH_VARIANT =~ ^(cpu|cu[0-9]{3}|rocm[0-9]+(\.[0-9]+)*|xpu)$ ]] ||
+    die "HARNESS_TORCH_VARIANT=$HARNESS_TORCH_VARIANT is not a PyTorch build variant: use cpu, cuXYZ (e.g. cu126) or rocmX.Y"
+  TORCH_INDEX=https://download.pytorch.org/whl/$HARNESS_TORCH_VARIANT
+fi
+TORCH_CHOICE=${TORCH_INDEX:-default}
+# torch and torchvision as pinned in requirements.txt
+mapfile -t TORCH_PINS < <(grep -E '^(torch|torchvision)==' requirements.txt)
+[ "${#TORCH_PINS[@]}" = 2 ] || die "requirements.txt must pin torch== and torchvision== (found: ${TORCH_PINS[*]:-nothing})"
+want=$( { cat requirements.txt scripts/setup.sh pyproject.toml; echo "torch index: $TORCH_CHOICE"; } | sha256sum | cut -c1-16)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c 'import mmcv._ext, harness' 2>/dev/null; then
   log "environment up to date ($VENV)"
@@ -32,8 +54,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-log "installing pinned requirements (torch first)"
-"${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
+installed_choice=$(cat "$TORCH_STAMP" 2>/dev/null || echo default)  # a venv from before the choice: PyPI's
+if [ "$installed_choice" != "$TORCH_CHOICE" ] && "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+  log "torch from $installed_choice; replacing it with the build from $TORCH_CHOICE"
+  "${PIP[@]}" uninstall -q -y torch torchvision
+fi
+log "installing pinned requirements (torch first, from ${TORCH_INDEX:-the default index})"
+"${PIP[@]}" install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "${TORCH_PINS[@]}"
+echo "$TORCH_CHOICE" > "$TORCH_STAMP"
 "${PIP[@]}" install -q -r requirements.txt
 
 mmcv_ok() { "$VENV/bin/python" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; }
@@ -74,10 +102,10 @@ elif try_wheel_dir "${HARNESS_WHEELHOUSE:-}" || try_wheel_dir "$CACHE"; then
   log "mmcv installed from a wheel"
 else
   build_mmcv
-  try_wheel_dir "$CACHE" || { echo "[setup] error: the mmcv wheel built into $CACHE does not import; see the build log above" >&2; exit 1; }
+  try_wheel_dir "$CACHE" || die "the mmcv wheel built into $CACHE does not import; see the build log above"
   log "mmcv built and cached in $CACHE"
 fi
 
 "${PIP[@]}" install -q --no-deps -e .
-"$VENV/bin/python" -c 'import torch, mmcv._ext, mmdet, harness; print("[setup] ok: torch", torch.__version__, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
+"$VENV/bin/python" -c 'import torch, mmcv._ext, mmdet, harness; print("[setup] ok: torch", torch.__version__, "CUDA", torch.version.cuda, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
 echo "$want" > "$STAMP"
