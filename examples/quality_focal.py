@@ -16,12 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.losses import ClassificationOutput, LossSpec, register_loss
-from harness.losses._ranking import validate
+from harness.losses import ClassificationOutput, LossSpec, register_loss, validate_inputs
 
 
 def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
-    validate(logits, targets, "quality_focal_loss")
+    validate_inputs(logits, targets, "quality_focal_loss")
     x = logits.reshape(-1).to(torch.promote_types(logits.dtype, torch.float32))
     t = targets.detach().reshape(-1).to(x.dtype)
     valid = (t >= 0).to(x.dtype)

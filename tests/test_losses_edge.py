@@ -248,3 +248,18 @@ def test_cuda_alrp_localisation_component_matches_cpu():
         out[device] = (loc.item(), err.grad.cpu())
     assert out["cuda"][0] == pytest.approx(out["cpu"][0], abs=1e-12)
     torch.testing.assert_close(out["cuda"][1], out["cpu"][1], atol=1e-12, rtol=0)
+
+
+def test_validate_inputs_is_the_public_check_loss_authors_use():
+    from harness.losses import validate_inputs
+
+    assert "(0, 1]" in validate_inputs.__doc__
+    validate_inputs(torch.randn(5), torch.tensor([0.0, -1.0, 0.3, 1.0, 0.0]), "mine")  # valid: no error
+    with pytest.raises(ValueError, match=r"^mine: 1 non-finite logit\(s\).*index 2"):
+        validate_inputs(torch.tensor([0.0, 1.0, float("nan")]), torch.zeros(3), "mine")
+    with pytest.raises(ValueError, match=r"^mine: 1 invalid target\(s\).*index 1 is -0.5"):
+        validate_inputs(torch.zeros(3), torch.tensor([0.0, -0.5, 1.0]), "mine")
+    with pytest.raises(ValueError, match="same shape"):
+        validate_inputs(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(TypeError, match="floating point"):
+        validate_inputs(torch.zeros(3, dtype=torch.long), torch.zeros(3))

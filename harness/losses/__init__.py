@@ -10,7 +10,9 @@ module per loss, its math in the module docstring:
 * :mod:`harness.losses.bucketed`: :func:`bucketed_rank_sort_loss`, :func:`bucketed_ap_loss` (Bucketed RS /
   AP, Yavuz et al., ECCV 2024: comparators, exact only at δ = 0);
 * :mod:`harness.losses.pointwise`: :func:`cross_entropy_loss`, :func:`focal_loss` (torch/torchvision);
-* :mod:`harness.losses.registry`: :data:`LOSSES`, :func:`get_loss`, :func:`register_loss`.
+* :mod:`harness.losses.registry`: :data:`LOSSES`, :func:`get_loss`, :func:`register_loss`;
+* :func:`validate_inputs`: the input checks every built-in loss runs (shapes, finite logits, targets in
+  ``{-1, 0} ∪ (0, 1]``), for authors of new losses.
 
 Every module of this package is imported here, so a new loss is one new file that calls
 :func:`register_loss`.
@@ -19,6 +21,7 @@ Every module of this package is imported here, so a new loss is one new file tha
 import importlib as _importlib
 import pkgutil as _pkgutil
 
+from harness.losses._ranking import validate_inputs
 from harness.losses.registry import (
     LOSSES,
     ClassificationOutput,
@@ -64,4 +67,5 @@ __all__ = [
     "quality_targets",
     "rank_sort_loss",
     "register_loss",
+    "validate_inputs",
 ]

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from harness.losses._ranking import validate
+from harness.losses._ranking import validate_inputs
 from harness.losses.registry import ClassificationOutput, LossSpec, register_loss
 
 
 def _prepare(logits: Tensor, targets: Tensor, name: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    validate(logits, targets, name)
+    validate_inputs(logits, targets, name)
     x = logits.reshape(-1)
     x = x.to(torch.promote_types(x.dtype, torch.float32))
     t = targets.detach().reshape(-1)
