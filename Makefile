@@ -46,3 +46,15 @@ bench-tables: setup  ## time all tables for 10 000 synthetic result rows; writes
 .PHONY: bench-steps
 bench-steps: setup  ## median training-step time per detector x loss cell (tiny, CPU); writes results/bench/steps.md
 	$(PY) -m harness bench-steps --out results/bench/steps
+
+# GPU nodes (README, "On a cluster").
+.PHONY: doctor gpu-wheels gpu-check
+doctor:  ## preflight of this node (torch + CUDA vs driver, GPUs, NCCL, mmcv/mmdet, sinfo); with EXPERIMENT=SPEC also its data, weights, SLURM
+	@test -x $(PY) || { echo "no $(VENV): run make setup first" >&2; exit 1; }
+	$(PY) -m harness doctor $(if $(filter-out file,$(origin EXPERIMENT)),$(EXPERIMENT))
+
+gpu-wheels:  ## fetch the wheels the GPU check needs into wheelhouse/gpu (CPython 3.12; see scripts/gpu-wheels.sh)
+	bash scripts/gpu-wheels.sh
+
+gpu-check:  ## the prepared GPU check: 35 cells on CUDA + baseline vs RS step times; writes results/bench/gpu.md
+	bash scripts/gpu-check.sh $(GPU_CHECK_ARGS)
