@@ -19,7 +19,7 @@ def test_full_and_cached_runs_are_kept_apart_and_partial_runs_ignored(tmp_path):
     assert "| full |" in text and "| 35 of 35 | yes |" in text and "| 661.0 | 900 s | yes |" in text
     assert "| 5.6 | 15 s | yes |" in text
     record(20.0, 0, 35, False, out_dir=tmp_path)  # a slow cached rerun misses its target, and says so
-    assert "| 20.0 | 15 s | **no** |" in md.read_text()
+    assert "| 20.0 | 15 s | **no** (+5 s) |" in md.read_text()
 
 
 def test_an_unmeasured_kind_says_so(tmp_path):
@@ -33,3 +33,35 @@ def test_the_process_start_is_in_the_recent_past():
     from harness.bench.benchmark_timing import process_started_at
 
     assert time.time() - 3600 < process_started_at() <= time.time()
+
+
+def _row(det, seed, **timing):
+    return {"run_id": f"{det}-{seed}", "detector": det, "seed": seed, "status": "done",
+            "provenance": {"wall_time_s": sum(v for k, v in timing.items() if k in ("startup_s", "imports_s", "build_s",
+                                                                                   "train_s", "test_s", "finish_s")),
+                           "timing": timing}}
+
+
+def test_the_full_run_keeps_its_steps_and_a_runs_split_by_phase(tmp_path):
+    rows = [_row("atss", s, startup_s=0.1, imports_s=0.0, build_s=0.5, train_s=6.0, data_s=0.4, checkpoint_s=0.1,
+                 test_s=1.0, evaluate_s=0.3, finish_s=0.1) for s in range(3)]
+    rows += [_row("faster_rcnn", 0, startup_s=0.1, build_s=0.7, train_s=12.0, test_s=2.0, finish_s=0.1),
+             {"run_id": "old", "detector": "paa", "provenance": {"wall_time_s": 9.0}}]  # no timing: left out
+    md = record(700.0, 35, 35, True, out_dir=tmp_path, steps={"data_s": 5.0, "runs_s": 680.0, "tables_s": 9.0},
+                rows=rows, slots=2)
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    cells = data["full"]["cells"]
+    assert cells["atss"]["runs"] == 3 and cells["atss"]["train"] == 6.0 and cells["atss"]["data"] == 0.4
+    assert cells["all"]["runs"] == 4 and cells["all"]["train"] == 30.0  # summed over runs: core-seconds
+    assert "paa" not in cells and data["full"]["steps"]["runs_s"] == 680.0
+    text = md.read_text()
+    assert "| train and evaluate the runs | 680.0 | 97% |" in text and "| start-up, planning, the rest | 6.0 |" in text
+    assert "| ATSS | 3 | 0.10 | 0.00 | 0.50 | 6.00 | 0.40 | 0.10 | 1.00 | 0.30 | 0.10 | 7.70 |" in text
+    assert "| Faster R-CNN | 1 |" in text and "| **all runs (sum)** | 4 |" in text
+    record(5.0, 0, 105, False, out_dir=tmp_path)  # a cached rerun keeps the full run's split
+    assert "| ATSS | 3 |" in md.read_text()
+
+
+def test_a_missed_target_says_by_how_much(tmp_path):
+    md = record(1000.0, 105, 105, True, out_dir=tmp_path)
+    assert "| 1000.0 | 900 s | **no** (+100 s) |" in md.read_text()

@@ -1,7 +1,18 @@
-"""Wall time of ``make benchmark`` on this machine, kept under ``results/bench/`` beside the other
-benchmarks: ``benchmark.json`` (the latest full run and the latest fully cached rerun) and
-``benchmark.md`` (them against the targets: the whole grid in at most 15 minutes on 2 cores, a cached
-rerun in at most 15 s).
+"""Wall time of ``make benchmark`` on this machine, and where it goes, kept under ``results/bench/``
+beside the other benchmarks: ``benchmark.json`` (the latest full run and the latest fully cached rerun)
+and ``benchmark.md`` (them against the targets: the whole grid, 3 seeds of 35 cells, in at most 15
+minutes on 2 cores from a fresh clone, data generation included; a cached rerun in at most 15 s).
+
+For the latest full run it also keeps the split:
+
+* the benchmark's steps (``steps``, measured by ``harness benchmark``): generating the synthetic data,
+  the runs (two at a time), the tables and plots;
+* a cell's time by phase, from the ``timing`` each result row carries in its provenance (seconds, as
+  measured inside the run's process by :mod:`harness.run`): ``startup`` (process start to the run's
+  code: a fresh interpreter and its imports, or a fork of a preloaded worker), ``imports`` (torch,
+  mmengine, mmdet and the plug-in inside the run), ``build`` (config, model, optimiser, data loaders),
+  ``train`` (of which ``data``: loading and transforming images, and ``checkpoint``: saving), ``test``
+  (of which ``evaluate``: COCO / LVIS AP and oLRP after inference) and ``finish`` (provenance, the row).
 
 :func:`record` is called by ``harness benchmark`` when it ran the default spec on this machine (local
 executor); a run that trained only some cells is neither kind and is not recorded.
@@ -13,11 +24,18 @@ import json
 import os
 import platform
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Iterable, Mapping
 
 FULL_TARGET_S = 15 * 60
 CACHED_TARGET_S = 15.0
 BENCH_DIR = Path("results/bench")
+# A run's phases (``provenance.timing``, seconds); nested ones are part of the phase before them.
+PHASES = ("startup", "imports", "build", "train", "data", "checkpoint", "test", "evaluate", "finish")
+NESTED = {"data": "train", "checkpoint": "train", "evaluate": "test"}
+STEPS = (("data_s", "generate the synthetic data"), ("runs_s", "train and evaluate the runs"),
+         ("tables_s", "tables and plots"))
 
 
 def process_started_at() -> float:
@@ -31,8 +49,39 @@ def process_started_at() -> float:
         return time.time()
 
 
-def record(seconds: float, trained: int, total: int, generated_data: bool, out_dir: str | Path = BENCH_DIR) -> Path | None:
-    """Keep ``seconds`` as the latest full run (every run trained) or cached rerun (none trained)."""
+def cell_split(rows: Iterable[Mapping]) -> dict:
+    """Per detector: the number of runs with a timing and the mean seconds of each phase, plus ``all``
+    (summed over every run: core-seconds); from the rows' ``provenance.timing``."""
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        timing = (row.get("provenance") or {}).get("timing")
+        if not isinstance(timing, Mapping):
+            continue
+        det = str(row.get("detector"))
+        counts[det] += 1
+        counts["all"] += 1
+        wall = (row.get("provenance") or {}).get("wall_time_s")
+        for key in (*PHASES, "total"):
+            value = wall if key == "total" else timing.get(f"{key}_s")
+            if isinstance(value, (int, float)):
+                sums[det][key] += float(value)
+                sums["all"][key] += float(value)
+    out = {}
+    for det, n in counts.items():
+        if det == "all":
+            out[det] = {"runs": n, **{k: round(v, 1) for k, v in sums[det].items()}}
+        else:
+            out[det] = {"runs": n, **{k: round(v / n, 2) for k, v in sums[det].items()}}
+    return out
+
+
+def record(seconds: float, trained: int, total: int, generated_data: bool, out_dir: str | Path = BENCH_DIR, *,
+           steps: Mapping[str, float] | None = None, rows: Iterable[Mapping] | None = None,
+           slots: int | None = None) -> Path | None:
+    """Keep ``seconds`` as the latest full run (every run trained) or cached rerun (none trained).
+    ``steps``: seconds of the benchmark's steps (:data:`STEPS` keys); ``rows``: the experiment's result
+    rows, for the split of a cell's time (full runs only); ``slots``: runs at once."""
     if trained not in (0, total) or not total:
         return None
     out_dir = Path(out_dir)
@@ -43,28 +92,78 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
     except (OSError, ValueError):
         data = {}
     kind = "cached" if trained == 0 else "full"
-    data[kind] = {"seconds": round(seconds, 1), "runs": total, "trained": trained, "generated_data": generated_data,
-                  "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine()}
+    entry = {"seconds": round(seconds, 1), "runs": total, "trained": trained, "generated_data": generated_data,
+             "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine()}
+    if steps:
+        entry["steps"] = {k: round(float(v), 1) for k, v in steps.items()}
+    if slots:
+        entry["slots"] = slots
+    if kind == "full" and rows is not None:
+        entry["cells"] = cell_split(rows)
+    data[kind] = entry
     from harness.files import write_json_atomic, write_text_atomic
 
     write_json_atomic(path, data)
     return write_text_atomic(out_dir / "benchmark.md", render(data))
 
 
+def _title(det: str) -> str:
+    try:
+        from harness.detectors.grid import DETECTORS
+
+        return DETECTORS[det].title if det in DETECTORS else det
+    except ImportError:  # pragma: no cover - the grid is part of the package
+        return det
+
+
 def render(data: dict) -> str:
     lines = ["# `make benchmark`: wall time on this machine", "",
              "Written by `harness benchmark` (what `make benchmark` runs) after each run of the default spec "
-             "(`experiments/synthetic.yaml`, local executor): the latest full run (every cell trained, the "
-             "synthetic data generated first when it was not cached) and the latest rerun with everything cached "
-             "(no cell trained: rows read, tables rebuilt, plots reused unless a row changed).", "",
-             "| run | when | cells trained | data generated | cores | seconds | target | met |",
+             "(`experiments/synthetic.yaml`: 35 cells × 3 seeds, local executor): the latest full run (every "
+             "run trained, the synthetic data generated first when it was not cached) and the latest rerun with "
+             "everything cached (no run trained: rows read, tables rebuilt, plots reused unless a row changed).", "",
+             "| run | when | runs trained | data generated | cores | seconds | target | met |",
              "|---|---|---:|:---:|---:|---:|---:|:---:|"]
     for kind, target in (("full", FULL_TARGET_S), ("cached", CACHED_TARGET_S)):
         r = data.get(kind)
         if not r:
             lines.append(f"| {kind} | not measured yet | | | | | {target:g} s | |")
             continue
-        met = "yes" if r["seconds"] <= target else "**no**"
+        met = "yes" if r["seconds"] <= target else f"**no** (+{r['seconds'] - target:.0f} s)"
         lines.append(f"| {kind} | {r['date']} | {r['trained']} of {r['runs']} | {'yes' if r['generated_data'] else 'no'} "
                      f"| {r['cores']} | {r['seconds']:.1f} | {target:g} s | {met} |")
+    full = data.get("full") or {}
+    if full.get("steps"):
+        lines += ["", "## Where the full run's time goes", "",
+                  "| step | seconds | share |", "|---|---:|---:|"]
+        total = full["seconds"]
+        accounted = 0.0
+        for key, label in STEPS:
+            if key in full["steps"]:
+                v = full["steps"][key]
+                accounted += v
+                lines.append(f"| {label} | {v:.1f} | {v / total:.0%} |")
+        lines.append(f"| start-up, planning, the rest | {max(0.0, total - accounted):.1f} | "
+                     f"{max(0.0, total - accounted) / total:.0%} |")
+        lines.append(f"| **total** | **{total:.1f}** | |")
+    cells = full.get("cells")
+    if cells:
+        every = cells.get("all", {})
+        cols = [p for p in PHASES if any(p in v for v in cells.values())]
+        head = ["detector", "runs", *[p if p not in NESTED else f"({p})" for p in cols], "run total"]
+        lines += ["", "## A run's time by phase", "",
+                  "Mean seconds per run, measured inside each run's process (its row's `provenance.timing`); a "
+                  "phase in brackets is part of the one before it (data loading and checkpoints of training, the "
+                  "AP / oLRP evaluation of testing). `run total`: the run's wall time from its code's start to its "
+                  "row. The last line sums every run (core-seconds)"
+                  + (f"; with {full['slots']} runs at once the runs step above is at least that sum / "
+                     f"{full['slots']}." if full.get("slots") else "."), "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for det in [d for d in cells if d != "all"]:
+            v = cells[det]
+            lines.append(f"| {_title(det)} | {v['runs']} | " + " | ".join(f"{v.get(p, 0):.2f}" for p in cols)
+                         + f" | {v.get('total', 0):.2f} |")
+        if every:
+            lines.append(f"| **all runs (sum)** | {every['runs']} | " + " | ".join(f"{every.get(p, 0):.0f}" for p in cols)
+                         + f" | {every.get('total', 0):.0f} |")
     return "\n".join(lines) + "\n"
