@@ -216,19 +216,21 @@ class _WaveletMatrix:
             w = nw
         return out
 
-    def query(self, sums: list[Tensor], c: Tensor, lim: Tensor) -> Tensor:
-        """``Σ_{j: u_j < c, v_j < lim} w_j`` for each pair, ``sums`` from :meth:`prefix_sums`."""
-        lo = torch.zeros_like(c)
-        hi = c
-        acc = None
-        for (bit_no, rank0, zeros, _), cum in zip(self.levels, sums):
-            r_lo, r_hi = rank0[lo], rank0[hi]
-            one = ((lim >> bit_no) & 1).bool()
-            part = torch.where(one[:, None], cum[r_hi] - cum[r_lo], 0.0)
-            acc = part if acc is None else acc + part
-            lo = torch.where(one, zeros + lo - r_lo, r_lo)
-            hi = torch.where(one, zeros + hi - r_hi, r_hi)
-        return acc
+    def query(self, sums: list[Tensor], cuts: list[Tensor], lim: Tensor) -> list[Tensor]:
+        """``Σ_{j: u_j < c, v_j < lim} w_j`` for each ``c`` of each tensor in ``cuts`` (``[Q]`` each) and
+        the ``lim`` of its row (``[Q]``); ``sums`` from :meth:`prefix_sums`. Returns ``[Q, K]`` per cut."""
+        q = lim.numel()
+        # Each range [0, c) is walked by its two ends; the lower end (0) depends on lim only.
+        ends = torch.cat([torch.zeros_like(lim), *cuts])
+        acc = torch.zeros((len(cuts), q, sums[0].shape[1]), dtype=sums[0].dtype, device=lim.device)
+        bits = [((lim >> bit_no) & 1) for bit_no, _, _, _ in self.levels]
+        for (_, rank0, zeros, _), cum, bit in zip(self.levels, sums, bits):
+            r = rank0.index_select(0, ends)  # points with a 0 at this bit before each end
+            w = cum.index_select(0, r).view(len(cuts) + 1, q, -1)
+            # where lim has a 1, the points with a 0 here are all below lim: add their weights
+            acc.addcmul_(w[1:] - w[:1], bit.to(w.dtype)[None, :, None])
+            ends = torch.where(bit.bool().repeat(len(cuts) + 1), ends - r + zeros, r)  # follow lim's bit
+        return list(acc.unbind(0))
 
 
 class PositivePairs:
@@ -269,6 +271,7 @@ class PositivePairs:
             y_sorted, y_order = torch.sort(quality, stable=True)
             v = torch.empty_like(y_order)
             v[y_order] = m - 1 - torch.arange(m, device=order.device)  # position by quality, descending
+            self.by_quality = y_order.flip(0)  # the positives by quality, descending (v = 0, 1, …)
             self.lim_ge = m - torch.searchsorted(y_sorted, quality)  # #{y_j >= y_i}
             self.lim_gt = m - torch.searchsorted(y_sorted, quality, right=True)  # #{y_j > y_i}
             self.wavelet = _WaveletMatrix(u, v, m)
@@ -302,9 +305,14 @@ class PositivePairs:
 
     def _sums_2d(self, weights: Tensor, lim: Tensor, upper: bool) -> Tensor:
         cols = self._columns(weights)
+        # the total over v_j < lim is a prefix in quality order
+        by_quality = torch.zeros((self.m + 1, cols.shape[1]), dtype=COMPUTE_DTYPE, device=cols.device)
+        torch.cumsum(cols.index_select(0, self.by_quality), 0, out=by_quality[1:])
+        total = by_quality.index_select(0, lim)
         sums = self.wavelet.prefix_sums(cols)
-        total = self.wavelet.query(sums, torch.full_like(lim, self.m), lim)
-        return self._window(lambda cut: self.wavelet.query(sums, cut, lim), total, upper)
+        cuts = [self.cut_lt if upper else self.cut_le] if self.delta == 0 else [self.cut_lo, self.cut_hi]
+        table = dict(zip([id(c) for c in cuts], self.wavelet.query(sums, cuts, lim)))
+        return self._window(lambda cut: table[id(cut)], total, upper)
 
     def above(self, weights: Tensor) -> Tensor:
         """``Σ_{j∈P} w_j H(s_j − s_i)`` for every positive (``[P, K]`` for ``[P, K]`` weights)."""
@@ -325,45 +333,56 @@ class PositivePairs:
 
 
 # Cells of the lookup grid per breakpoint in bucket_codes (more cells: fewer values need a search).
-GRID_CELLS_PER_POINT = 32
+GRID_CELLS_PER_POINT = 16
+
+
+def _count_le(points: Tensor, bounds: Tensor) -> Tensor:
+    """``#{k: points[k] ≤ bounds[j]}`` for sorted ``bounds`` (many) and ``points`` (few)."""
+    first = torch.searchsorted(bounds, points)  # point k is ≤ bounds[j] exactly for j ≥ first[k]
+    return torch.bincount(first, minlength=bounds.numel() + 1).cumsum(0)[: bounds.numel()]
 
 
 def bucket_codes(values: Tensor, points: Tensor) -> Tensor:
-    """``#{k: points[k] ≤ v}`` for every value (int32), exactly, for sorted float64 ``points``.
+    """``#{k: points[k] ≤ v}`` for every float64 value (int32), exactly, for sorted float64 ``points``.
 
-    Equal to ``torch.bucketize(values, points, right=True)`` computed in float64. On a CPU a binary
-    search per value is the cost of the ranking losses at large N, so a uniform grid of
-    ``≥ GRID_CELLS_PER_POINT × #points`` cells over ``[points[0] − 2w, points[-1] + w]`` answers first,
-    in the values' own precision: a value's cell is one subtract, multiply and floor (everything below
-    or above the grid is clamped into an end cell), and a table gives the code of every cell whose whole
-    extent, widened by a safety margin that covers float32 rounding many times over, holds no point.
-    Only the few values in the remaining cells are searched (in float64), so the result is exact. On a
-    GPU the search itself is cheap and needs no host synchronisation: ``bucketize`` answers.
+    Equal to ``torch.bucketize(values, points, right=True)``. On a CPU a binary search per value is the
+    cost of the ranking losses at large N, so a uniform grid of ``≥ GRID_CELLS_PER_POINT × #points``
+    cells over ``[points[0] − 2w, points[-1] + w]`` answers first: a value's cell is one subtract,
+    multiply and floor (everything below or above the grid is clamped into an end cell), and a table
+    gives, for every cell, the code at its lower end and the one point its extent holds, if any (the
+    extent widened by a margin of 2⁻⁴⁰ of the grid's magnitude; float64 rounding of the cell index is
+    below 2⁻⁵⁰ of it): the code is ``low + [v ≥ point]``. Only values in cells holding several points
+    (closer together than a cell) are searched, so the result is exact. On a GPU the search
+    itself is cheap and needs no host synchronisation: ``bucketize`` answers.
     """
     m = points.numel()
     if values.is_cuda or m < 2 or values.numel() < 16 * m:
-        return torch.bucketize(values.to(COMPUTE_DTYPE), points, right=True).int()
+        return torch.bucketize(values, points, right=True).int()
     lo, hi = points[0].item(), points[-1].item()
     span = hi - lo
     cells = max(GRID_CELLS_PER_POINT * m, min(1 << 16, values.numel() // 8))
     width = span / cells
-    margin = 2.0**-20 * (max(abs(lo), abs(hi)) + span)
+    margin = 2.0**-40 * (max(abs(lo), abs(hi)) + span)
     if not width > 4 * margin:  # points too close together for the grid to separate them
-        return torch.bucketize(values.to(COMPUTE_DTYPE), points, right=True).int()
+        return torch.bucketize(values, points, right=True).int()
     # cell j is [E_j, E_{j+1}) with E_j = lo + (j − 2) w; cell 0 also holds everything below E_1 and
     # the last cell everything from hi + w on.
     edges = lo + width * (torch.arange(cells + 4, dtype=COMPUTE_DTYPE, device=points.device) - 2)
     inf = edges.new_full((1,), float("inf"))
-    low = torch.bucketize(torch.cat([-inf, edges[1:] - margin]), points, right=True)
-    high = torch.bucketize(torch.cat([edges[1:] + margin, inf]), points, right=True)
-    table = torch.where(low == high, low, -1).int()  # -1: a point may lie in the cell: search
-    v = values if values.dtype in (torch.float32, torch.float64) else values.float()
-    cell = torch.sub(v, edges[0].item()).mul_(1.0 / width).floor_().clamp_(0, cells + 3).int()
-    code = table.index_select(0, cell)
-    unsure = (code < 0).nonzero().squeeze(1)
-    if unsure.numel():
-        exact = torch.bucketize(v.index_select(0, unsure).to(COMPUTE_DTYPE), points, right=True)
-        code.index_copy_(0, unsure, exact.int())
+    # The code of each cell's lowest and highest possible value, #{points ≤ x}, from one search of the
+    # points among the (sorted) bounds: O(#points log #cells + #cells).
+    low = _count_le(points, torch.cat([-inf, edges[1:] - margin]))
+    high = _count_le(points, torch.cat([edges[1:] + margin, inf]))
+    # A cell holding one point p answers low + [v ≥ p]; one holding none, low (p = +inf). A cell
+    # holding several (rare: they are closer than a cell) is marked and its values searched.
+    several = high - low > 1
+    pivot = torch.where(high > low, points[low.clamp(max=m - 1)], inf)
+    base = torch.where(several, -(m + 1), low).int()
+    cell = torch.sub(values, edges[0].item()).mul_(1.0 / width).floor_().clamp_(0, cells + 3).int()
+    code = base.index_select(0, cell).add_(values >= pivot.index_select(0, cell))
+    if bool(several.any()):
+        unsure = (code < 0).nonzero().squeeze(1)
+        code.index_copy_(0, unsure, torch.bucketize(values.index_select(0, unsure), points, right=True).int())
     return code
 
 
@@ -427,9 +446,9 @@ class NegativeIndex:
         self.rank[order] = torch.arange(order.numel(), device=order.device)
         self.num_points = self.points.numel()
         self._p = p
-        self.code = bucket_codes(batch.logits, self.points)
-        size = self.num_points + 1
         s64 = batch.logits.to(COMPUTE_DTYPE)
+        self.code = bucket_codes(s64, self.points)
+        size = self.num_points + 1
         counts = _bincount(self.code, None, size)
         sums = _bincount(self.code, s64, size)
         excluded = batch.pos_index if batch.ignored_index is None else torch.cat([batch.pos_index, batch.ignored_index])
