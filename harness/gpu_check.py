@@ -180,9 +180,9 @@ class Trainer:
         for group, lr in zip(self.wrapper.optimizer.param_groups, self.base_lrs):
             group["lr"] = lr * factor
 
-    def step(self, batch: dict) -> dict[str, float] | None:
-        """One training step; returns the logged loss values (None: not read, to keep a timed step
-        free of device synchronisation)."""
+    def step(self, batch: dict) -> dict:
+        """One training step; returns mmengine's logged values as tensors (reading them with
+        :meth:`values` waits for the device, which the timed steps do not)."""
         self._set_lr()
         data = self.model.data_preprocessor(copy.deepcopy(batch), True)
         losses = self.model(**data, mode="loss")
@@ -221,7 +221,8 @@ def train_and_predict(detector: str, loss: str, device, settings: Settings, batc
                 if bad:
                     out.problem = f"step {i + 1}: " + ", ".join(f"{k} = {v}" for k, v in bad.items())
                     return out
-                out.first_loss = values["loss"] if i == 0 else out.first_loss
+                if i == 0:
+                    out.first_loss = values["loss"]
                 out.last_loss = values["loss"]
                 out.steps = i + 1
             _synchronize(device)
