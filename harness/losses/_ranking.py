@@ -185,35 +185,31 @@ class _WaveletMatrix:
     search and no host synchronisation.
     """
 
-    def __init__(self, u: Tensor, v: Tensor, m: int):
-        seq = torch.empty_like(v)
-        seq[u] = v
-        self.u = u
+    def __init__(self, order: Tensor, v: Tensor, m: int):
+        # order[k]: the point with u = k; the sequence of v in u-order is partitioned level by level.
+        seq = v.index_select(0, order)
+        point = order
         self.levels: list[tuple[int, Tensor, Tensor, Tensor]] = []
         ar = torch.arange(m, device=v.device)
         for bit_no in reversed(range(max(1, m.bit_length()))):
             bit = (seq >> bit_no) & 1
             rank0 = torch.zeros(m + 1, dtype=torch.long, device=v.device)
-            rank0[1:] = torch.cumsum(1 - bit, 0)  # rank0[k]: points with a 0 among the first k
+            torch.cumsum(1 - bit, 0, out=rank0[1:])  # rank0[k]: points with a 0 among the first k
             zeros = rank0[m]
             pos = torch.where(bit.bool(), zeros + ar - rank0[:-1], rank0[:-1])  # stable partition
-            nxt = torch.empty_like(seq)
+            nxt, nxt_point = torch.empty_like(seq), torch.empty_like(point)
             nxt[pos] = seq
-            self.levels.append((bit_no, rank0, zeros, pos))
-            seq = nxt
+            nxt_point[pos] = point
+            self.levels.append((bit_no, rank0, zeros, nxt_point))  # which point sits where after it
+            seq, point = nxt, nxt_point
 
     def prefix_sums(self, weights: Tensor) -> list[Tensor]:
         """Per level, the prefix sums of ``weights`` (``[M, K]``, by point) in that level's output order."""
-        w = torch.empty_like(weights)
-        w[self.u] = weights
         out = []
-        for _, _, _, pos in self.levels:
-            nw = torch.empty_like(w)
-            nw[pos] = w
-            cum = torch.zeros((w.shape[0] + 1, w.shape[1]), dtype=w.dtype, device=w.device)
-            torch.cumsum(nw, 0, out=cum[1:])
+        for _, _, _, point in self.levels:
+            cum = torch.zeros((weights.shape[0] + 1, weights.shape[1]), dtype=weights.dtype, device=weights.device)
+            torch.cumsum(weights.index_select(0, point), 0, out=cum[1:])
             out.append(cum)
-            w = nw
         return out
 
     def query(self, sums: list[Tensor], cuts: list[Tensor], lim: Tensor) -> list[Tensor]:
@@ -258,23 +254,26 @@ class PositivePairs:
         s_sorted, order = torch.sort(pos_logits, stable=True)
         self.order = order
         self.s_sorted = s_sorted
+        # cut positions, searched for the sorted logits (which is faster) and put back in place
+        u = torch.empty_like(order)
+        u[order] = torch.arange(m, device=order.device)
         if delta == 0:
-            self.cut_lt = torch.searchsorted(s_sorted, pos_logits)  # #{s_j < s_i}
-            self.cut_le = torch.searchsorted(s_sorted, pos_logits, right=True)  # #{s_j <= s_i}
+            self.cut_lt = torch.searchsorted(s_sorted, s_sorted).index_select(0, u)  # #{s_j < s_i}
+            self.cut_le = torch.searchsorted(s_sorted, s_sorted, right=True).index_select(0, u)  # #{s_j <= s_i}
         else:
-            self.cut_lo = torch.searchsorted(s_sorted, pos_logits - delta)  # #{s_j < s_i − δ}
-            self.cut_hi = torch.searchsorted(s_sorted, pos_logits + delta)  # #{s_j < s_i + δ}
+            self.cut_lo = torch.searchsorted(s_sorted, s_sorted - delta).index_select(0, u)  # #{s_j < s_i − δ}
+            self.cut_hi = torch.searchsorted(s_sorted, s_sorted + delta).index_select(0, u)  # #{s_j < s_i + δ}
         self.wavelet = None
         if quality is not None:
-            u = torch.empty_like(order)
-            u[order] = torch.arange(m, device=order.device)
             y_sorted, y_order = torch.sort(quality, stable=True)
             v = torch.empty_like(y_order)
             v[y_order] = m - 1 - torch.arange(m, device=order.device)  # position by quality, descending
             self.by_quality = y_order.flip(0)  # the positives by quality, descending (v = 0, 1, …)
-            self.lim_ge = m - torch.searchsorted(y_sorted, quality)  # #{y_j >= y_i}
-            self.lim_gt = m - torch.searchsorted(y_sorted, quality, right=True)  # #{y_j > y_i}
-            self.wavelet = _WaveletMatrix(u, v, m)
+            w = torch.empty_like(y_order)
+            w[y_order] = torch.arange(m, device=order.device)
+            self.lim_ge = (m - torch.searchsorted(y_sorted, y_sorted)).index_select(0, w)  # #{y_j >= y_i}
+            self.lim_gt = (m - torch.searchsorted(y_sorted, y_sorted, right=True)).index_select(0, w)  # #{y_j > y_i}
+            self.wavelet = _WaveletMatrix(order, v, m)
 
     def _columns(self, weights: Tensor) -> Tensor:
         """``[w, w · s]`` as columns (``[P, 2K]``); only ``w`` at δ = 0."""
