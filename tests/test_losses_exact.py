@@ -106,3 +106,50 @@ def test_multidimensional_logits_are_flattened():
     g = _grad(x, out.total)
     assert g.shape == (4, 105)
     torch.testing.assert_close(g.reshape(-1), r_g, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_dense_positive_pairs_equal_the_wavelet(monkeypatch, delta):
+    """The dense P × P path (used on a GPU for small P) gives the same sums; forced here on the CPU."""
+    g = torch.Generator().manual_seed(9)
+    s = torch.round(torch.randn(300, generator=g, dtype=torch.float64) * 4) / 4
+    y = torch.randint(1, 6, (300,), generator=g).double() / 5
+    w = torch.rand(300, 2, generator=g, dtype=torch.float64)
+    sparse = _ranking.PositivePairs(s, delta, quality=y)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    dense = _ranking.PositivePairs(s, delta, quality=y)
+    monkeypatch.undo()
+    assert dense.dense and not sparse.dense
+    for name in ("above", "above_at_least", "below_better"):
+        torch.testing.assert_close(getattr(dense, name)(w), getattr(sparse, name)(w), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("loss_name", ["rs", "ap", "alrp"])
+def test_gpu_code_paths_equal_the_cpu_ones(monkeypatch, loss_name):
+    """Where the code branches for a GPU (bucketize instead of the grid, index_add instead of bincount,
+    dense positive pairs), the result is the same; the branches are forced here on the CPU."""
+    g = torch.Generator().manual_seed(10)
+    s = torch.round(torch.randn(20_000, generator=g, dtype=torch.float64) * 64) / 64  # ties
+    t = torch.zeros(20_000, dtype=torch.float64)
+    perm = torch.randperm(20_000, generator=g)
+    p = 300  # 20,000 logits against 600 breakpoints: the CPU takes the grid
+    t[perm[:p]] = torch.randint(1, 6, (p,), generator=g).double() / 5
+    t[perm[p : p + 500]] = -1.0
+    e_loc = torch.linspace(0, 2, p, dtype=torch.float64)
+
+    def run():
+        x = s.clone().requires_grad_(True)
+        if loss_name == "rs":
+            loss = rank_sort_loss(x, t).total
+        elif loss_name == "alrp":
+            loss = alrp_classification_loss(x, t, e_loc)[0]
+        else:
+            loss = ap_loss(x, t)
+        return float(loss.detach()), _grad(x, loss)
+
+    cpu = run()
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    gpu_paths = run()
+    monkeypatch.undo()
+    assert gpu_paths[0] == pytest.approx(cpu[0], abs=1e-12)
+    torch.testing.assert_close(gpu_paths[1], cpu[1], atol=1e-12, rtol=0)

@@ -229,6 +229,11 @@ class _WaveletMatrix:
         return list(acc.unbind(0))
 
 
+# On a GPU, up to this many positives are paired densely (P × P float64: 128 MiB at 4096): a handful
+# of kernels instead of the wavelet's few hundred small ones, which is what costs time there.
+DENSE_MAX_POSITIVES = 4096
+
+
 class PositivePairs:
     """The positive-versus-positive sums of the ranking losses, exact in O(P log P) (no P × P term).
 
@@ -243,7 +248,8 @@ class PositivePairs:
     sums are differences of prefix sums of ``w`` and ``w · s`` at two cut positions per positive (one at
     δ = 0, where ties are counted exactly as ``s_j ≥ s_i``). The restriction to better-localised
     positives makes the prefix two-dimensional (logit order × quality order), answered exactly by
-    :class:`_WaveletMatrix`. Everything is float64.
+    :class:`_WaveletMatrix`. On a GPU, up to ``DENSE_MAX_POSITIVES`` positives are paired densely
+    instead (the same sums as matrix products: fewer kernels, no search). Everything is float64.
     """
 
     def __init__(self, pos_logits: Tensor, delta: float, quality: Tensor | None = None):
@@ -251,6 +257,12 @@ class PositivePairs:
         self.s = pos_logits
         m = pos_logits.numel()
         self.m = m
+        self.dense = pos_logits.is_cuda and m <= DENSE_MAX_POSITIVES
+        if self.dense:  # a few large kernels beat many small ones on a GPU
+            self.h = step(pos_logits[None, :] - pos_logits[:, None], delta)  # h[i, j] = H(s_j − s_i)
+            if quality is not None:
+                self.y = quality
+            return
         s_sorted, order = torch.sort(pos_logits, stable=True)
         self.order = order
         self.s_sorted = s_sorted
@@ -315,14 +327,20 @@ class PositivePairs:
 
     def above(self, weights: Tensor) -> Tensor:
         """``Σ_{j∈P} w_j H(s_j − s_i)`` for every positive (``[P, K]`` for ``[P, K]`` weights)."""
+        if self.dense:
+            return self.h @ weights.reshape(self.m, -1).to(COMPUTE_DTYPE)
         return self._sums_1d(weights, upper=True)
 
     def above_at_least(self, weights: Tensor) -> Tensor:
         """``Σ_{j∈P: y_j ≥ y_i} w_j H(s_j − s_i)`` for every positive."""
+        if self.dense:
+            return (self.h * (self.y[None, :] >= self.y[:, None])) @ weights.reshape(self.m, -1).to(COMPUTE_DTYPE)
         return self._sums_2d(weights, self.lim_ge, upper=True)
 
     def below_better(self, weights: Tensor) -> Tensor:
         """``Σ_{j∈P: y_j > y_i} w_j H(s_i − s_j)`` for every positive."""
+        if self.dense:  # H(s_i − s_j) = h[j, i]
+            return (self.h.T * (self.y[None, :] > self.y[:, None])) @ weights.reshape(self.m, -1).to(COMPUTE_DTYPE)
         return self._sums_2d(weights, self.lim_gt, upper=False)
 
     @property
