@@ -132,6 +132,6 @@ def test_benchmark_runs_and_prints_the_tables(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| ATSS |" in proc.stdout and "written:" in proc.stdout
     assert (results / "bench" / "tables" / "grid_bbox_AP.tex").exists()
-    assert (results / "bench" / "plots" / "bar_bbox_AP.png").exists()
+    assert (results / "bench" / "plots" / "seeds_bbox_AP.png").exists()
     again = run_cli("benchmark", str(spec), "--executor", "debug", "--results", str(results))
     assert "0 to run, 1 already done" in again.stdout
