@@ -1,6 +1,6 @@
 """The loss library: exact, vectorised RS / aLRP / AP losses beside cross-entropy and Focal.
 
-Pure torch (no mmdet), device-agnostic, float16/bfloat16 logits accepted (computed in float64). One
+Pure torch (no mmdet), device-agnostic, float16/bfloat16 logits accepted (summed in float64). One
 module per loss, its math in the module docstring:
 
 * :mod:`harness.losses.rank_sort`: :func:`rank_sort_loss` → ``(ranking, sorting)`` with ``.total``;

@@ -11,10 +11,13 @@ piecewise linear in ``s_i``:
 * ``g_j = Σ_{i∈P} w_i · H(s_j − s_i)`` for every negative (:meth:`NegativeIndex.scatter`), the update
   handed back to the negatives.
 
-The 2P breakpoints ``s_i ± δ`` cut the logit axis into 2P + 1 intervals. One ``bucketize`` puts each
-negative into its interval (O(N log P)); per-interval counts and sums followed by prefix sums give
-``N_FP``; per-breakpoint coefficient jumps followed by prefix sums give, for every interval b, an affine
-function ``A_b + B_b · s`` that is the negatives' update there, gathered in O(N).
+The 2P breakpoints ``s_i ± δ`` cut the logit axis into 2P + 1 intervals. Every entry of the batch gets
+the number of its interval in place (:func:`bucket_codes`: on a CPU a lookup grid with one comparison,
+O(N); on a GPU ``bucketize``, O(N log P)); the negatives are never gathered into a copy. Per-interval
+counts and sums of the negatives followed by prefix sums give ``N_FP``; per-breakpoint coefficient jumps
+followed by prefix sums give, for every interval b, an affine function ``A_b + B_b · s`` that is the
+negatives' update there, applied to every entry in the backward pass (O(N), in float32 for float32
+logits: the coefficients are exact, the affine step rounds like any float32 gradient).
 
 Positive-versus-positive terms are no P × P matrix either (:class:`PositivePairs`): the same piecewise
 linearity, over the positives sorted once, turns ``Σ_{j∈P} w_j H(s_j − s_i)`` into differences of prefix
@@ -23,6 +26,10 @@ sums at two cut positions per positive, O(P log P). RS's target sorting error re
 (:class:`_WaveletMatrix`) answers exactly with ⌈log2 (P+1)⌉ levels of prefix sums and gathers:
 O(P log P) with no search. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
 of the logits.
+
+Host synchronisation: validating the inputs (one, to raise on NaN / Inf logits or bad targets), and
+counting the positives (and ignored entries, when there are any) with ``nonzero``; none in the backward
+pass. No device is named: everything follows the logits.
 """
 
 from __future__ import annotations

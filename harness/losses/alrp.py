@@ -24,6 +24,9 @@ cumulative sum over a sorted order agrees whenever the logits are distinct.
 ``E_loc`` is the positive's GIoU loss (in [0, 2]) divided by ``2(1 − τ)``: τ = 0.5 (divide by 1) for
 one-stage heads, τ = 0.7 for the RPN. Total: ``L_cls + SB · L_loc`` with :class:`SelfBalance`.
 No positives: values 0 with zero gradients.
+
+Cost: O(N) passes for the negatives and O(P log P) for the positives (see :mod:`harness.losses._ranking`);
+no N × P or P × P tensor.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ seen so far (initially 0), i.e. the interpolated precision over lower-ranked pos
 Value ``1 − mean_i prec(i)``; finally ``g /= |P|`` (identity update, not autograd's derivative).
 The running maximum is a ``cummax`` over the positives sorted by logit; tied positives share
 ``current``, so their order does not matter. No positives: value 0, zero gradient.
+
+Cost: O(N) passes for the negatives and O(P log P) for the positives (see :mod:`harness.losses._ranking`);
+no N × P or P × P tensor.
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ Heads build targets with :func:`quality_targets`, which clamps qualities to ``[Q
 positive stays a positive that ranks above every better-localised positive only at a sorting cost of
 ``1 − 1e-6`` instead of 1. No positives: both values 0 with a zero gradient.
 
-Cost: O(N log P) for the negatives and O(P log P) for the positive-versus-positive terms, the
-restriction ``y_j ≥ y_i`` included (see :mod:`harness.losses._ranking`);
-no N × P or P × P tensor. Computes in float64 whatever the logits' dtype.
+Cost: O(N) passes for the negatives and O(P log P) for the positive-versus-positive terms, the
+restriction ``y_j ≥ y_i`` included (see :mod:`harness.losses._ranking`); no N × P or P × P tensor.
+Sums in float64 whatever the logits' dtype.
 """
 
 from __future__ import annotations
