@@ -22,10 +22,13 @@ die() { printf '[gpu-check] error: %s\n' "$*" >&2; exit 1; }
 log() { printf '[gpu-check] %s\n' "$*"; }
 
 command -v "$PY" >/dev/null || die "no $PY here: set HARNESS_GPU_PYTHON_BIN to a python with a CUDA build of torch"
-torch_problem=$("$PY" -c '
+if ! torch_problem=$("$PY" -c '
 import torch
 v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-print(f"torch {torch.__version__} is older than 2.4" if v < (2, 4) else "")' 2>&1) || torch_problem="torch does not import in $PY: ${torch_problem##*$'\n'}"
+print(f"torch {torch.__version__} is older than 2.4" if v < (2, 4) else "")' 2>&1); then
+  last=$(printf '%s\n' "$torch_problem" | tail -n1)
+  torch_problem="torch does not import in $PY: ${last:-it exited with an error}"
+fi
 [ -z "$torch_problem" ] || die "$torch_problem (set HARNESS_GPU_PYTHON_BIN to a python with a CUDA torch >= 2.4)"
 compgen -G "$WH/*.whl" >/dev/null || die "no wheels in $WH: make them with scripts/gpu-wheels.sh where a package registry answers, and carry them beside the code"
 
@@ -60,7 +63,8 @@ else
   echo "$stamp" > "$SITE/.harness-gpu-site"
 fi
 export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-import_problem=$("$PY" -c 'import torchvision, mmcv._ext, mmdet.models, harness.detectors.plugin' 2>&1) ||
-  die "the stack does not import: ${import_problem##*$'\n'} (an mmcv wheel must be built against this torch: $("$PY" -c 'import torch; print(torch.__version__)'))"
+if ! import_problem=$("$PY" -c 'import torchvision, mmcv._ext, mmdet.models, harness.detectors.plugin' 2>&1); then
+  die "the stack does not import: $(printf '%s\n' "$import_problem" | tail -n1) (the mmcv wheel must be built against this torch, $("$PY" -c 'import torch; print(torch.__version__)'))"
+fi
 "$PY" -m harness doctor || true  # the node, for the record; its notes and problems do not stop the check
 exec "$PY" -m harness gpu-check "$@"
