@@ -104,14 +104,14 @@ def check_delta(delta: float, name: str) -> float:
 
 @dataclass
 class Split:
-    """The flattened batch split into positives and relevant negatives (ignored entries dropped)."""
+    """The flattened batch split into positives and relevant negatives (ignored entries dropped); the
+    bucketed losses work on this copy of the relevant negatives."""
 
     pos_index: Tensor  # flat indices of positives, ascending
     neg_index: Tensor  # flat indices of the relevant negatives, ascending
     pos_logits: Tensor  # float64
     neg_logits: Tensor  # float64
     pos_targets: Tensor  # float64 target values (> 0) of the positives
-    neg_logits32: Tensor  # the relevant negatives' logits in float32 (for fast bucketing)
 
 
 def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
@@ -127,8 +127,9 @@ def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
     if pos_index.numel():
         floor = pos_logits.min() - delta  # float64
         floor_native = floor.to(s.dtype)
-        if floor_native > floor:  # rounded up when cast: step one ulp down so no relevant one is lost
-            floor_native = torch.nextafter(floor_native, floor_native.new_tensor(float("-inf")))
+        # rounded up when cast: step one ulp down so no relevant one is lost (no host synchronisation)
+        lower = torch.nextafter(floor_native, floor_native.new_tensor(float("-inf")))
+        floor_native = torch.where(floor_native > floor, lower, floor_native)
         neg_index = ((t == 0) & (s >= floor_native)).nonzero().squeeze(1)
     else:
         neg_index = pos_index
@@ -139,7 +140,6 @@ def split(logits: Tensor, targets: Tensor, delta: float) -> Split:
         pos_logits=pos_logits,
         neg_logits=neg.to(COMPUTE_DTYPE),
         pos_targets=t.index_select(0, pos_index).to(COMPUTE_DTYPE),
-        neg_logits32=neg.float(),
     )
 
 
