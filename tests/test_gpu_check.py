@@ -113,3 +113,32 @@ def test_usage_errors(capsys, monkeypatch):
     assert "expected DETECTOR:LOSS" in capsys.readouterr().err
     assert main(["gpu-check", "--device", "cpu", "--quick", "--only", "atss:nope"]) == 2
     assert "unknown loss" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- scripts
+
+def _script(name: str, env: dict, *args: str):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(["bash", str(root / "scripts" / name), *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)
+
+
+def test_scripts_refuse_bad_settings_in_one_line(tmp_path):
+    """The set-up and GPU scripts stop before doing anything, with one line saying what to change."""
+    cases = [
+        ("setup.sh", {"HARNESS_TORCH_VARIANT": "cuda12"}, "is not a PyTorch build variant"),
+        ("setup.sh", {"HARNESS_TORCH_VARIANT": "cu126", "HARNESS_TORCH_INDEX_URL": "https://x"}, "not both"),
+        ("gpu-wheels.sh", {"HARNESS_WHEELHOUSE": str(tmp_path)}, "no mmcv 2.1.0 wheel for cp312"),
+        ("gpu-wheels.sh", {"HARNESS_GPU_PYTHON": "312"}, "expected a CPython version"),
+        ("gpu-check.sh", {"HARNESS_GPU_PYTHON_BIN": str(tmp_path / "python3")}, "set HARNESS_GPU_PYTHON_BIN"),
+    ]
+    for script, env, message in cases:
+        proc = _script(script, env, str(tmp_path / "out"))
+        assert proc.returncode == 1, (script, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (script, proc.stderr)
+    assert not (tmp_path / "out").exists()
