@@ -5,7 +5,8 @@ ratios measured in the same run, and the targets checked). Inputs: N float32 log
 and positives ~ N(0.5, 1), so nearly every negative is *relevant* (the worst case: no pruning helps);
 positives' qualities uniform in (0.1, 1). The losses of one (N, P) cell are timed in turns (one run of
 each, again and again, for about 8 s) after a warm-up, so a burst of load on the machine hits them
-alike; each time is the median of its runs. The plain loop, seconds per call, is timed after them. The denominator, ``focal``, is torchvision's plain
+alike; each time is the median of its runs. The plain loop, seconds per call, is timed after them (three
+runs, or one without a warm-up where N·P > 1e8). The denominator, ``focal``, is torchvision's plain
 ``sigmoid_focal_loss(logits, binary, reduction='sum')`` forward + backward on the same logits.
 
 Bucketed RS / AP (comparators) also get their distance to the exact losses, in float64 on the same
@@ -43,6 +44,7 @@ SIZES_N = (10_000, 100_000, 1_000_000, 4_000_000)
 SIZES_P = (100, 1_000, 10_000)
 TIME_BUDGET_S = 8.0  # seconds of turns per (N, P) cell
 PLAIN_MAX_WORK = 1e9  # N·P above which the plain loop is skipped (minutes per call)
+PLAIN_ONE_RUN_WORK = 1e8  # N·P above which the plain loop is timed once, without a warm-up
 LOSSES = ("rs", "alrp", "ap", "bucketed_rs", "bucketed_ap", "focal", "plain_rs")
 BUCKETED = ("bucketed_rs", "bucketed_ap")
 
@@ -95,14 +97,15 @@ def _step(name: str, logits, targets, loc_errors, binary):
     loss.backward()
 
 
-def time_cell(names, logits, targets, loc_errors, budget_s: float | None = None, max_runs: int = 15, min_runs: int = 3):
+def time_cell(names, logits, targets, loc_errors, budget_s: float | None = None, max_runs: int = 15, min_runs: int = 3,
+              warm_up: bool = True):
     """``{name: (median ms, runs)}``: the losses timed in turns, after one warm-up run of each, until
     ``budget_s`` (default ``TIME_BUDGET_S``) has passed and ``min_runs`` are done, or ``max_runs``."""
     budget_s = TIME_BUDGET_S if budget_s is None else budget_s
     sync = torch.cuda.synchronize if logits.is_cuda else (lambda: None)
     binary = (targets > 0).to(logits.dtype)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:  # warm-up
+    for name in names if warm_up else ():
         _step(name, logits, targets, loc_errors, binary)
     sync()
     start = time.perf_counter()
@@ -138,8 +141,10 @@ def run(devices: list[str], sizes_n=SIZES_N, sizes_p=SIZES_P, log=print) -> list
     for k, (device, n, p) in enumerate(cells, 1):
         logits, targets, loc_errors = make_inputs(n, p, device)
         timed = time_cell([name for name in LOSSES if name != "plain_rs"], logits, targets, loc_errors)
-        if "plain_rs" in LOSSES and n * p <= PLAIN_MAX_WORK:  # seconds per call: timed on its own, 3 runs
-            timed.update(time_cell(["plain_rs"], logits, targets, loc_errors, budget_s=0.0))
+        if "plain_rs" in LOSSES and n * p <= PLAIN_MAX_WORK:  # seconds per call: timed on its own
+            runs = 1 if n * p > PLAIN_ONE_RUN_WORK else 3
+            timed.update(time_cell(["plain_rs"], logits, targets, loc_errors, budget_s=0.0, min_runs=runs,
+                                   max_runs=runs, warm_up=runs > 1))
         for name in LOSSES:
             if name not in timed:
                 rows.append(Row(device, n, p, name, None, 0, "skipped: N·P > 1e9, minutes per call"))
