@@ -263,3 +263,15 @@ def test_validate_inputs_is_the_public_check_loss_authors_use():
         validate_inputs(torch.zeros(3), torch.zeros(4))
     with pytest.raises(TypeError, match="floating point"):
         validate_inputs(torch.zeros(3, dtype=torch.long), torch.zeros(3))
+
+
+def test_logits_modified_in_place_before_backward_are_refused():
+    """The negatives' update is applied in the backward pass from the logits: autograd guards them."""
+    s, t = make_case("random", seed=20)
+    x = s.clone().requires_grad_(True)
+    y = x * 1.0
+    loss = rank_sort_loss(y, t).total
+    with torch.no_grad():
+        y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -585,10 +585,12 @@ class IdentityUpdate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, values, update):
         ctx.update = update
+        ctx.save_for_backward(logits)  # the backward pass reads the logits: autograd guards them
         return tuple(v.clone() for v in values.unbind(0))
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        ctx.saved_tensors  # raises if the logits were modified in place since the forward pass
         return ctx.update(grad_outputs), None, None
 
 
