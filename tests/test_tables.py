@@ -301,8 +301,11 @@ def test_published_numbers_beside_ours_with_sources(coco):
     rs = cell(tset.stats, "atss", "rs")
     assert rs["paper"] == pytest.approx(39.9) and rs["paper_source"] == "RS release"
     assert cell(tset.stats, "atss", "focal")["paper_source"] == "RankSortLoss#13"
-    # a published number stands beside a cell only when the cell runs its recipe (paper.py's ``beside``)
+    # a published number stands beside a cell only when the cell runs its recipe (paper.py's ``beside``);
+    # those of other recipes are named under the table, with theirs
     assert math.isnan(cell(tset.stats, "faster_rcnn", "ce")["paper"])
+    apart = [n for n in tset.tables["coco"][1].notes if n.startswith("Published with recipes these cells do not run")]
+    assert len(apart) == 1 and "Faster R-CNN CE 37.8 (aLRP release: CE + SmoothL1, R-50 FPN, 100 ep" in apart[0]
     assert cell(tset.stats, "faster_rcnn", "rs", "bbox_oLRP")["paper"] == pytest.approx(67.9)
     assert math.isnan(cell(tset.stats, "atss", "my_loss")["paper"])
     md = tset.markdown()

@@ -489,8 +489,25 @@ def grid_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
                  bold.reset_index(drop=True).astype(bool), notes, ("Detector", BEST_COLUMN))
 
 
-def compare_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
-    """One line per detector × loss: runs, ``metric``, change vs baseline, published number, source."""
+def _apart_note(stats: pd.DataFrame, metric: str, dataset: str, apart: pd.DataFrame | None) -> str | None:
+    """The published numbers of recipes the cells do not run (:func:`harness.results.paper.paper_apart`):
+    named under the table with their recipe, never beside a cell."""
+    if apart is None or apart.empty:
+        return None
+    from harness.results.paper import DATASET_FOR_KIND
+
+    cells = set(zip(stats["detector"], stats["loss"]))
+    a = apart[(apart["dataset"] == DATASET_FOR_KIND.get(dataset.split(" ")[0])) & (apart["metric"] == metric)]
+    items = [f"{detector_label(r.detector)} {loss_label(r.loss)} {_fmt(r.paper, metric)} ({r.paper_source}: "
+             f"{r.paper_recipe})" for r in a.itertuples(index=False) if (r.detector, r.loss) in cells]
+    if not items:
+        return None
+    return ("Published with recipes these cells do not run (so not beside them): " + "; ".join(items) + ".")
+
+
+def compare_table(stats: pd.DataFrame, metric: str, dataset: str, apart: pd.DataFrame | None = None) -> Table:
+    """One line per detector × loss: runs, ``metric``, change vs baseline, published number, source;
+    ``apart``: published numbers of other recipes, named in a note."""
     s = stats[(stats["dataset"] == dataset) & (stats["metric"] == metric)]
     label = metric_label(metric)
     first = ~s["detector"].duplicated()
@@ -513,6 +530,9 @@ def compare_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
     pn = _paper_note(s)
     if pn:
         notes.append(pn)
+    an = _apart_note(s, metric, dataset, apart)
+    if an:
+        notes.append(an)
     return Table(f"compare_{metric}", f"{label}: change vs baseline and published numbers", out, bold, notes,
                  ("Detector", "Loss", "Runs", "Paper source"))
 
@@ -673,7 +693,12 @@ def build_tables(frame: pd.DataFrame, metric: str | None = None, n_corrupt: int 
     if metric not in metrics:
         metrics = [metric] + metrics
     stats = cell_stats(frame, metrics, paper)
-    tables = {ds: [grid_table(stats, metric, ds), compare_table(stats, metric, ds), metrics_table(stats, ds)]
+    apart = None
+    if paper is None or paper is True:
+        from harness.results.paper import paper_apart
+
+        apart = paper_apart()
+    tables = {ds: [grid_table(stats, metric, ds), compare_table(stats, metric, ds, apart), metrics_table(stats, ds)]
               for ds in stats["dataset"].unique()}
     return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics))
 
