@@ -113,6 +113,7 @@ def test_mask_only_experiment_plots_mask_ap(tmp_path):
     folder = write_experiment(tmp_path / "solo", rows)
     written = build_all(folder)
     assert "plots/seeds_segm_AP.png" in written and "tables/grid_segm_AP.md" in written
+    assert "Look first at `" in written["tables/tables.md"].read_text()  # the tables point at the plot
     png_size(written["plots/seeds_segm_AP.png"])
 
 

@@ -650,9 +650,10 @@ class TableSet:
     tables: dict[str, list[Table]]  # dataset → tables
     summary: str
     values: pd.DataFrame | None = None  # every run's value per metric (:func:`seed_values`), for the plots
+    preface: str = ""  # a line under the summary (build_all: the plots to look at first)
 
     def markdown(self, title: str = "Results") -> str:
-        parts = [f"# {title}", "", self.summary, ""]
+        parts = [f"# {title}", "", self.summary, ""] + ([self.preface, ""] if self.preface else [])
         multi = len(self.tables) > 1
         for ds, tables in self.tables.items():
             if multi:
@@ -743,6 +744,10 @@ def build_all(results_dir: str | Path, metric: str | None = None, *, spec=None, 
                           "run `harness run SPEC` first")
     tset = build_tables(frame, metric, len(corrupt))
     base = Path(out) if out is not None else results_dir
+    if plots:
+        tset.preface = (f"Look first at `{base / 'plots' / f'seeds_{tset.metric}.png'}` (and the other "
+                        "`seeds_<metric>.png`): every seed's value of each detector's losses, their mean and "
+                        "spread. The tables summarise them: mean ± std (n), bold only beyond seed noise.")
     title = f"Results: {results_dir.name}"
     written = {f"tables/{k}": v for k, v in write_tables(tset, frame, base / "tables", formats, title).items()}
     if plots:
