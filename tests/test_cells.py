@@ -140,7 +140,7 @@ def test_cells_command_shows_a_cells_changes(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["check-cell", "atts", "rs"], "unknown detector 'atts'; valid: faster_rcnn, cascade_rcnn, atss, paa, mask_rcnn, yolact, solov2"),
-    (["check-cell", "atss", "rss"], "unknown loss 'rss'; valid: alrp, ap, ce, focal, rs"),
+    (["check-cell", "atss", "rss"], "unknown loss 'rss'; valid: alrp, ap, bucketed_ap, bucketed_rs, ce, focal, rs"),
     (["cells", "--changes", "yolo", "rs"], "unknown detector 'yolo'"),
     (["cells", "--profile", "huge"], "unknown profile 'huge'; valid: tiny, paper"),
     (["bench-steps", "--only", "atss"], "--only atss: expected DETECTOR:LOSS"),

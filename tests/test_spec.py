@@ -26,11 +26,13 @@ def load(tmp_path, data):
 BASE = {"detectors": ["atss"], "losses": ["rs", "focal"]}
 
 
-@pytest.mark.parametrize("name, cells", [("synthetic", 35), ("synthetic_lvis", 10), ("coco_1x", 35), ("lvis_1x", 3)])
-def test_shipped_specs_validate_and_expand(name, cells):
+@pytest.mark.parametrize("name, cells, seeds", [("synthetic", 35, 3), ("synthetic_lvis", 10, 1), ("coco_1x", 35, 1),
+                                                ("lvis_1x", 3, 1)])
+def test_shipped_specs_validate_and_expand(name, cells, seeds):
     spec = load_spec(REPO / "experiments" / f"{name}.yaml", DETECTORS)
     runs = spec.runs()
-    assert len(runs) == cells and len({r.run_id for r in runs}) == cells
+    assert len({(r.detector, r.loss, str(r.dataset)) for r in runs}) == cells and len(spec.seeds) == seeds
+    assert len(runs) == cells * seeds and len({r.run_id for r in runs}) == cells * seeds
     assert all(r.experiment == spec.name == name for r in runs)
 
 
