@@ -44,7 +44,8 @@ def test_benchmark_writes_csv_and_markdown(tmp_path, monkeypatch):
             assert r["value_error"] == r["grad_error"] == ""
     text = md_path.read_text()
     assert "| 2,000 | 50 |" in text and "| 8,000 | 50 |" in text and "—" in text
-    assert "BRS max \\|Δgrad\\|" in text
+    assert "BRS max \\|Δgrad\\|" in text and "| fastest runs |" not in text  # no targets at these sizes
+    assert all(float(r["min_ms"]) <= float(r["median_ms"]) for r in table if not r["note"])
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -79,6 +80,8 @@ def test_targets_report_reads_the_run():
     assert report["RS no slower than Bucketed RS (N=1e6, P=1e3)"] == ("0.75×", True)
     assert report["RS ≥ 50× faster than the plain loop (N=1e6, P=1e3)"] == ("500×", True)
     assert not any("aLRP" in what for what in report)  # no aLRP rows: nothing claimed
+    fastest = dict((what, ok) for what, _, ok in bench.targets_report(rows, stat="min_ms"))
+    assert fastest == {}  # no fastest runs recorded in these rows: nothing claimed
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown without a GPU")
