@@ -29,7 +29,10 @@ BASELINES = {d: DETECTORS[d].baseline_loss for d in DETECTOR_NAMES}
 # What a baseline cell at the paper profile may change in mmdet's config, and nothing else: the recipe's
 # total batch on the grid's 4 GPUs, and the harness's metadata, hooks and plug-in import (the backbone
 # starts from mmdet's own ImageNet checkpoint with mmdet's freezing).
-BASELINE_CHANGES = {"train_dataloader.batch_size", "recipe", "custom_hooks", "custom_imports", "cell"}
+BASELINE_CHANGES = {"train_dataloader.batch_size", "recipe", "custom_hooks", "custom_imports", "cell",
+                    # torchvision's RoIAlign instead of mmcv's compiled one (same values, any torch build)
+                    "model.roi_head.bbox_roi_extractor.roi_layer.use_torchvision",
+                    "model.roi_head.mask_roi_extractor.roi_layer.use_torchvision"}
 
 # Published numbers (docs: ../shared/reference/detectors.md, mmdet's configs): lr, total batch, epochs.
 PAPER = {

@@ -242,6 +242,18 @@ def _backbone_changes(ch: _Changes, base: dict, det: Detector, backbone_init: st
         ch.set("model.backbone.norm_eval", False, "from scratch: BatchNorm statistics must be learnt")
 
 
+def _kernel_changes(ch: _Changes, base: dict) -> None:
+    """RoI extractors use mmcv's own switch to torchvision's RoIAlign, which ships CPU and CUDA kernels in
+    every torch build: a GPU node then needs no CUDA build of mmcv. (NMS and the mask-target crop have no
+    such switch; :mod:`harness.detectors.kernels` routes them.)"""
+    for extractor in ("bbox_roi_extractor", "mask_roi_extractor"):
+        path = f"model.roi_head.{extractor}.roi_layer"
+        layer = get_path(base, path)
+        if isinstance(layer, dict) and layer.get("type") == "RoIAlign" and not layer.get("use_torchvision"):
+            ch.set(f"{path}.use_torchvision", True, "torchvision's RoIAlign (CPU and CUDA in every torch build), "
+                   "not mmcv's compiled kernel; same values (tests/test_kernels.py)")
+
+
 def _class_changes(ch: _Changes, base: dict, num_classes: int, classes: tuple | None) -> None:
     if num_classes != COCO_CLASSES:
         for path in walk_keys(base["model"], "num_classes", "model"):
@@ -637,6 +649,7 @@ def cell_changes(
     ch = _Changes()
     _backbone_changes(ch, base, det, backbone_init)
     _class_changes(ch, base, num_classes, classes)
+    _kernel_changes(ch, base)
     family = head_family(spec)
     if family == "standard":
         _standard_changes(ch, base, det, spec)

@@ -160,8 +160,9 @@ def _rcnn(det: str) -> list[RecipeValue]:
         _v(f"{m}.test_cfg.rpn.nms_pre", 1000, model, apply=False),
         _v(f"{m}.test_cfg.rpn.max_per_img", 1000, model, apply=False),
         _v(f"{m}.test_cfg.rpn.nms.iou_threshold", 0.7, model, apply=False),
-        _v(f"{m}.roi_head.bbox_roi_extractor.roi_layer",
-           {"type": "RoIAlign", "output_size": 7, "sampling_ratio": 0}, model, apply=False),
+        # RoIAlign's values, key by key (the kernel that computes it, mmcv's or torchvision's, is not recipe)
+        *[_v(f"{m}.roi_head.bbox_roi_extractor.roi_layer.{k}", v, model, apply=False)
+          for k, v in (("type", "RoIAlign"), ("output_size", 7), ("sampling_ratio", 0))],
         _v(f"{m}.test_cfg.rcnn.score_thr", 0.40, cfg, "published test threshold of RS's scores", scope="rs"),
         _v(f"{m}.test_cfg.rcnn.nms.iou_threshold", 0.5, model, apply=False),
         _v(f"{m}.test_cfg.rcnn.max_per_img", 100, model, apply=False),
@@ -186,8 +187,8 @@ def _rcnn(det: str) -> list[RecipeValue]:
         out.append(_v(f"{m}.roi_head.stage_loss_weights", [1, 1, 1], cfg, apply=False))
     if det == "mask_rcnn":
         out += [
-            _v(f"{m}.roi_head.mask_roi_extractor.roi_layer",
-               {"type": "RoIAlign", "output_size": 14, "sampling_ratio": 0}, model, apply=False),
+            *[_v(f"{m}.roi_head.mask_roi_extractor.roi_layer.{k}", v, model, apply=False)
+              for k, v in (("type", "RoIAlign"), ("output_size", 14), ("sampling_ratio", 0))],
             _v(f"{m}.roi_head.mask_head.num_convs", 4, model, apply=False),
             _v(f"{m}.roi_head.mask_head.conv_out_channels", 256, model, apply=False),
             _v(f"{m}.train_cfg.rcnn.mask_size", 28, model, apply=False),
