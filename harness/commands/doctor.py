@@ -395,7 +395,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
 
     spec = None
     if args.spec:

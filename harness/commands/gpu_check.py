@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.cli import UsageError
+    from harness.commands import UsageError
     from harness.commands.cells import validate_cell
 
     cells = None
