@@ -12,7 +12,10 @@ from harness.losses.checks import check_finite, check_no_positives, check_reject
 @pytest.mark.parametrize("name", ["ce", "focal", "ap", "alrp", "rs", "bucketed_rs", "bucketed_ap"])
 def test_builtin_losses_pass(name):
     results = run_loss_checks(name, speed_n=20_000, speed_p=100)
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    # the speed check runs and reports; whether it passes depends on the machine's load (no timing asserts)
+    assert all(r.ok for r in results if r.name != "speed"), [r for r in results if not r.ok]
+    (speed,) = [r for r in results if r.name == "speed"]
+    assert "vs Focal" in speed.detail
 
 
 def _spec(fn, ranking=True):
