@@ -1,8 +1,9 @@
 """Run a benchmark and write its tables under results/bench/.
 
-`harness bench losses` times forward + backward of RS, aLRP, AP, Focal and the plain per-positive RS
-loop for N in {1e4, 1e5, 1e6, 4e6} logits and P in {1e2, 1e3, 1e4} positives (CPU, and CUDA when
-present), and checks the speed targets; it takes about ten minutes on 2 cores (`--quick`: seconds).
+`harness bench losses` times forward + backward of RS, aLRP, AP, their Bucketed comparators (with
+their measured error against the exact losses), torchvision's Focal and the plain per-positive RS loop
+for N in {1e4, 1e5, 1e6, 4e6} logits and P in {1e2, 1e3, 1e4} positives (CPU, and CUDA when present),
+and checks the speed targets; it takes about ten minutes on 2 cores (`--quick`: seconds).
 """
 
 from __future__ import annotations
