@@ -18,19 +18,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from harness.commands import UsageError
-    from harness.commands.cells import validate_cell
+    from harness.commands.cells import parse_cells
 
     if args.repeats < 1 or args.threads < 1:
         raise UsageError("--repeats and --threads must be at least 1")
-    cells = None
-    if args.only:
-        cells = []
-        for item in args.only:
-            if item.count(":") != 1:
-                raise UsageError(f"--only {item}: expected DETECTOR:LOSS")
-            det, loss = item.split(":")
-            validate_cell(det, loss)
-            cells.append((det, loss))
+    cells = parse_cells(args.only)
     import warnings
 
     from harness.detectors.bench_steps import run_step_benchmark

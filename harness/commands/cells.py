@@ -39,6 +39,22 @@ def validate_cell(detector: str, loss: str) -> None:
         raise UsageError(f"unknown loss {loss!r}; valid: {', '.join(loss_names())}")
 
 
+def parse_cells(items) -> list[tuple[str, str]] | None:
+    """``--only DETECTOR:LOSS`` items as validated cells (None when there are none)."""
+    from harness.commands import UsageError
+
+    if not items:
+        return None
+    cells = []
+    for item in items:
+        if item.count(":") != 1:
+            raise UsageError(f"--only {item}: expected DETECTOR:LOSS, e.g. atss:rs")
+        det, loss = item.split(":")
+        validate_cell(det, loss)
+        cells.append((det, loss))
+    return cells
+
+
 def load_modules(targets) -> None:
     from harness.commands import UsageError
     from harness.losses import load_loss_module

@@ -28,17 +28,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from harness.commands import UsageError
-    from harness.commands.cells import validate_cell
+    from harness.commands.cells import parse_cells
 
-    cells = None
-    if args.only:
-        cells = []
-        for item in args.only:
-            if item.count(":") != 1:
-                raise UsageError(f"--only {item}: expected DETECTOR:LOSS, e.g. atss:rs")
-            det, loss = item.split(":")
-            validate_cell(det, loss)
-            cells.append((det, loss))
+    cells = parse_cells(args.only)
     if args.iterations is not None and args.iterations < 1:
         raise UsageError("--iterations must be at least 1")
     import torch
