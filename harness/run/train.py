@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,10 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
                           "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
     if sched.get("batch_per_gpu"):
         cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
+    if cfg.train_cfg.get("type") and "by_epoch" in cfg.train_cfg:
+        # mmdet's SOLOv2-light 3x configs set by_epoch beside their base's loop type, which mmengine's
+        # Runner refuses ("Only one of `type` or `by_epoch`"): the type already says it.
+        cfg.train_cfg.pop("by_epoch")
     if sched.get("epochs"):
         cfg.train_cfg.max_epochs = sched["epochs"]  # the schedule is fitted to the run's length in train_and_evaluate
     if sched.get("lr"):
@@ -200,10 +205,41 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
             cfg.env_cfg.dist_cfg = {"backend": "gloo"}
     cfg.resume = (folder / "last_checkpoint").exists()
     cfg.load_from = None
+    # mmengine pretty-prints the config with yapf every time it logs or saves it (the log, the work
+    # folder's copy, each checkpoint): about a second of every run at this scale. Unformatted it is the
+    # same Python (Config.fromfile reads it back).
+    object.__setattr__(cfg, "_format_python_code", False)
     return cfg
 
 
+def _timed(obj, name: str, timing: dict, key: str) -> None:
+    """Add the wall time of every call of ``obj.<name>`` to ``timing[key]``."""
+    original = getattr(obj, name)
+
+    def timed(*args, **kwargs):
+        start = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            timing[key] += time.time() - start
+
+    setattr(obj, name, timed)
+
+
+def _data_time(runner) -> float:
+    """Seconds the training loop waited for its data (mmengine's per-iteration ``data_time``)."""
+    try:
+        return float(runner.message_hub.get_scalar("train/data_time").data[0].sum())
+    except (KeyError, AttributeError, IndexError):
+        return 0.0
+
+
 def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
+    """Train and evaluate ``run`` in ``folder``. Its ``info["timing"]`` has the seconds of each phase
+    (``imports``, ``build``, ``train`` with its ``data`` loading and ``checkpoint`` saves, ``test`` with its
+    ``evaluate``; :mod:`harness.bench.benchmark_timing` reports them)."""
+    timing = dict.fromkeys(("imports_s", "build_s", "train_s", "data_s", "checkpoint_s", "test_s", "evaluate_s"), 0.0)
+    started = time.time()
     try:  # first: the cell cannot even be built without its loss
         import_loss_modules(run.loss_modules, run.origin)
     except ImportError as exc:
@@ -211,7 +247,11 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     import torch
     from mmengine.runner import Runner
 
+    import harness.detectors.plugin  # noqa: F401  (the cells' mmdet modules: imported here, timed as imports)
     from harness.run.hooks import NonFiniteLoss, read_curve
+
+    timing["imports_s"] = time.time() - started
+    started = time.time()
 
     # mmengine checkpoints hold more than tensors; torch >= 2.6 loads weights only unless told otherwise.
     # They are this run's own files, so full loading is safe.
@@ -246,12 +286,23 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     epochs = cfg.train_cfg.max_epochs
     runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader))
     runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
+    _timed(runner, "save_checkpoint", timing, "checkpoint_s")
+    info["timing"] = timing
+    timing["build_s"] = time.time() - started
 
+    started = time.time()
     try:
         runner.train()
     except NonFiniteLoss as exc:
         raise RunFailed(str(exc), info, read_curve(folder)) from None
+    finally:
+        timing["train_s"], timing["data_s"] = time.time() - started, _data_time(runner)
     info["num_train_images"] = len(runner.train_dataloader.dataset)
+    started = time.time()
+    runner._test_loop = runner.build_test_loop(runner._test_loop)  # built now, to time its evaluation apart
+    _timed(runner._test_loop.evaluator, "evaluate", timing, "evaluate_s")
     metrics = runner.test()
+    timing["test_s"] = time.time() - started
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    info["timing"] = {k: round(v, 3) for k, v in timing.items()}
     return TrainResult(metrics=metrics, curve=read_curve(folder), info=info)
