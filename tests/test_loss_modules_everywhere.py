@@ -125,7 +125,7 @@ def test_a_loss_module_that_cannot_be_imported_in_the_job_fails_the_run_before_t
     module = tmp_path / "node_only_loss.py"
     example = (REPO / "examples" / "quality_focal.py").read_text().replace('name="qfl"', 'name="node_only"')
     module.write_text(example + "\nimport os\n\n"
-                      "if os.environ.get('SUBMITIT_LOCAL_JOB_ID'):  # inside a local job\n"
+                      "if os.environ.get('SUBMITIT_LOCAL_JOB_ID') or os.environ.get('HARNESS_LOCAL_RUN'):  # inside a local job\n"
                       "    raise ImportError('fancy_ops is not installed on this node')\n")
     spec = write_spec(tmp_path, "broken", losses=("node_only",), modules=(str(module),))
     proc = harness("run", str(spec), "--executor", "local", "--wait", "--results", str(tmp_path / "results"))

@@ -7,8 +7,9 @@ Executors (``--executor``, else the spec's ``launch.executor``):
   ``array_parallelism``); a run of T > 1 processes (``world_size``: one per GPU, or ``tasks_per_run``
   on CPU) is one node with T tasks, mmengine's distributed launch inside the job. Submits, writes the
   manifest and returns unless ``--wait``.
-* ``local``: submitit's LocalExecutor on this machine, at most ``cores // cpus_per_run`` runs at once (no
-  oversubscription); a run of T processes is T local tasks. Without ``--wait`` a detached pool process
+* ``local``: this machine, at most ``cores // cpus_per_run`` runs at once (no oversubscription): a run of
+  one process is a fork of a server process that imported the training stack once (:data:`PRELOAD`), a
+  run of T processes is T tasks of submitit's LocalExecutor. Without ``--wait`` a detached pool process
   runs them and the command returns.
 * ``debug``: submitit's DebugExecutor, in this process, one run after another (for debugging; one
   process per run, so not for multi-process runs).
@@ -21,8 +22,10 @@ lock is held by a live process is left to it. Everything submitted is recorded i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +36,7 @@ from typing import Callable, Iterable
 
 from harness.experiments.spec import RunSpec, Spec
 from harness.launch.manifest import record_submission
-from harness.rows import read_rows, row_path
+from harness.rows import read_rows, row_path, write_row
 from harness.run.job import RunJob, RunLock, work_dir
 
 
@@ -131,6 +134,15 @@ def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool
 # ------------------------------------------------------------------------------------------------
 # local and debug
 
+# A local run of one process is a fork of a server process that has imported the training stack once
+# (torch, mmengine, mmdet, the harness plug-in, the evaluation): a process of its own as before (its own
+# lock, memory and crash), without a fresh interpreter's ~4 s of imports and its teardown per run (a
+# forked worker ends with os._exit). Runs of several processes (tasks_per_run) keep submitit's
+# LocalExecutor, which starts their tasks and their torch.distributed environment.
+PRELOAD = ("torch", "torchvision", "mmengine.runner", "mmdet.models", "mmdet.datasets", "mmdet.evaluation",
+           "harness.losses", "harness.detectors.plugin", "harness.run.hooks", "harness.run.train", "harness.run.job",
+           "harness.evaluation", "pycocotools.cocoeval")
+
 
 def local_slots(runs: list[RunSpec]) -> int:
     cores = os.cpu_count() or 1
@@ -138,9 +150,109 @@ def local_slots(runs: list[RunSpec]) -> int:
     return max(1, cores // per_run)
 
 
+def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) -> float:
+    """Generate the runs' synthetic data once, here, before any run starts (else the first runs, in
+    parallel, would each make it); returns the seconds it took (0 when cached)."""
+    from harness.data.synthetic import ensure_synthetic, is_current, synthetic_cache_dir
+    from harness.run.train import synthetic_params
+
+    started = time.time()
+    params = {p for p in (synthetic_params(dict(r.dataset)) for r in runs) if p is not None}
+    for p in params:
+        if not is_current(synthetic_cache_dir(p), p):
+            log(f"generating the synthetic data ({p.kind}) ...")
+            ensure_synthetic(params=p)
+    return time.time() - started
+
+
+def _run_in_worker(run: dict, results_dir: str, force: bool, threads: int, log_path: str) -> None:
+    """A run in a fork of the preloaded server: its output to ``log_path``, then :class:`RunJob`; the
+    process ends with ``os._exit`` (multiprocessing's), skipping the interpreter's teardown."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ["HARNESS_NUM_THREADS"] = str(threads)
+    job = RunJob(run, results_dir, force)
+    os.environ["HARNESS_LOCAL_RUN"] = job.spec.run_id  # the run's own process (its row says how it started)
+    job()
+
+
+class _Forked:
+    """A single-process local run in a fork of the preloaded server (:data:`PRELOAD`)."""
+
+    def __init__(self, ctx, run: RunSpec, results_dir: Path, force: bool, threads: int):
+        self.run, self.results_dir = run, results_dir
+        log_path = results_dir / "local" / run.run_id / "log.txt"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = ctx.Process(target=_run_in_worker, name=run.run_id,
+                                   args=(run.to_dict(), str(results_dir), force, threads, str(log_path)))
+        self.process.start()
+        self.deadline = time.time() + 60 * run.launch["time_min"]
+        self.timed_out = False
+
+    def done(self) -> bool:
+        if self.process.is_alive() and time.time() > self.deadline:
+            self.timed_out = True
+            self.stop()
+        return not self.process.is_alive()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+
+    def outcome(self) -> tuple[str, str]:
+        """(state, reason) of the finished run, from its row; a process that ended without one (killed,
+        out of memory, past its time limit) gets a ``failed`` row saying so, unless another process holds
+        the run (then this one only stepped aside)."""
+        self.process.join()
+        path = row_path(self.results_dir, self.run.run_id)
+        try:
+            row = json.loads(path.read_text())
+            return row.get("status", "?"), row.get("reason") or ""
+        except (OSError, ValueError):
+            pass
+        if RunLock(work_dir(self.results_dir, self.run.run_id)).held_elsewhere():
+            return "skipped", "another process is running it"
+        reason = (f"timed out after {self.run.launch['time_min']} min" if self.timed_out else
+                  f"the run's process ended without a row (exit code {self.process.exitcode})")
+        write_row(self.results_dir, {**self.run.identity, "run_id": self.run.run_id, "experiment": self.run.experiment,
+                                     "status": "failed", "reason": reason, "metrics": {}, "curve": [],
+                                     "provenance": {"host": socket.gethostname(),
+                                                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+        return "failed", reason
+
+
+class _Submitted:
+    """A run given to submitit (LocalExecutor: multi-process runs; DebugExecutor)."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def done(self) -> bool:
+        return self.job.done()
+
+    def stop(self) -> None:
+        if not self.job.done():
+            self.job.cancel()
+
+    def outcome(self) -> tuple[str, str]:
+        try:
+            row = self.job.results()[0]  # one result per task; rank 0's is the run's
+            return row.get("status", "?"), row.get("reason") or ""
+        except Exception as exc:  # the job process died (killed, out of memory)
+            return "failed", f"job ended without a row ({type(exc).__name__})"
+
+
 def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool,
                    log: Callable[[str], None] = print, executor_kind: str = "local") -> None:
-    """Run ``runs`` with submitit's LocalExecutor (or DebugExecutor), at most ``local_slots`` at once."""
+    """Run ``runs`` on this machine, at most ``local_slots`` at once: single-process runs as forks of the
+    preloaded server (:data:`PRELOAD`), runs of several processes with submitit's LocalExecutor; with
+    ``debug``, submitit's DebugExecutor in this process, one run after another. The synthetic data is
+    generated first, once. Interrupted (Ctrl-C, an error), it stops the runs it started."""
+    import multiprocessing
+
     import submitit
 
     slots = 1 if executor_kind == "debug" else local_slots(runs)
@@ -150,38 +262,45 @@ def run_local_pool(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bo
         executor = submitit.DebugExecutor(folder=results_dir / "local" / "%j")
     else:
         executor = submitit.LocalExecutor(folder=results_dir / "local" / "%j")
+    ctx = None
+    if executor_kind == "local" and any(r.world_size == 1 for r in runs):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))
+    prepare_data(runs, log)
     queue = list(runs)
     running: list[tuple[RunSpec, object]] = []
     total, finished = len(queue), 0
     record_submission(results_dir, spec, executor_kind, {r.run_id: None for r in runs})
-    while queue or running:
-        while queue and len(running) < slots:
-            run = queue.pop(0)
-            params = {"timeout_min": run.launch["time_min"]}
-            if executor_kind != "debug":
-                params["tasks_per_node"] = run.world_size
-            executor.update_parameters(**params)
-            job = executor.submit(RunJob(run, results_dir, force))
-            if executor_kind == "debug":
-                job.result()  # the debug executor runs on demand, in this process
-            running.append((run, job))
-            log(f"started  {run.run_id} ({finished}/{total} finished, {len(running)} running, {len(queue)} queued)")
-        still = []
-        for run, job in running:
-            if job.done():
-                finished += 1
-                try:
-                    row = job.results()[0]  # one result per task; rank 0's is the run's
-                    state = row.get("status", "?")
-                    extra = f": {row.get('reason')}" if row.get("reason") else ""
-                except Exception as exc:  # the job process died (killed, out of memory)
-                    state, extra = "failed", f": job ended without a row ({type(exc).__name__})"
-                log(f"finished {run.run_id} {state}{extra} ({finished}/{total})")
-            else:
-                still.append((run, job))
-        running = still
-        if running:
-            time.sleep(1.0)
+    try:
+        while queue or running:
+            while queue and len(running) < slots:
+                run = queue.pop(0)
+                if ctx is not None and run.world_size == 1:
+                    handle = _Forked(ctx, run, results_dir, force, threads)
+                else:
+                    params = {"timeout_min": run.launch["time_min"]}
+                    if executor_kind != "debug":
+                        params["tasks_per_node"] = run.world_size
+                    executor.update_parameters(**params)
+                    handle = _Submitted(executor.submit(RunJob(run, results_dir, force)))
+                    if executor_kind == "debug":
+                        handle.job.result()  # the debug executor runs on demand, in this process
+                running.append((run, handle))
+                log(f"started  {run.run_id} ({finished}/{total} finished, {len(running)} running, {len(queue)} queued)")
+            still = []
+            for run, handle in running:
+                if handle.done():
+                    finished += 1
+                    state, reason = handle.outcome()
+                    log(f"finished {run.run_id} {state}{f': {reason}' if reason else ''} ({finished}/{total})")
+                else:
+                    still.append((run, handle))
+            running = still
+            if running:
+                time.sleep(0.2)
+    finally:
+        for _, handle in running:
+            handle.stop()
 
 
 def spawn_background_pool(spec_path: Path, results_dir: Path, executor: str, *, force: bool = False,

@@ -1,0 +1,67 @@
+"""The local pool: a single-process run is a fork of a server that imported the training stack once.
+
+Real (tiny) runs through `harness run --executor local --wait`, as a user starts them: rows as before,
+each with its phase timing and how its process started; each run's output in its own log; a run whose
+process dies without writing a row gets a ``failed`` row that says so (the driver does not wait forever).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.bench.benchmark_timing import PHASES
+from harness.rows import read_rows
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec_file(folder: Path, name: str, losses=("focal", "rs"), modules=()) -> Path:
+    data = {"name": name, "loss_modules": list(modules),
+            "dataset": {"kind": "synthetic", "train_images": 16, "val_images": 8}, "profile": "tiny",
+            "detectors": ["atss"], "losses": list(losses),
+            "schedule": {"epochs": 1, "max_iters_per_epoch": 2, "batch_per_gpu": 2},
+            "launch": {"executor": "local", "cpus_per_run": 1, "time_min": 20}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def harness(*args):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=900)
+
+
+def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_path):
+    results = tmp_path / "results"
+    proc = harness("run", str(spec_file(tmp_path, "pool")), "--executor", "local", "--wait", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows, corrupt = read_rows(results / "pool")
+    assert not corrupt and sorted(r["loss"] for r in rows) == ["focal", "rs"]
+    for row in rows:
+        assert row["status"] == "done" and "bbox_AP" in row["metrics"]
+        prov = row["provenance"]
+        assert prov["process"] == "fork of the preloaded local worker"
+        assert set(prov["timing"]) == {f"{p}_s" for p in PHASES}
+        assert all(v >= 0 for v in prov["timing"].values())
+        log = results / "pool" / "local" / row["run_id"] / "log.txt"
+        assert "Epoch(train)" in log.read_text()  # mmengine's output went to the run's own log
+
+
+def test_a_run_whose_process_dies_without_a_row_fails_with_the_reason(tmp_path):
+    module = tmp_path / "dies_in_worker.py"
+    example = (REPO / "examples" / "quality_focal.py").read_text().replace('name="qfl"', 'name="dies"')
+    module.write_text(example + "\nimport os\n\nif os.environ.get('HARNESS_LOCAL_RUN'):  # in the run's process\n"
+                      "    os._exit(3)\n")
+    results = tmp_path / "results"
+    proc = harness("run", str(spec_file(tmp_path, "dies", losses=("dies",), modules=(str(module),))),
+                   "--executor", "local", "--wait", "--results", str(results))
+    assert proc.returncode == 1
+    (row,), _ = read_rows(results / "dies")
+    assert row["status"] == "failed" and row["reason"] == "the run's process ended without a row (exit code 3)"
+    assert "finished atss-dies-" in proc.stderr and "failed: the run's process ended without a row" in proc.stderr
