@@ -37,6 +37,8 @@ def run(args) -> int:
 
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
     timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
+    steps: dict[str, float] = {}  # seconds of its steps, for results/bench/benchmark.md
+    generated = False
     try:
         if args.tables_only:
             spec = load_spec(args.spec)
@@ -45,21 +47,27 @@ def run(args) -> int:
                               only=tuple(args.only), wait=True)
             # SLURM: submit and return (the tables come later, with `make tables`)
             request = _no_wait_on_slurm(request)
+            if request.wait:  # runs here: the synthetic data first, timed apart (a fresh clone makes it)
+                steps["data_s"], generated = _prepare_data(request)
+            step = time.time()
             outcome = launch(request)
+            steps["runs_s"] = time.time() - step
             spec = outcome.spec
             if outcome.executor == "slurm":
                 print(f"then: make tables EXPERIMENT={args.spec}")
                 return 0
             default = Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and not args.only
             if default and outcome.executor == "local":
-                timing = (outcome.placed, len(spec.runs()), outcome.data_generated)
+                timing = (outcome.placed, len(spec.runs()), outcome.data_generated or generated)
     except (SpecError, LaunchError) as exc:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
+    step = time.time()
     try:
         written = build_all(results_dir, args.metric, spec=spec)
     except TablesError as exc:
         raise UsageError(str(exc)) from None
+    steps["tables_s"] = time.time() - step
     tables = written.get("tables/tables.md")
     if tables:
         print(Path(tables).read_text())
@@ -70,11 +78,28 @@ def run(args) -> int:
     if timing is not None:
         from harness.bench.benchmark_timing import record
 
+        from harness.launch.dispatch import local_slots
+        from harness.rows import read_rows
+
         seconds = time.time() - started
-        path = record(seconds, *timing, out_dir=Path(args.results) / "bench")
+        ids = {r.run_id for r in spec.runs()}
+        rows = [r for r in read_rows(results_dir, warn=False)[0] if r["run_id"] in ids]
+        path = record(seconds, *timing, out_dir=Path(args.results) / "bench", steps=steps, rows=rows,
+                      slots=local_slots(spec.runs()))
         if path:
             print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained); timings: {path}")
     return 0
+
+
+def _prepare_data(request) -> tuple[float, bool]:
+    """Generate the spec's synthetic data (once, before any run): (seconds, whether it had to be made)."""
+    from harness.launch.dispatch import prepare_data
+    from harness.launch.orchestrate import prepare
+
+    spec, _, _ = prepare(request)
+    made = []
+    seconds = prepare_data(spec.runs(), log=lambda msg: (made.append(msg), print(msg, flush=True)))
+    return seconds, bool(made)
 
 
 def _no_wait_on_slurm(request):
