@@ -432,7 +432,8 @@ def _legend(metric: str | None = None) -> str:
 
 def bold_rule(metric: str | None = None) -> str:
     """The bold rule in one sentence (notes under the tables; the README quotes it)."""
-    which = "mean" if metric is None else ("lowest mean" if lower_is_better(metric) else "highest mean")
+    which = ("best mean (highest; lowest for oLRP)" if metric is None else
+             "lowest mean" if lower_is_better(metric) else "highest mean")
     return (f"Bold: a detector's {which}, only where it beats every other loss of the detector beyond seed "
             f"noise ({TEST_NAME}: the interval of the difference excludes zero); with fewer than two seeds "
             "nothing is bold.")
