@@ -208,10 +208,10 @@ def _process_kind(run_id: str) -> str:
     if os.environ.get("HARNESS_LOCAL_RUN") == run_id:
         return "fork of the preloaded local worker"
     try:
-        submitit.JobEnvironment()
-        return "submitit job"
+        cluster = submitit.JobEnvironment().cluster
     except RuntimeError:
-        return "the driver's process (debug)"
+        return "the driver's process"
+    return "the driver's process (debug executor)" if cluster == "debug" else f"submitit job ({cluster})"
 
 
 def _startup_s(job: "RunJob") -> float | None:
