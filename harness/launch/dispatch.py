@@ -152,7 +152,7 @@ def local_slots(runs: list[RunSpec]) -> int:
 
 def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) -> float:
     """Generate the runs' synthetic data once, here, before any run starts (else the first runs, in
-    parallel, would each make it); returns the seconds it took (0 when cached)."""
+    parallel, would each make it); returns the seconds it took (next to none when cached)."""
     from harness.data.synthetic import ensure_synthetic, is_current, synthetic_cache_dir
     from harness.run.train import synthetic_params
 

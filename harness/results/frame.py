@@ -45,6 +45,9 @@ STATES = ("done", "failed", "unfinished", "missing")
 _METRIC_SUFFIXES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
                     "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")
 METRIC_ORDER = tuple(f"{t}_{s}" for t in ("bbox", "segm") for s in _METRIC_SUFFIXES)
+# The main metrics, in this order: the columns of the tables' ``metrics`` table and the seeds plots.
+MAIN_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "bbox_APr", "bbox_APc",
+                "bbox_APf", "segm_AP", "segm_APr", "segm_APc", "segm_APf", "bbox_oLRP", "segm_oLRP")
 PROVENANCE = ("git_commit", "git_dirty", "effective_batch", "lr", "recipe_batch", "recipe_lr", "wall_time_s",
               "job_id", "host", "restarts", "finished_at")
 IDENTITY = ("run_id", "experiment", "detector", "loss", "seed")

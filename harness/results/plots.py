@@ -61,7 +61,7 @@ def _colours(n: int) -> list:
 
 def plot_metrics(tset) -> list[str]:
     """The metrics that get a seeds plot: the table's metric, then every main metric some run has."""
-    from harness.results.tables import MAIN_METRICS
+    from harness.results.frame import MAIN_METRICS
 
     have = set(tset.values["metric"]) if tset.values is not None and len(tset.values) else set()
     return list(dict.fromkeys([tset.metric] + [m for m in MAIN_METRICS if m in have]))
@@ -72,8 +72,8 @@ def seeds_figure(values, stats, metric: str, dataset: str, title: str = "") -> F
     detector), one column per loss: a dot per seed (colour = seed), the mean as a black bar with ± std
     as a line; a star above the loss that the tables bold (separated from every other loss of the
     detector beyond seed noise); a cell without a value is labelled with why. ``values``: the long
-    per-seed values (:func:`harness.results.tables.seed_values`), ``stats``: :func:`cell_stats`."""
-    from harness.results.tables import MISSING, TEST_NAME
+    per-seed values (:func:`harness.results.stats.seed_values`), ``stats``: :func:`cell_stats`."""
+    from harness.results.stats import TEST_NAME
 
     s = stats[(stats["dataset"] == dataset) & (stats["metric"] == metric)]
     v = values[(values["dataset"] == dataset) & (values["metric"] == metric)] if values is not None and len(values) \
@@ -130,7 +130,7 @@ def seeds_figure(values, stats, metric: str, dataset: str, title: str = "") -> F
         for j, loss in enumerate(losses):  # cells without a value say why, at the bottom of the panel
             r = by.get((det, loss))
             if r is not None and r.n == 0:
-                label = "missing" if r.text == MISSING else r.text
+                label = "missing" if r.runs == 0 else r.text
                 label = label if len(label) <= 14 else label[:13] + "…"
                 ax.text(j, lo - pad * 0.9, label, rotation=90, ha="center", va="bottom", fontsize=6.5, color="dimgray")
         ax.set_xlim(-0.6, len(losses) - 0.4)
@@ -305,7 +305,7 @@ def _slug(text: str) -> str:
 
 
 def write_plots(rows: list[Mapping], tset, out: str | Path, title: str = "") -> dict[str, Path]:
-    """All plots of a :class:`~harness.results.tables.TableSet` and its rows into folder ``out``;
+    """All plots of a table set (:class:`harness.results.tables.TableSet`) and its rows into folder ``out``;
     returns ``{file name relative to out: path}``."""
     out = Path(out)
     written: dict[str, Path] = {}

@@ -52,6 +52,7 @@ from harness.results.frame import (
     DETECTOR_OUTPUTS,
     DETECTORS,
     LOSSES,
+    MAIN_METRICS,
     STATES,
     default_metric,
     detector_label,
@@ -64,6 +65,7 @@ from harness.results.frame import (
     metric_label,
     order_names,
 )
+from harness.results.stats import CONFIDENCE, TEST_NAME, paired_interval, seed_values
 
 KEYS = ["dataset", "detector", "loss"]
 NOT_APPLICABLE = "n/a"
@@ -72,11 +74,6 @@ MISSING = "—"
 BASELINE_MARK = "†"
 BEST_COLUMN = "Best (95 %)"
 FORMATS = ("md", "latex", "csv")
-# The metric columns of the ``metrics`` table (those some run has), in this order.
-MAIN_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "bbox_APr", "bbox_APc",
-                "bbox_APf", "segm_AP", "segm_APr", "segm_APc", "segm_APf", "bbox_oLRP", "segm_oLRP")
-CONFIDENCE = 0.95  # of the paired intervals: the bold rule and Δ vs baseline
-TEST_NAME = "paired t-test over seeds at 95 %"
 STAT_COLUMNS = ["dataset", "detector", "loss", "metric", "n", "mean", "std", "scale", "runs", *STATES, "applicable",
                 "lower_is_better", "top", "best", "test", "rival", "test_n", "test_diff", "test_low", "test_high",
                 "test_p", "baseline_loss", "baseline_mean", "delta", "delta_n", "delta_low", "delta_high", "delta_p",
@@ -173,45 +170,6 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
     stats["text"] = [_cell_text(r) for r in stats.itertuples(index=False)]
     stats["delta_text"] = [_delta_text(r) for r in stats.itertuples(index=False)]
     return stats[STAT_COLUMNS]
-
-
-def seed_values(frame: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
-    """Every finished run's value of each metric, one line per (dataset, detector, loss, seed, metric),
-    ``value`` in the table's scale (×100 for AP and oLRP); runs without a value are left out. Two runs
-    of one cell with the same seed (only from rows written by hand) count as their mean."""
-    metrics = [m for m in metrics if m in frame.columns]
-    cols = ["dataset", "detector", "loss", "seed", "metric", "value"]
-    done = frame[frame["status"] == "done"] if "status" in frame.columns else frame
-    if not metrics or done.empty:
-        return pd.DataFrame(columns=cols)
-    long = done[KEYS + ["seed"] + metrics].melt(id_vars=KEYS + ["seed"], var_name="metric", value_name="value")
-    long = long.dropna(subset=["value"])
-    long["value"] = long["value"].astype("float64") * np.where(long["metric"].map(is_fraction).astype(bool), 100.0, 1.0)
-    long["seed"] = long["seed"].fillna(-1)
-    return long.groupby(cols[:-1], sort=False, as_index=False)["value"].mean()[cols]
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> tuple:
-    """Paired comparison of two cells' per-seed values (aligned by seed, NaN where a seed has none):
-    ``(k, mean, low, high, p)``: the k common seeds, the mean of a − b over them, its two-sided
-    ``confidence`` interval (Student t, k − 1 degrees of freedom) and the two-sided p-value of "no
-    difference". Fewer than two common seeds: no interval (NaN). Differences with no spread at all
-    (identical on every seed): a zero-width interval, p 0 (or 1 for a zero difference)."""
-    ok = ~(np.isnan(a) | np.isnan(b))
-    k = int(ok.sum())
-    if k == 0:
-        return 0, math.nan, math.nan, math.nan, math.nan
-    d = a[ok] - b[ok]
-    m = float(d.mean())
-    if k < 2:
-        return 1, m, math.nan, math.nan, math.nan
-    se = float(d.std(ddof=1)) / math.sqrt(k)
-    if not se > 1e-12 * max(1.0, abs(m)):
-        return k, m, m, m, (0.0 if m != 0 else 1.0)
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + confidence / 2, k - 1)) * se
-    return k, m, m - half, m + half, float(2 * t.sf(abs(m) / se, k - 1))
 
 
 def _seed_tests(stats: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
