@@ -650,6 +650,10 @@ def cell_changes(
     _backbone_changes(ch, base, det, backbone_init)
     _class_changes(ch, base, num_classes, classes)
     _kernel_changes(ch, base)
+    train_cfg = base.get("train_cfg") or {}
+    if train_cfg.get("type") and "by_epoch" in train_cfg:
+        ch.delete("train_cfg.by_epoch", "mmdet's SOLOv2-light 3x config sets by_epoch beside its base's loop type, "
+                  "which mmengine's Runner refuses ('Only one of `type` or `by_epoch`'); the type already says it")
     family = head_family(spec)
     if family == "standard":
         _standard_changes(ch, base, det, spec)

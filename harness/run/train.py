@@ -181,10 +181,6 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
                           "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
     if sched.get("batch_per_gpu"):
         cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
-    if cfg.train_cfg.get("type") and "by_epoch" in cfg.train_cfg:
-        # mmdet's SOLOv2-light 3x configs set by_epoch beside their base's loop type, which mmengine's
-        # Runner refuses ("Only one of `type` or `by_epoch`"): the type already says it.
-        cfg.train_cfg.pop("by_epoch")
     if sched.get("epochs"):
         cfg.train_cfg.max_epochs = sched["epochs"]  # the schedule is fitted to the run's length in train_and_evaluate
     if sched.get("lr"):
