@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.detectors.grid import LOSS_NAMES
-from harness.results.frame import DETECTOR_OUTPUTS, rows_frame
+from harness.results.frame import METRIC_FAMILIES, rows_frame
 from harness.results.tables import build_tables, to_latex, to_markdown, write_tables
 from harness.rows import read_rows
 
@@ -43,7 +43,7 @@ OLRP_KEYS = ("oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")
 
 def synthetic_rows(n: int = N_ROWS, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    cells = [(d, l) for d in DETECTOR_OUTPUTS for l in LOSS_NAMES]
+    cells = [(d, l) for d in METRIC_FAMILIES for l in LOSS_NAMES]
     seeds = -(-n // len(cells))
     rows = []
     for s in range(seeds):
@@ -53,7 +53,7 @@ def synthetic_rows(n: int = N_ROWS, seed: int = 0) -> list[dict]:
             failed = rng.random() < 0.02
             metrics = {}
             if not failed:
-                for fam in DETECTOR_OUTPUTS[det]:
+                for fam in METRIC_FAMILIES[det]:
                     base = rng.uniform(0.2, 0.4)
                     metrics.update({f"{fam}_{k}": base + rng.gauss(0, 0.01) for k in AP_KEYS})
                     metrics.update({f"{fam}_{k}": rng.uniform(0.6, 0.8) for k in OLRP_KEYS})

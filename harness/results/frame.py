@@ -34,10 +34,9 @@ from harness.rows import CorruptRow, read_rows
 
 # Detector and loss facts (titles, baseline losses, metric families) live in the grid; tables read them
 # from there. The baseline loss of a detector is the one it is published with ("change vs baseline").
-DETECTORS = {name: d.title for name, d in GRID_DETECTORS.items()}
-LOSSES = dict(LOSS_TITLES)
-BASELINES = {name: d.baseline_loss for name, d in GRID_DETECTORS.items()}
-DETECTOR_OUTPUTS = {name: d.metric_families for name, d in GRID_DETECTORS.items()}
+DETECTOR_TITLES = {name: d.title for name, d in GRID_DETECTORS.items()}
+BASELINE_LOSSES = {name: d.baseline_loss for name, d in GRID_DETECTORS.items()}
+METRIC_FAMILIES = {name: d.metric_families for name, d in GRID_DETECTORS.items()}
 # A run's state in the tables, from the rows alone: its row's status, or ``unfinished`` for a run of the
 # spec without a row (``harness status`` tells whether it runs, waits or was lost); ``missing`` counts
 # cells no run belongs to.
@@ -58,11 +57,11 @@ IDENTITY = ("run_id", "experiment", "detector", "loss", "seed")
 
 
 def detector_label(name: str) -> str:
-    return DETECTORS.get(name, name)
+    return DETECTOR_TITLES.get(name, name)
 
 
 def loss_label(name: str) -> str:
-    return LOSSES.get(name, name)
+    return LOSS_TITLES.get(name, name)
 
 
 def metric_family(metric: str) -> str | None:
@@ -187,8 +186,8 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     order = first + [c for c in params if c in df.columns] + metric_cols + prov
     rest = [c for c in df.columns if c not in order and c not in versions]
     df = df[order + rest + versions]
-    det_rank = {d: i for i, d in enumerate(order_names(df["detector"].dropna(), DETECTORS))}
-    loss_rank = {d: i for i, d in enumerate(order_names(df["loss"].dropna(), LOSSES))}
+    det_rank = {d: i for i, d in enumerate(order_names(df["detector"].dropna(), DETECTOR_TITLES))}
+    loss_rank = {d: i for i, d in enumerate(order_names(df["loss"].dropna(), LOSS_TITLES))}
     df = df.assign(_d=df["detector"].map(det_rank), _l=df["loss"].map(loss_rank))
     df = df.sort_values(["dataset", "_d", "_l", "seed", "run_id"], kind="stable", na_position="last")
     return df.drop(columns=["_d", "_l"]).reset_index(drop=True)

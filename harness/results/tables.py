@@ -48,10 +48,10 @@ import pandas as pd
 
 from harness.files import write_text_atomic
 from harness.results.frame import (
-    BASELINES,
-    DETECTOR_OUTPUTS,
-    DETECTORS,
-    LOSSES,
+    BASELINE_LOSSES,
+    METRIC_FAMILIES,
+    DETECTOR_TITLES,
+    LOSS_TITLES,
     MAIN_METRICS,
     STATES,
     default_metric,
@@ -130,8 +130,8 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
     index_tuples = []
     for ds in datasets:
         sub = frame[frame["dataset"] == ds]
-        dets = order_names(sub["detector"].dropna(), DETECTORS)
-        losses = order_names(sub["loss"].dropna(), LOSSES)
+        dets = order_names(sub["detector"].dropna(), DETECTOR_TITLES)
+        losses = order_names(sub["loss"].dropna(), LOSS_TITLES)
         index_tuples += [(ds, d, l) for d in dets for l in losses]
     cells = pd.MultiIndex.from_tuples(index_tuples, names=KEYS)
 
@@ -184,7 +184,7 @@ def _seed_tests(stats: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     test = np.full(n_rows, "", dtype=object)
     rival = np.full(n_rows, None, dtype=object)
     stats = stats.copy()
-    stats["baseline_loss"] = stats["detector"].map(BASELINES)
+    stats["baseline_loss"] = stats["detector"].map(BASELINE_LOSSES)
     position = {key: i for i, key in enumerate(zip(stats["dataset"], stats["detector"], stats["loss"], stats["metric"]))}
     lower = {m: lower_is_better(m) for m in stats["metric"].unique()}
     if len(values):
@@ -196,7 +196,7 @@ def _seed_tests(stats: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
             sign = -1.0 if lower[metric] else 1.0
             rows = {loss: position.get((ds, det, loss, metric)) for loss in losses}
             # Δ vs baseline: this − baseline over the common seeds (in the metric's own direction).
-            base = BASELINES.get(det)
+            base = BASELINE_LOSSES.get(det)
             if base in losses:
                 b = mat[losses.index(base)]
                 for j, loss in enumerate(losses):
@@ -276,8 +276,8 @@ def _applicable(stats: pd.DataFrame, done: pd.DataFrame) -> pd.Series:
         fam = fams[m]
         if fam is None or has.get((ds, det, fam)):
             out.append(True)
-        elif det in DETECTOR_OUTPUTS:
-            out.append(fam in DETECTOR_OUTPUTS[det])
+        elif det in METRIC_FAMILIES:
+            out.append(fam in METRIC_FAMILIES[det])
         else:
             out.append((ds, det) not in det_done)
     return pd.Series(out, index=stats.index, dtype=bool)
