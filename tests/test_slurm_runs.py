@@ -83,7 +83,7 @@ def test_a_two_process_run_is_one_job_of_two_tasks_and_rank_0_writes_the_row(slu
 
 def test_queued_array_tasks_are_pending_not_lost(slurm_cluster, tmp_path):
     """squeue folds an array's pending tasks into one "N_[1-2]" line; each must still read as pending."""
-    path = spec_file(tmp_path, "queued", losses=("focal", "rs", "ce"), epochs=20, iters=3)
+    path = spec_file(tmp_path, "queued", losses=("focal", "rs", "ce"), epochs=20, iters=8)  # long: still running at 3 s
     data = yaml.safe_load(path.read_text())
     data["launch"]["array_parallelism"] = 1
     path.write_text(yaml.safe_dump(data))
@@ -120,7 +120,12 @@ def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):
 
 
 def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster, tmp_path):
-    path = spec_file(tmp_path, "preempt", losses=("focal",), epochs=3, iters=3)
+    # Long enough to be caught between its first and last checkpoint (3 epochs of 3 steps once took
+    # 0.4 s: the run ended, and its epoch-1 checkpoint was rotated away, before the first poll).
+    path = spec_file(tmp_path, "preempt", losses=("focal",), epochs=3, iters=40)
+    data = yaml.safe_load(path.read_text())
+    data["dataset"]["train_images"] = 80  # 40 steps of 2 images per epoch
+    path.write_text(yaml.safe_dump(data))
     spec = load_spec(path)
     (run,) = spec.runs()
     results = tmp_path / "results" / "preempt"
@@ -128,8 +133,8 @@ def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster,
     first_ckpt = results / "work" / run.run_id / "epoch_1.pth"
     deadline = time.time() + 400
     while time.time() < deadline and not first_ckpt.exists() and not job.done():
-        time.sleep(0.5)
-    assert first_ckpt.exists(), f"no checkpoint after epoch 1; job state {job.state}"
+        time.sleep(0.1)
+    assert first_ckpt.exists() and not job.done(), f"no checkpoint after epoch 1; job state {job.state}"
     job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 → checkpoint() → requeue
     deadline = time.time() + 600
     while time.time() < deadline and not (results / "runs" / f"{run.run_id}.json").exists():
