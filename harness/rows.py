@@ -13,8 +13,6 @@ flag, package versions, effective batch and lr, wall time, job id, host, restart
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,6 @@ def runs_dir(experiment_dir: str | Path) -> Path:
 
 def row_path(experiment_dir: str | Path, run_id: str) -> Path:
     return runs_dir(experiment_dir) / f"{run_id}.json"
-
 
 
 def write_row(experiment_dir: str | Path, row: Mapping[str, Any]) -> Path:

@@ -11,6 +11,7 @@ here records its wall time in results/bench/benchmark.md.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def run(args) -> int:
     from harness.bench.benchmark_timing import process_started_at
     from harness.commands import UsageError
     from harness.experiments.spec import SpecError, load_spec
-    from harness.launch.orchestrate import LaunchError, Request, launch
+    from harness.launch.dispatch import prepare_data
+    from harness.launch.orchestrate import LaunchError, Request, launch, prepare
     from harness.results.tables import TablesError, build_all
 
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
@@ -43,14 +45,18 @@ def run(args) -> int:
         if args.tables_only:
             spec = load_spec(args.spec)
         else:
+            # On SLURM: submit and return (waiting for a cluster queue is `harness status`'s job, the tables
+            # come later with `make tables`); here: wait for the runs.
             request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
-                              only=tuple(args.only), wait=True)
-            # SLURM: submit and return (the tables come later, with `make tables`)
-            request = _no_wait_on_slurm(request)
+                              only=tuple(args.only))
+            prepared = prepare(request)
+            request = dataclasses.replace(request, wait=prepared[2] != "slurm")
             if request.wait:  # runs here: the synthetic data first, timed apart (a fresh clone makes it)
-                steps["data_s"], generated = _prepare_data(request)
+                step = time.time()
+                generated = prepare_data(prepared[0].runs(), log=lambda msg: print(msg, flush=True))
+                steps["data_s"] = time.time() - step
             step = time.time()
-            outcome = launch(request)
+            outcome = launch(request, prepared=prepared)
             steps["runs_s"] = time.time() - step
             spec = outcome.spec
             if outcome.executor == "slurm":
@@ -58,7 +64,7 @@ def run(args) -> int:
                 return 0
             default = Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and not args.only
             if default and outcome.executor == "local":
-                timing = (outcome.placed, len(spec.runs()), outcome.data_generated or generated)
+                timing = (outcome.placed, len(spec.runs()), generated)
     except (SpecError, LaunchError) as exc:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
@@ -89,24 +95,3 @@ def run(args) -> int:
         if path:
             print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained); timings: {path}")
     return 0
-
-
-def _prepare_data(request) -> tuple[float, bool]:
-    """Generate the spec's synthetic data (once, before any run): (seconds, whether it had to be made)."""
-    from harness.launch.dispatch import prepare_data
-    from harness.launch.orchestrate import prepare
-
-    spec, _, _ = prepare(request)
-    made = []
-    seconds = prepare_data(spec.runs(), log=lambda msg: (made.append(msg), print(msg, flush=True)))
-    return seconds, bool(made)
-
-
-def _no_wait_on_slurm(request):
-    """On SLURM, benchmark submits and returns: waiting for a cluster queue is `harness status`'s job."""
-    import dataclasses
-
-    from harness.launch.orchestrate import prepare
-
-    _, _, executor = prepare(request)
-    return dataclasses.replace(request, wait=False) if executor == "slurm" else request

@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 from harness.experiments.spec import RunSpec, Spec
 from harness.launch.manifest import record_submission
 from harness.rows import read_rows, row_path, write_row
-from harness.run.job import RunJob, RunLock, work_dir
+from harness.run.job import RunJob, RunLock, row_identity, work_dir
 
 
 def slurm_reachable() -> bool:
@@ -150,19 +150,20 @@ def local_slots(runs: list[RunSpec]) -> int:
     return max(1, cores // per_run)
 
 
-def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) -> float:
+def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) -> bool:
     """Generate the runs' synthetic data once, here, before any run starts (else the first runs, in
-    parallel, would each make it); returns the seconds it took (next to none when cached)."""
+    parallel, would each make it); returns whether any had to be made (False when all was cached)."""
     from harness.data.synthetic import ensure_synthetic, is_current, synthetic_cache_dir
     from harness.run.train import synthetic_params
 
-    started = time.time()
+    made = False
     params = {p for p in (synthetic_params(dict(r.dataset)) for r in runs) if p is not None}
     for p in params:
         if not is_current(synthetic_cache_dir(p), p):
             log(f"generating the synthetic data ({p.kind}) ...")
             ensure_synthetic(params=p)
-    return time.time() - started
+            made = True
+    return made
 
 
 def _run_in_worker(run: dict, results_dir: str, force: bool, threads: int, log_path: str) -> None:
@@ -217,10 +218,9 @@ class _Forked:
             return "skipped", "another process is running it"
         reason = (f"timed out after {self.run.launch['time_min']} min" if self.timed_out else
                   f"the run's process ended without a row (exit code {self.process.exitcode})")
-        write_row(self.results_dir, {**self.run.identity, "run_id": self.run.run_id, "experiment": self.run.experiment,
-                                     "status": "failed", "reason": reason, "metrics": {}, "curve": [],
-                                     "provenance": {"host": socket.gethostname(),
-                                                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+        write_row(self.results_dir, {**row_identity(self.run), "status": "failed", "reason": reason, "metrics": {},
+                                     "curve": [], "provenance": {"host": socket.gethostname(),
+                                                                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
         return "failed", reason
 
 

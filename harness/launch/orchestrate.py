@@ -52,7 +52,6 @@ class Outcome:
     placed: int  # runs submitted or run now
     finished: bool  # every run of the (restricted) spec has a row
     failed: list[dict]  # rows of failed runs (when waited for)
-    data_generated: bool = False
 
 
 def restrict(spec: Spec, only: tuple[str, ...]) -> Spec:
@@ -102,19 +101,12 @@ def _print_plan(plan: dispatch.Plan, out: Callable[[str], None]) -> None:
         out(f"  running  {r.run_id} (elsewhere)")
 
 
-def _synthetic_data_missing(spec: Spec) -> bool:
-    """Whether the spec's synthetic data still has to be generated (it is, on a fresh machine)."""
-    from harness.data.synthetic import is_current, synthetic_cache_dir
-    from harness.run.train import synthetic_params
-
-    params = [p for p in (synthetic_params(d) for d in spec.datasets) if p is not None]
-    return any(not is_current(synthetic_cache_dir(p), p) for p in params)
-
-
 def launch(request: Request, out: Callable[[str], None] = print,
-           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Outcome:
-    """Run ``request`` (see the module docstring). ``out``: the plan and summaries; ``log``: progress."""
-    spec, results_dir, executor = prepare(request)
+           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+           prepared: tuple[Spec, Path, str] | None = None) -> Outcome:
+    """Run ``request`` (see the module docstring). ``out``: the plan and summaries; ``log``: progress;
+    ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it."""
+    spec, results_dir, executor = prepared or prepare(request)
     plan = dispatch.make_plan(spec, results_dir, force=request.force)
     out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
     outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
@@ -137,7 +129,6 @@ def launch(request: Request, out: Callable[[str], None] = print,
         out(f"follow with: harness status {results_dir}")
         return outcome
     elif plan.submit:
-        outcome.data_generated = _synthetic_data_missing(spec)
         dispatch.run_local_pool(spec, plan.submit, results_dir, request.force, log=log, executor_kind=executor)
     elif not (request.wait or executor == "debug"):
         return outcome  # nothing to place here, and no waiting asked for

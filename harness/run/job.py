@@ -97,6 +97,11 @@ def _rank() -> int:
         return 0
 
 
+def row_identity(spec: RunSpec) -> dict:
+    """The part of a run's row that says which run it is: what determines its result, its id, its experiment."""
+    return {**spec.identity, "run_id": spec.run_id, "experiment": spec.experiment}
+
+
 def write_state(folder: Path, **fields: Any) -> None:
     """``work/<run_id>/state.json``: what the run is doing now (read by ``harness status``)."""
     path = folder / "state.json"
@@ -161,7 +166,7 @@ class RunJob(submitit.helpers.Checkpointable):
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         write_state(folder, state="running", job_id=_job_id(), pid=os.getpid(), host=socket.gethostname(),
                     started_at=started, restarts=restarts)
-        row: dict[str, Any] = {**spec.identity, "run_id": spec.run_id, "experiment": spec.experiment}
+        row: dict[str, Any] = row_identity(spec)
         try:
             result = train_and_evaluate(spec, folder)
             row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve)
