@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from harness.experiments.spec import load_spec
-from harness.launch import dispatch
+from harness.launch import slurm
 from harness.launch.status import experiment_status
 from harness.rows import read_rows
 
@@ -65,7 +65,7 @@ def test_a_two_process_run_is_one_job_of_two_tasks_and_rank_0_writes_the_row(slu
     data["dataset"]["train_images"] = 20  # 5 iterations × 2 images × 2 processes
     path.write_text(yaml.safe_dump(data))
     (run,) = load_spec(path).runs()
-    assert dispatch.slurm_parameters(run)["tasks_per_node"] == 2
+    assert slurm.slurm_parameters(run)["tasks_per_node"] == 2
     results = tmp_path / "results"
     proc = harness("run", str(path), "--results", str(results), "--wait", "--timeout", "10")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -89,7 +89,7 @@ def test_queued_array_tasks_are_pending_not_lost(slurm_cluster, tmp_path):
     path.write_text(yaml.safe_dump(data))
     spec = load_spec(path)
     results = tmp_path / "results" / "queued"
-    jobs = [j for _, j in dispatch.submit_slurm(spec, spec.runs(), results, force=False)]
+    jobs = [j for _, j in slurm.submit_slurm(spec, spec.runs(), results, force=False)]
     try:
         time.sleep(3)
         states = sorted(s.state for s in experiment_status(results)[0])
@@ -104,7 +104,7 @@ def test_queued_array_tasks_are_pending_not_lost(slurm_cluster, tmp_path):
 def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):
     spec = load_spec(spec_file(tmp_path, "cancel", losses=("focal",), epochs=20, iters=3))
     results = tmp_path / "results" / "cancel"
-    (job,) = [j for _, j in dispatch.submit_slurm(spec, spec.runs(), results, force=False)]
+    (job,) = [j for _, j in slurm.submit_slurm(spec, spec.runs(), results, force=False)]
     deadline = time.time() + 120
     while time.time() < deadline and job.state not in ("RUNNING", "COMPLETED"):
         time.sleep(1)
@@ -129,7 +129,7 @@ def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster,
     spec = load_spec(path)
     (run,) = spec.runs()
     results = tmp_path / "results" / "preempt"
-    (job,) = [j for _, j in dispatch.submit_slurm(spec, [run], results, force=False)]
+    (job,) = [j for _, j in slurm.submit_slurm(spec, [run], results, force=False)]
     first_ckpt = results / "work" / run.run_id / "epoch_1.pth"
     deadline = time.time() + 400
     while time.time() < deadline and not first_ckpt.exists() and not job.done():

@@ -6,7 +6,8 @@ there). On this machine it waits with progress, then writes the tables and plots
 results/<experiment>/ and prints the Markdown tables with the paths. On a SLURM cluster (a controller
 answers, or `--executor slurm`) it submits the job arrays and returns; `harness benchmark SPEC
 --tables-only` (`make tables`) later builds the tables from whatever has finished. The default grid run
-here records its wall time in results/bench/benchmark.md.
+here records its wall time in results/bench/benchmark.md. Exit 1 when a run it waited for failed (or did
+not end): the tables are still built from what finished, then each failed run is listed with its reason.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def run(args) -> int:
     from harness.bench.benchmark_timing import process_started_at
     from harness.commands import UsageError
     from harness.experiments.spec import SpecError, load_spec
-    from harness.launch.dispatch import prepare_data
+    from harness.launch.local import prepare_data
     from harness.launch.orchestrate import LaunchError, Request, launch, prepare
     from harness.results.tables import TablesError, build_all
 
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
+    failed_runs: list[dict] | None = None  # the runs of this benchmark that failed (exit 1), once known
     timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
     steps: dict[str, float] = {}  # seconds of its steps, for results/bench/benchmark.md
     generated = False
@@ -62,6 +64,8 @@ def run(args) -> int:
             if outcome.executor == "slurm":
                 print(f"then: make tables EXPERIMENT={args.spec}")
                 return 0
+            if not outcome.finished or outcome.failed:  # the tables are still built, from what finished
+                failed_runs = outcome.failed
             default = Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and not args.only
             if default and outcome.executor == "local":
                 timing = (outcome.placed, len(spec.runs()), generated)
@@ -84,7 +88,7 @@ def run(args) -> int:
     if timing is not None:
         from harness.bench.benchmark_timing import record
 
-        from harness.launch.dispatch import local_slots
+        from harness.launch.local import local_slots
         from harness.rows import read_rows
 
         seconds = time.time() - started
@@ -94,4 +98,9 @@ def run(args) -> int:
                       slots=local_slots(spec.runs()))
         if path:
             print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained); timings: {path}")
+    if failed_runs is not None:
+        for f in failed_runs:
+            print(f"failed: {f['run_id']}: {f['reason']}")
+        print(f"{len(failed_runs)} run(s) failed" if failed_runs else "not every run finished (see above)")
+        return 1
     return 0

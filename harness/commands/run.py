@@ -3,10 +3,12 @@
 Validates the whole spec first (exit 2 on any problem). `--dry-run` prints the plan: runs to do, runs
 already done, and the job arrays by resources. Without `--wait` it submits (SLURM) or starts a
 background pool (local), writes results/<experiment>/manifest.json and returns; `--wait` blocks with
-progress until every run has a row. Reruns submit only runs without a `done` row (`--force` redoes
-them); failed runs run again. `--only` and `--force` reach every executor, the background pool too.
-Exit 1 when a waited-for run failed or the wait timed out. The same path runs `harness benchmark`
-(harness.launch.orchestrate).
+progress until the runs it placed (and those it found queued or running elsewhere) have ended, then
+reports each one's own outcome. Reruns submit only runs without a `done` row (`--force` redoes them);
+failed runs run again; a run queued or running anywhere (SLURM, a local pool, a live process) is never
+submitted again. `--only` and `--force` reach every executor, the background pool too. Exit 1 when a
+waited-for run failed (each listed with its reason), the wait timed out, or the background pool did
+not start. The same path runs `harness benchmark` (harness.launch.orchestrate).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def add_launch_arguments(parser) -> None:
 def add_arguments(parser) -> None:
     parser.add_argument("spec", help="experiment spec, e.g. experiments/synthetic.yaml")
     add_launch_arguments(parser)
-    parser.add_argument("--wait", action="store_true", help="block until every run has finished, with progress")
+    parser.add_argument("--wait", action="store_true", help="block until the runs placed (and any queued or running elsewhere) have ended, with progress")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and submit nothing")
     parser.add_argument("--timeout", type=float, default=None, metavar="MIN", help="with --wait: give up after MIN minutes (exit 1)")
 
@@ -44,6 +46,8 @@ def run(args) -> int:
         outcome = launch(request)
     except LaunchError as exc:
         raise UsageError(str(exc)) from None
+    if outcome.error:
+        return 1
     waited = args.wait or outcome.executor == "debug"
     if args.dry_run or not waited:
         return 0

@@ -6,10 +6,16 @@ A :class:`Request` names the spec and how to run it (executor, filters, waiting)
    ``--only`` cells;
 2. resolves the executor (``auto``: SLURM where a controller answers, else local) and refuses what cannot
    work (SLURM unreachable; a multi-process run on the in-process debug executor);
-3. plans: runs with a ``done`` row are skipped unless ``force``; runs locked by a live process are left to it;
-4. places the rest: SLURM job arrays; a local pool in this process (``wait``, or ``debug``) or in a detached
-   background process that gets the same filters; ``dry_run`` prints the plan and places nothing;
-5. with ``wait``: blocks with progress until every run has a row, then names the failed ones.
+3. plans (:mod:`harness.launch.plan`): runs with a ``done`` row are skipped unless ``force``; runs queued
+   or running anywhere (a live lock, a SLURM job pending, held or running, a live local pool) are left
+   to whoever has them, ``force`` or not;
+4. places the rest, under the submission lock so that a concurrent ``harness run`` sees them queued:
+   SLURM job arrays (:mod:`harness.launch.slurm`); a local pool in this process (``wait``, or ``debug``)
+   or in a detached background process that gets the same filters (:mod:`harness.launch.local`);
+   ``dry_run`` prints the plan and places nothing;
+5. with ``wait`` (:mod:`harness.launch.wait`): blocks with progress until none of the runs it placed, nor
+   those it found queued or running elsewhere, is queued or running, then reports each one's own
+   outcome and names the failed ones with their reasons.
 
 Every filter reaches every executor, the background one included. Problems the user can fix raise
 :class:`LaunchError` (one line; the commands turn it into exit code 2).
@@ -19,13 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from harness.experiments.spec import Spec, SpecError, load_spec
-from harness.launch import dispatch
-from harness.rows import read_rows
+from harness.launch import local, slurm
+from harness.launch.manifest import submitting
+from harness.launch.plan import Plan, group_by_resources, make_plan
+from harness.launch.wait import wait_for
+from harness.run.job import new_attempt
 
 
 class LaunchError(ValueError):
@@ -50,8 +59,10 @@ class Outcome:
     results_dir: Path
     executor: str
     placed: int  # runs submitted or run now
-    finished: bool  # every run of the (restricted) spec has a row
-    failed: list[dict]  # rows of failed runs (when waited for)
+    finished: bool  # waited for, and every run waited for ended (none still queued or running)
+    failed: list[dict]  # {"run_id", "reason"} of each run waited for that failed (its own attempt's reason)
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # run id → (state, reason), waited for
+    error: str | None = None  # the runs could not be placed (a background pool that did not start)
 
 
 def restrict(spec: Spec, only: tuple[str, ...]) -> Spec:
@@ -76,8 +87,8 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
     spec = restrict(spec, tuple(request.only))
-    executor = dispatch.resolve_executor(request.executor or spec.launch["executor"])
-    if executor == "slurm" and not request.dry_run and not dispatch.slurm_reachable():
+    executor = slurm.resolve_executor(request.executor or spec.launch["executor"])
+    if executor == "slurm" and not request.dry_run and not slurm.slurm_reachable():
         raise LaunchError("--executor slurm but no SLURM controller answers (sinfo fails); start one (make slurm-up, "
                           "then export SLURM_CONF as it prints) or use --executor local")
     multi = sorted({r.run_id for r in spec.runs() if r.world_size > 1})
@@ -87,8 +98,8 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
     return spec, Path(request.results_root) / spec.name, executor
 
 
-def _print_plan(plan: dispatch.Plan, out: Callable[[str], None]) -> None:
-    for resources, group in dispatch.group_by_resources(plan.submit).items():
+def _print_plan(plan: Plan, out: Callable[[str], None]) -> None:
+    for resources, group in group_by_resources(plan.submit).items():
         cluster, partition, gpus, cpus, mem, minutes, tasks = resources
         out(f"  array of {len(group)}: cluster {cluster}, partition {partition or 'default'}, {gpus} GPU(s), "
             f"{cpus} CPU(s), {mem:g} GB, {minutes} min, {tasks} process(es) per run")
@@ -97,8 +108,10 @@ def _print_plan(plan: dispatch.Plan, out: Callable[[str], None]) -> None:
             out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}")
     for r in plan.done:
         out(f"  done     {r.run_id}")
-    for r in plan.busy:
-        out(f"  running  {r.run_id} (elsewhere)")
+    for r in plan.queued:
+        out(f"  queued   {r.run_id} ({plan.where[r.run_id]})")
+    for r in plan.running:
+        out(f"  running  {r.run_id} ({plan.where[r.run_id]})")
 
 
 def launch(request: Request, out: Callable[[str], None] = print,
@@ -107,36 +120,60 @@ def launch(request: Request, out: Callable[[str], None] = print,
     """Run ``request`` (see the module docstring). ``out``: the plan and summaries; ``log``: progress;
     ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it."""
     spec, results_dir, executor = prepared or prepare(request)
-    plan = dispatch.make_plan(spec, results_dir, force=request.force)
-    out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
-    outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
     if request.dry_run:
+        plan = make_plan(spec, results_dir, force=request.force)
+        out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
         _print_plan(plan, out)
-        outcome.placed = 0
-        return outcome
+        return Outcome(spec, results_dir, executor, placed=0, finished=False, failed=[])
+    attempt = new_attempt()
+    waits = request.wait or executor == "debug"
+    pool = None
+    with submitting(results_dir):  # plan and record as one step: a concurrent run sees these queued
+        plan = make_plan(spec, results_dir, force=request.force)
+        out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
+        if executor == "slurm" and plan.submit:
+            slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt)
+        elif executor != "slurm" and plan.submit and waits:
+            pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log)
+            pool.open()
+    outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
     if executor == "slurm":
-        if plan.submit:
-            dispatch.submit_slurm(spec, plan.submit, results_dir, request.force)
         out(f"submitted {len(plan.submit)} run(s) as SLURM job arrays; manifest: {results_dir / 'manifest.json'}")
-        if not request.wait:
-            out(f"follow with: harness status {results_dir}")
+    elif plan.submit and not waits:  # the background pool plans again, under the same lock, and records its queue
+        started = local.spawn_background_pool(Path(request.spec), results_dir, executor, force=request.force,
+                                              only=request.only)
+        if started.started:
+            out(f"running {len(plan.submit)} run(s) locally in the background (pid {started.pid}, log "
+                f"{results_dir / 'local-pool.log'})")
+        else:
+            outcome.placed, outcome.error = 0, f"the background pool (pid {started.pid}) did not start: {started.note}"
+            out(outcome.error)
             return outcome
-    elif plan.submit and not (request.wait or executor == "debug"):
-        pid = dispatch.spawn_background_pool(Path(request.spec), results_dir, executor, force=request.force,
-                                             only=request.only)
-        out(f"running {len(plan.submit)} run(s) locally in the background (pid {pid}, log "
-            f"{results_dir / 'local-pool.log'})")
-        out(f"follow with: harness status {results_dir}")
+    if not waits:
+        if plan.submit or plan.busy:
+            out(f"follow with: harness status {results_dir}")
         return outcome
-    elif plan.submit:
-        dispatch.run_local_pool(spec, plan.submit, results_dir, request.force, log=log, executor_kind=executor)
-    elif not (request.wait or executor == "debug"):
-        return outcome  # nothing to place here, and no waiting asked for
-    timeout_s = None if request.timeout_min is None else request.timeout_min * 60
-    outcome.finished = dispatch.wait_for(spec, results_dir, timeout_s, log=log)
-    rows, _ = read_rows(results_dir, warn=False)
-    ids = {r.run_id for r in spec.runs()}
-    outcome.failed = [r for r in rows if r["run_id"] in ids and r["status"] == "failed"]
-    for r in outcome.failed:
-        log(f"failed: {r['run_id']}: {r.get('reason')}")
+    watched: dict[str, str | None] = {r.run_id: None for r in plan.busy}  # somebody else's: judged by their rows
+    if pool is not None:
+        try:
+            outcome.outcomes.update(pool.run())
+        finally:
+            pool.close()
+    else:
+        watched.update({r.run_id: attempt for r in plan.submit})  # submitted to SLURM here
+    outcome.finished = True
+    if watched:
+        timeout_s = None if request.timeout_min is None else request.timeout_min * 60
+        outcome.finished, ended = wait_for(results_dir, watched, timeout_s, log=log)
+        outcome.outcomes.update(ended)
+    outcome.failed = [{"run_id": run_id, "reason": reason} for run_id, (state, reason) in sorted(outcome.outcomes.items())
+                      if state == "failed"]
+    if outcome.outcomes or watched:
+        states = [state for state, _ in outcome.outcomes.values()]
+        unended = len(set(watched) - set(outcome.outcomes))
+        out(f"waited for {len(set(watched) | set(outcome.outcomes))} run(s): {states.count('done')} done, "
+            f"{states.count('failed')} failed" + (f", {states.count('skipped')} stepped aside" if 'skipped' in states else "")
+            + (f", {unended} still queued or running" if unended else ""))
+    for f in outcome.failed:
+        log(f"failed: {f['run_id']}: {f['reason']}")
     return outcome

@@ -3,14 +3,22 @@
 :class:`RunJob` holds only a :class:`~harness.experiments.spec.RunSpec` (plain data) and the results
 folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
 
-1. takes the run's lock (``work/<run_id>/lock``, an ``flock`` released when the process dies), so two
-   processes never train the same run; a run already locked elsewhere returns at once;
+1. decides, once, in rank 0 (the only process of a single-process run): it takes the run's lock
+   (``work/<run_id>/lock``, an ``flock`` released when the process dies), so two processes never train
+   the same run, and decides whether to train (resuming from a checkpoint when there is one), restart
+   (``force``: the old row, checkpoints and curve deleted first) or step aside (the run is locked
+   elsewhere, or already done). It writes that decision to ``work/<run_id>/decisions/<key>.json``, keyed
+   by the submission's attempt, the job id and its restart count; every other rank of a multi-process run
+   waits for that file (at most :data:`DECISION_WAIT_S`) before it reads any checkpoint, and follows it:
+   trains, or returns at once (no rank waits in ``init_process_group`` for a rank 0 that stepped aside);
 2. imports the spec's external loss modules in this process (one that cannot be imported here makes a
    ``failed`` row with the reason, before training), then trains with mmengine's Runner in
    ``work/<run_id>/`` (:mod:`harness.run.train`), saving checkpoints regularly and resuming from the
    latest one when there is one;
 3. evaluates and writes the run's result row atomically (``runs/<run_id>.json``), status ``done``, or
-   ``failed`` with the reason (a NaN/Inf loss, an exception).
+   ``failed`` with the reason (a NaN/Inf loss, an exception). The row records the submission's
+   ``attempt`` (``provenance.attempt``), so whoever submitted it tells its own outcome from an older row
+   (:func:`attempt_outcome`).
 
 On preemption or timeout submitit calls :meth:`RunJob.checkpoint`, which resubmits a fresh instance of
 the same run: it resumes from the latest checkpoint in the work folder. submitit then ends the process
@@ -25,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -70,10 +79,11 @@ class RunLock:
             self._fd = None
 
     def held_elsewhere(self) -> bool:
-        """True when another live process holds the lock (used by status and dispatch)."""
-        if not self.path.exists():
+        """True when another live process holds the lock (used by status and the plan)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return False
-        fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,6 +107,78 @@ def _rank() -> int:
         return 0
 
 
+def _restarts() -> int:
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def new_attempt() -> str:
+    """A token naming one submission (one ``harness run``): its rows and decisions carry it."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# One decision per run launch, made by rank 0 and followed by every rank
+
+DECISION_WAIT_S = 300.0  # the longest a rank > 0 waits for rank 0's decision (rank 0 decides in a second)
+ACTIONS = ("train", "restart", "skip")  # train: from scratch or resuming; restart: --force; skip: step aside
+
+
+def decisions_dir(folder: Path) -> Path:
+    return Path(folder) / "decisions"
+
+
+def decision_key(attempt: str | None) -> str:
+    """The same for every rank of one launch of a job: the attempt, the job id, its restart count."""
+    job = str(_job_id() or "nojob").replace("/", "_")
+    return f"{attempt or 'noattempt'}.{job}.{_restarts()}"
+
+
+def write_decision(folder: Path, key: str, action: str, reason: str = "") -> None:
+    assert action in ACTIONS, action
+    write_json_atomic(decisions_dir(folder) / f"{key}.json",
+                      {"key": key, "action": action, "reason": reason, "pid": os.getpid(),
+                       "host": socket.gethostname(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def read_decision(folder: Path, key: str) -> dict | None:
+    try:
+        return json.loads((decisions_dir(folder) / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def await_decision(folder: Path, key: str, timeout_s: float = DECISION_WAIT_S, poll_s: float = 0.1) -> dict:
+    """Rank 0's decision for ``key``; raises after ``timeout_s`` (rank 0 never came)."""
+    deadline = time.time() + timeout_s
+    while True:
+        decision = read_decision(folder, key)
+        if decision is not None:
+            return decision
+        if time.time() > deadline:
+            raise RuntimeError(f"rank 0 of run {Path(folder).name} made no decision ({key}) within {timeout_s:.0f} s; "
+                               f"this task stops instead of waiting for it")
+        time.sleep(poll_s)
+
+
+def attempt_outcome(results_dir: str | Path, run_id: str, attempt: str) -> tuple[str, str] | None:
+    """(state, reason) of ``run_id``'s ``attempt``: its row when that attempt wrote it, ``skipped`` when
+    its rank 0 stepped aside (already done, locked elsewhere); None when the attempt left neither."""
+    try:
+        row = json.loads(row_path(results_dir, run_id).read_text())
+        if isinstance(row, dict) and (row.get("provenance") or {}).get("attempt") == attempt:
+            return row.get("status", "?"), row.get("reason") or ""
+    except (OSError, ValueError):
+        pass
+    for path in sorted(decisions_dir(work_dir(results_dir, run_id)).glob(f"{attempt}.*.json")):
+        try:
+            decision = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if decision.get("action") == "skip":
+            return "skipped", decision.get("reason") or ""
+    return None
+
+
 def row_identity(spec: RunSpec) -> dict:
     """The part of a run's row that says which run it is: what determines its result, its id, its experiment."""
     return {**spec.identity, "run_id": spec.run_id, "experiment": spec.experiment}
@@ -118,10 +200,11 @@ def write_state(folder: Path, **fields: Any) -> None:
 class RunJob(submitit.helpers.Checkpointable):
     """The callable submitted for one run; returns the run's result row (or a note that it was skipped)."""
 
-    def __init__(self, run: RunSpec | dict, results_dir: str | Path, force: bool = False):
+    def __init__(self, run: RunSpec | dict, results_dir: str | Path, force: bool = False, attempt: str | None = None):
         self.run = run.to_dict() if isinstance(run, RunSpec) else dict(run)
         self.results_dir = str(results_dir)
         self.force = force
+        self.attempt = attempt  # the submission's token (new_attempt), recorded in the row and the decision
         self._interrupted = False  # set by checkpoint(): the job is being requeued
 
     @property
@@ -132,29 +215,39 @@ class RunJob(submitit.helpers.Checkpointable):
         self._entered = time.time()  # the run's code starts: its process's start-up ends
         spec = self.spec
         folder = work_dir(self.results_dir, spec.run_id)
-        if _rank() != 0:  # a multi-GPU run: every task trains, only rank 0 holds the lock and writes the row
-            from harness.run.train import train_and_evaluate
+        key = decision_key(self.attempt)
+        if _rank() != 0:  # a multi-process run: rank 0 decides, this rank follows before reading anything
+            decision = await_decision(folder, key)
+            if decision["action"] != "skip":
+                from harness.run.train import train_and_evaluate
 
-            train_and_evaluate(spec, folder)
-            return {"run_id": spec.run_id, "status": "secondary task"}
+                train_and_evaluate(spec, folder)
+            return {"run_id": spec.run_id, "status": "secondary task", "decision": decision["action"],
+                    "reason": decision.get("reason") or ""}
         lock = RunLock(folder)
         if not lock.acquire():
+            write_decision(folder, key, "skip", "another process is running it")
             return {"run_id": spec.run_id, "status": "skipped", "reason": "another process is running it"}
         try:
             existing = row_path(self.results_dir, spec.run_id)
-            if self.force:  # redo from scratch: forget the old row, checkpoints and curve
+            if self.force:  # redo from scratch: forget the old row, checkpoints and curve, before any rank reads
                 existing.unlink(missing_ok=True)
                 for path in folder.iterdir():
-                    if path.name != "lock":
+                    if path.name not in ("lock", decisions_dir(folder).name):
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
                 self.force = False  # a requeued instance resumes this new attempt
+                write_decision(folder, key, "restart", "--force: the old row, checkpoints and curve deleted")
+                return self._execute(spec, folder)
             if existing.exists():
                 try:
                     row = json.loads(existing.read_text())
                     if row.get("status") == "done":
+                        write_decision(folder, key, "skip", "already done")
                         return row
                 except (OSError, ValueError):
                     pass
+            resume = (folder / "last_checkpoint").exists()
+            write_decision(folder, key, "train", "resuming from its latest checkpoint" if resume else "")
             return self._execute(spec, folder)
         finally:
             lock.release()
@@ -163,7 +256,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from harness.run.train import RunFailed, train_and_evaluate
 
         started = time.time()
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        restarts = _restarts()
         write_state(folder, state="running", job_id=_job_id(), pid=os.getpid(), host=socket.gethostname(),
                     started_at=started, restarts=restarts)
         row: dict[str, Any] = row_identity(spec)
@@ -190,6 +283,7 @@ class RunJob(submitit.helpers.Checkpointable):
             **provenance(),
             **info,
             "process": _process_kind(spec.run_id),
+            "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
             "restarts": restarts,
@@ -205,7 +299,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: resubmit the same run; it resumes from its latest checkpoint."""
         self._interrupted = True
-        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force))
+        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force, self.attempt))
 
 
 def _process_kind(run_id: str) -> str:

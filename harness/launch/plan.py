@@ -1,0 +1,72 @@
+"""What to run: a spec's runs sorted by their rows, the manifest and the schedulers' queues.
+
+:func:`make_plan` places every run of a spec in one list of a :class:`Plan`:
+
+* ``running``: a live process holds the run's lock, or its SLURM job is running;
+* ``queued``: submitted and still waiting (a SLURM job pending or held, or a live local pool that has not
+  started it) — :mod:`harness.launch.scheduler` asks the schedulers;
+* ``done``: it has a ``done`` row (unless ``force``);
+* ``submit``: everything else (never run, failed, interrupted, lost; done ones with ``force``).
+
+A run queued or running anywhere is never submitted again, ``--force`` or not. The plan places nothing:
+the executors (:mod:`harness.launch.slurm`, :mod:`harness.launch.local`) do, and
+:mod:`harness.launch.orchestrate` strings them together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from harness.experiments.spec import RunSpec, Spec
+from harness.launch.scheduler import Live, live_runs
+from harness.rows import read_rows
+
+
+@dataclass
+class Plan:
+    submit: list[RunSpec] = field(default_factory=list)
+    done: list[RunSpec] = field(default_factory=list)
+    queued: list[RunSpec] = field(default_factory=list)  # submitted, waiting in a queue (SLURM, a local pool)
+    running: list[RunSpec] = field(default_factory=list)  # a live process or SLURM job runs it
+    where: dict[str, str] = field(default_factory=dict)  # run id → where it is queued or running
+
+    @property
+    def busy(self) -> list[RunSpec]:
+        """Runs queued or running elsewhere: left to whoever has them."""
+        return self.queued + self.running
+
+    def summary(self) -> str:
+        return (f"{len(self.submit)} to run, {len(self.done)} already done, {len(self.queued)} queued, "
+                f"{len(self.running)} running")
+
+
+def make_plan(spec: Spec, results_dir: Path, force: bool = False, rows: list[dict] | None = None,
+              live: dict[str, Live] | None = None) -> Plan:
+    """Sort the runs of ``spec`` (``rows``: the results folder's rows when already read; ``live``: what
+    :func:`~harness.launch.scheduler.live_runs` answered, when already asked)."""
+    if rows is None:
+        rows, _ = read_rows(results_dir, warn=True)
+    runs = spec.runs()
+    if live is None:
+        live = live_runs(results_dir, [r.run_id for r in runs])
+    status = {r["run_id"]: r["status"] for r in rows}
+    plan = Plan()
+    for run in runs:
+        if run.run_id in live:
+            getattr(plan, live[run.run_id].state).append(run)
+            plan.where[run.run_id] = live[run.run_id].where
+        elif status.get(run.run_id) == "done" and not force:
+            plan.done.append(run)
+        else:
+            plan.submit.append(run)
+    return plan
+
+
+def group_by_resources(runs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
+    groups: dict[tuple, list[RunSpec]] = defaultdict(list)
+    for run in runs:
+        groups[run.resources].append(run)
+    return dict(groups)
