@@ -147,8 +147,10 @@ def read_decision(folder: Path, key: str) -> dict | None:
         return None
 
 
-def await_decision(folder: Path, key: str, timeout_s: float = DECISION_WAIT_S, poll_s: float = 0.1) -> dict:
-    """Rank 0's decision for ``key``; raises after ``timeout_s`` (rank 0 never came)."""
+def await_decision(folder: Path, key: str, timeout_s: float | None = None, poll_s: float = 0.1) -> dict:
+    """Rank 0's decision for ``key``; raises after ``timeout_s`` (default :data:`DECISION_WAIT_S`: rank 0
+    never came)."""
+    timeout_s = DECISION_WAIT_S if timeout_s is None else timeout_s
     deadline = time.time() + timeout_s
     while True:
         decision = read_decision(folder, key)
