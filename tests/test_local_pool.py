@@ -2,7 +2,8 @@
 
 Real (tiny) runs through `harness run --executor local --wait`, as a user starts them: rows as before,
 each with its phase timing and how its process started; each run's output in its own log; a run whose
-process dies without writing a row gets a ``failed`` row that says so (the driver does not wait forever).
+process dies without writing a row gets a ``failed`` row that says so, with its own reason (not an older
+row's), and `--wait` / `harness benchmark` report the runs they ran, exit 1 when one failed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import pytest
 import yaml
 
 from harness.bench.benchmark_timing import PHASES
-from harness.rows import read_rows
+from harness.experiments.spec import load_spec
+from harness.rows import read_rows, write_row
+from harness.run.job import row_identity
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -53,15 +56,32 @@ def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_p
         assert "Epoch(train)" in log.read_text()  # mmengine's output went to the run's own log
 
 
-def test_a_run_whose_process_dies_without_a_row_fails_with_the_reason(tmp_path):
+def test_a_run_whose_process_dies_reports_its_own_reason_and_wait_reports_only_what_it_ran(tmp_path):
+    """Findings 3, 4 and 8: with an older done row and an older failed row, `--wait` reruns the failed run,
+    waits for it, reports its own reason (the process died: exit code 3) and nothing of the older rows;
+    `harness benchmark` exits 1, listing it."""
     module = tmp_path / "dies_in_worker.py"
     example = (REPO / "examples" / "quality_focal.py").read_text().replace('name="qfl"', 'name="dies"')
     module.write_text(example + "\nimport os\n\nif os.environ.get('HARNESS_LOCAL_RUN'):  # in the run's process\n"
                       "    os._exit(3)\n")
     results = tmp_path / "results"
-    proc = harness("run", str(spec_file(tmp_path, "dies", losses=("dies",), modules=(str(module),))),
-                   "--executor", "local", "--wait", "--results", str(results))
-    assert proc.returncode == 1
-    (row,), _ = read_rows(results / "dies")
-    assert row["status"] == "failed" and row["reason"] == "the run's process ended without a row (exit code 3)"
-    assert "finished atss-dies-" in proc.stderr and "failed: the run's process ended without a row" in proc.stderr
+    spec = spec_file(tmp_path, "dies", losses=("focal", "dies"), modules=(str(module),))
+    focal, dies = load_spec(spec).runs()
+    write_row(results / "dies", {**row_identity(focal), "status": "done", "metrics": {"bbox_AP": 0.25}, "curve": [],
+                                 "provenance": {"attempt": "older"}})
+    write_row(results / "dies", {**row_identity(dies), "status": "failed", "reason": "an older failure",
+                                 "metrics": {}, "curve": [], "provenance": {"attempt": "older"}})
+    proc = harness("run", str(spec), "--executor", "local", "--wait", "--results", str(results))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    own = "the run's process ended without a row (exit code 3)"
+    rows = {r["run_id"]: r for r in read_rows(results / "dies")[0]}
+    assert rows[dies.run_id]["status"] == "failed" and rows[dies.run_id]["reason"] == own
+    assert rows[focal.run_id]["provenance"]["attempt"] == "older"  # the done run was left alone
+    assert f"started  {dies.run_id}" in proc.stderr and f"started  {focal.run_id}" not in proc.stderr
+    assert f"failed: {dies.run_id}: {own}" in proc.stderr and "an older failure" not in proc.stderr + proc.stdout
+    assert "waited for 1 run(s): 0 done, 1 failed" in proc.stdout
+
+    bench = harness("benchmark", str(spec), "--executor", "local", "--results", str(results))
+    assert bench.returncode == 1, bench.stdout[-2000:] + bench.stderr[-2000:]
+    assert f"failed: {dies.run_id}: {own}" in bench.stdout and "1 run(s) failed" in bench.stdout
+    assert (results / "dies" / "tables" / "tables.md").exists()  # the tables are built from what finished
