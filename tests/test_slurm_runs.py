@@ -4,6 +4,8 @@ an uninterrupted run with the same seed. Skipped, with the reason, where SLURM c
 
 from __future__ import annotations
 
+import io
+import json
 import pickle
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import yaml
 
 from harness.experiments.spec import load_spec
 from harness.launch import slurm
+from harness.launch.orchestrate import Request, launch
 from harness.launch.status import experiment_status
 from harness.rows import read_rows
 
@@ -150,3 +153,41 @@ def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster,
     (ref,), _ = read_rows(clean / "preempt")
     assert ref["metrics"] == row["metrics"]
     assert [p[:2] for p in ref["curve"]] == [p[:2] for p in row["curve"]]
+
+
+def test_a_second_run_with_held_jobs_submits_nothing(slurm_cluster, tmp_path, monkeypatch):
+    """Idempotent submission: jobs waiting in the queue (held) hold no lock, yet a second `harness run`
+    sees them in the manifest and squeue, says they are queued and submits nothing."""
+    spec = spec_file(tmp_path, "held")
+    results = tmp_path / "results"
+    # the first submission, through the harness's own path, with sbatch --hold: none can start before the
+    # hold (on this 2-core cluster they would start at once; SLURM 22.05 has no SBATCH_HOLD variable)
+    parameters = slurm.slurm_parameters
+    monkeypatch.setattr(slurm, "slurm_parameters",
+                        lambda run: {**parameters(run), "slurm_additional_parameters": {"hold": True}})
+    first = io.StringIO()
+    launch(Request(spec=spec, results_root=results), out=lambda m: print(m, file=first))
+    monkeypatch.setattr(slurm, "slurm_parameters", parameters)
+    assert "submitted 2 run(s)" in first.getvalue(), first.getvalue()
+    manifest = json.loads((results / "held" / "manifest.json").read_text())
+    job_ids = sorted(e["job_id"] for e in manifest["runs"].values())
+    array = job_ids[0].split("_")[0]
+    try:
+        subprocess.run(["scontrol", "hold", array], check=True, timeout=30, capture_output=True)
+        second = harness("run", str(spec), "--results", str(results))
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "held: 2 runs; 0 to run, 0 already done, 2 queued, 0 running" in second.stdout, second.stdout
+        assert "submitted 0 run(s)" in second.stdout
+        after = json.loads((results / "held" / "manifest.json").read_text())
+        assert len(after["submissions"]) == 1 and sorted(e["job_id"] for e in after["runs"].values()) == job_ids
+        forced = harness("run", str(spec), "--results", str(results), "--force", "--dry-run")
+        assert forced.stdout.count("queued   ") == 2 and "JobHeld" in forced.stdout  # --force: still not resubmitted
+        status = harness("status", str(results / "held"))
+        assert "2 pending" in status.stdout, status.stdout
+    finally:
+        subprocess.run(["scancel", array], timeout=30)
+    deadline = time.time() + 120
+    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", array], capture_output=True,
+                                                     text=True).stdout.strip():
+        time.sleep(1)
+    assert "0 queued" in harness("run", str(spec), "--results", str(results), "--dry-run").stdout
