@@ -2,33 +2,76 @@
 
 The one writer of the project: a temporary file in the target's folder, flushed and fsynced, then
 ``os.replace`` over the target (atomic on POSIX within one file system). Result rows, the manifest, a
-run's state and curve, predictions, tables, plots' stamps and benchmark tables all go through it.
+run's state and curve, predictions, tables, plots, CSV files and benchmark tables all go through it.
+
+Files and folders are made with the user's umask, like any other program's (0644 and 0755 under umask
+022; a teammate reads a shared results folder): the temporary file is created with mode 0666 and the
+temporary folder with 0777, which the kernel narrows by the umask (``tempfile.mkstemp`` and ``mkdtemp``
+would make them 0600 and 0700 whatever the umask).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
+
+FILE_MODE = 0o666  # before the umask
+FOLDER_MODE = 0o777
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; returns the path."""
+def _temporary_name(folder: Path, prefix: str, suffix: str) -> Path:
+    return folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+
+
+def _create_temporary_file(folder: Path, prefix: str) -> tuple[int, Path]:
+    """A new, uniquely named file in ``folder`` opened for writing (mode 0666 less the umask)."""
+    while True:
+        tmp = _temporary_name(folder, prefix, ".tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), FILE_MODE), tmp
+        except FileExistsError:
+            continue
+
+
+def make_temporary_folder(parent: str | Path, prefix: str) -> Path:
+    """A new, uniquely named folder ``<parent>/<prefix><random>`` (mode 0777 less the umask), for content
+    that is then renamed into place as a whole."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _temporary_name(parent, prefix, "")
+        try:
+            os.mkdir(tmp, FOLDER_MODE)
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(f)`` with a binary file that becomes ``path`` atomically once ``write`` returns
+    (creating the folder); if ``write`` raises, ``path`` is left as it was. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary_file(path.parent, f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder; returns the path."""
+    data = text.encode("utf-8")
+    return write_atomic(path, lambda f: f.write(data))
 
 
 def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> Path:
@@ -37,3 +80,15 @@ def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> 
     text = json.dumps(data, separators=(",", ":"), default=str) if compact else \
         json.dumps(data, indent=1, sort_keys=True, default=str)
     return write_text_atomic(path, text)
+
+
+def write_csv_atomic(path: str | Path, header: list, rows: list[list]) -> Path:
+    """Write a CSV file (``header`` then ``rows``, the csv module's default dialect) atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())

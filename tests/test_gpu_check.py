@@ -37,11 +37,20 @@ def test_quick_check_trains_predicts_times_and_reports(tmp_path, capsys):
     assert "torch " in report and "compiled kernels forbidden" in report
 
 
-def test_quick_settings_keep_the_full_checks_shape():
-    assert gpu_check.FULL.profile == "paper" and gpu_check.FULL.size == 512 and gpu_check.FULL.batch == 8
-    assert gpu_check.FULL.iterations == 20 and gpu_check.FULL.paper_size == (800, 1333)
-    assert gpu_check.FULL.paper_batch == 2 and gpu_check.FULL.apply_target
-    assert gpu_check.settings_for(True, iterations=3).iterations == 3
+@pytest.mark.parametrize("detector", ["faster_rcnn", "cascade_rcnn", "atss", "paa", "mask_rcnn", "yolact", "solov2"])
+def test_the_full_check_times_each_detector_at_its_paper_configs_input_size(detector):
+    """The step times are compared with the published ones: each detector must be timed on images of the
+    size its paper-profile config trains at (mmdet's ``Resize`` scale is width x height)."""
+    cfg = gpu_check.cell_config(detector, "rs", "paper")
+    (resize,) = [step for step in cfg.train_pipeline if step["type"] in ("Resize", "RandomChoiceResize")]
+    scales = resize.get("scales") or [resize["scale"]]  # SOLOv2-light trains at one of several
+    height, width = gpu_check.INPUT_SIZE.get(detector, gpu_check.FULL.paper_size)
+    assert gpu_check.FULL.profile == "paper" and gpu_check.FULL.apply_target
+    assert (width, height) in scales
+
+
+def test_settings_overrides_apply_and_none_keeps_the_default():
+    assert gpu_check.settings_for(True, iterations=3) == gpu_check.replace(gpu_check.QUICK, iterations=3)
     assert gpu_check.settings_for(False, iterations=None) == gpu_check.FULL
 
 

@@ -18,7 +18,6 @@ take minutes; the table says so.
 
 from __future__ import annotations
 
-import csv
 import platform
 import statistics
 import sys
@@ -31,6 +30,7 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from harness.bench.plain import plain_rank_sort
+from harness.files import write_csv_atomic, write_text_atomic
 from harness.losses import (
     alrp_classification_loss,
     alrp_localisation_loss,
@@ -222,17 +222,12 @@ def _fmt_err(x: float | None) -> str:
 
 def write(rows: list[Row], out_prefix: str | Path) -> tuple[Path, Path]:
     out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_prefix.with_suffix(".csv"), out_prefix.with_suffix(".md")
-    tmp = csv_path.with_suffix(".csv.tmp")
     opt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["device", "N", "P", "loss", "median_ms", "runs", "note", "value_error", "grad_error", "min_ms"])
-        for r in rows:
-            w.writerow([r.device, r.n, r.p, r.loss, opt(r.median_ms, ".4f"), r.runs, r.note,
-                        opt(r.value_error, ".3e"), opt(r.grad_error, ".3e"), opt(r.min_ms, ".4f")])
-    tmp.replace(csv_path)
+    write_csv_atomic(csv_path, ["device", "N", "P", "loss", "median_ms", "runs", "note", "value_error", "grad_error",
+                                "min_ms"],
+                     [[r.device, r.n, r.p, r.loss, opt(r.median_ms, ".4f"), r.runs, r.note, opt(r.value_error, ".3e"),
+                       opt(r.grad_error, ".3e"), opt(r.min_ms, ".4f")] for r in rows])
 
     t = _lookup(rows)
     errors = {(r.device, r.n, r.p, r.loss): (r.value_error, r.grad_error) for r in rows}
@@ -287,9 +282,7 @@ def write(rows: list[Row], out_prefix: str | Path) -> tuple[Path, Path]:
                 f_val, f_ok = fastest.get(what, ("—", None))
                 lines.append(f"| {what} | {val} | {mark(ok)} | {f_val} | {mark(f_ok)} |")
             lines.append("")
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(md_path)
+    write_text_atomic(md_path, "\n".join(lines))
     return csv_path, md_path
 
 

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.paths import LVIS_OVERSAMPLE_THR, LVIS_V1_TRAIN_IMAGES, DatasetPaths
+from harness.files import make_temporary_folder
 
 #: Bump when the generator's output changes for the same parameters (invalidates caches).
 GENERATOR_VERSION = 2
@@ -604,7 +605,7 @@ def generate_synthetic(params: SyntheticParams, out: Path | str, *, overwrite: b
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temporary_folder(out.parent, f".{out.name}.tmp-")  # mode 0777 less the umask (mkdtemp: 0700)
     try:
         _write_dataset(params, tmp)
         if out.exists():
@@ -654,7 +655,7 @@ def ensure_synthetic(
         return dataset_paths(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = make_temporary_folder(target.parent, f".{target.name}.tmp-")  # 0777 less the umask (mkdtemp: 0700)
     try:
         _write_dataset(params, tmp)
         try:

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -126,6 +127,29 @@ def build_model(cfg):
     return model
 
 
+def sgd_wrapper(model, lr: float):
+    """Plain SGD (momentum 0.9) at ``lr`` in mmengine's optimizer wrapper, for :func:`train_step`."""
+    import torch
+    from mmengine.optim import OptimWrapper
+
+    return OptimWrapper(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+
+
+def train_step(model, batch: dict, optim_wrapper, inspect: Callable[[], None] | None = None) -> dict:
+    """One training step of ``model`` on a copy of ``batch``: data preprocessing, forward, loss, backward,
+    then ``inspect()`` (the gradients are in place), the optimizer wrapper's step (its gradient clipping
+    included) and ``zero_grad``. The one training step of check-cell, bench-steps and gpu-check. Returns
+    mmengine's logged values as tensors (reading them waits for the device; timed steps do not)."""
+    data = model.data_preprocessor(copy.deepcopy(batch), True)
+    total, log_vars = model.parse_losses(model(**data, mode="loss"))
+    optim_wrapper.backward(total)
+    if inspect is not None:
+        inspect()
+    optim_wrapper.step()
+    optim_wrapper.zero_grad()
+    return log_vars
+
+
 @contextlib.contextmanager
 def quiet_mmengine(level: int = logging.WARNING):
     """mmengine logs every parameter's initialisation at INFO: raise its logger's level meanwhile."""
@@ -183,32 +207,28 @@ def _check_cell(detector, loss, profile, classes, seed, raise_on_failure) -> Cel
     model = build_model(cfg)
     model.train()
     batch = synthetic_batch(num_classes=len(classes), seed=seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim_wrapper.optimizer.lr, momentum=0.9)
+    optim_wrapper = sgd_wrapper(model, cfg.optim_wrapper.optimizer.lr)
+
+    def inspect_gradients():
+        report.train_s = time.perf_counter() - start
+        for prefix, params in _param_groups(model, det.cls_layers).items():
+            if not params:
+                report.problems.append(f"no classification layer {prefix!r} in the model")
+                continue
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))) if grads else 0.0
+            report.cls_grad_norms[prefix] = norm
+            if not math.isfinite(norm) or norm == 0.0:
+                report.problems.append(f"no gradient reaches {prefix} (norm {norm})")
+        bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            report.problems.append(f"non-finite gradients in {len(bad)} tensors (first {bad[0]})")
 
     start = time.perf_counter()
-    data = model.data_preprocessor(copy.deepcopy(batch), True)
-    losses = model(**data, mode="loss")
-    total, log_vars = model.parse_losses(losses)
-    optimizer.zero_grad()
-    total.backward()
-    report.train_s = time.perf_counter() - start
+    log_vars = train_step(model, batch, optim_wrapper, inspect=inspect_gradients)
     report.losses = {k: float(v.detach()) if hasattr(v, "detach") else float(v) for k, v in log_vars.items()}
-    for name, value in report.losses.items():
-        if not math.isfinite(value):
-            report.problems.append(f"{name} is {value}")
-    for prefix, params in _param_groups(model, det.cls_layers).items():
-        if not params:
-            report.problems.append(f"no classification layer {prefix!r} in the model")
-            continue
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))) if grads else 0.0
-        report.cls_grad_norms[prefix] = norm
-        if not math.isfinite(norm) or norm == 0.0:
-            report.problems.append(f"no gradient reaches {prefix} (norm {norm})")
-    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-    if bad:
-        report.problems.append(f"non-finite gradients in {len(bad)} tensors (first {bad[0]})")
-    optimizer.step()
+    loss_problems = [f"{name} is {value}" for name, value in report.losses.items() if not math.isfinite(value)]
+    report.problems[:0] = loss_problems  # the loss terms first, as they are the cause
 
     model.eval()
     start = time.perf_counter()

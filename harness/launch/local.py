@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.experiments.spec import RunSpec, Spec
+from harness.files import FILE_MODE
 from harness.launch.manifest import record_ended, record_submission
 from harness.launch.scheduler import pool_lock
 from harness.rows import write_row
@@ -71,7 +72,7 @@ def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) ->
 def _run_in_worker(run: dict, results_dir: str, force: bool, attempt: str, threads: int, log_path: str) -> None:
     """A run in a fork of the preloaded server: its output to ``log_path``, then :class:`RunJob`; the
     process ends with ``os._exit`` (multiprocessing's), skipping the interpreter's teardown."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)  # the umask decides
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

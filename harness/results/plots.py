@@ -10,16 +10,14 @@
   detector × loss cell, one line per seed; a failed run's line is dashed and ends in ×.
 - ``curves/<detector>-<loss>.png``: one cell: the total loss per seed, and each loss component.
 
-Files are written atomically (temporary file + rename). With several datasets in one experiment the
+Files are written atomically (:mod:`harness.files`). With several datasets in one experiment the
 file names get ``_<dataset>``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -28,24 +26,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from harness.files import write_atomic
 from harness.results.frame import dataset_label, detector_label, loss_label, lower_is_better, metric_label, is_fraction
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def save_png_atomic(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def _colours(n: int) -> list:

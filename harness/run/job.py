@@ -44,7 +44,7 @@ from typing import Any
 import submitit
 
 from harness.experiments.spec import RunSpec
-from harness.files import write_json_atomic
+from harness.files import FILE_MODE, write_json_atomic
 from harness.rows import row_path, write_row
 
 
@@ -61,7 +61,7 @@ class RunLock:
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)  # the umask decides
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
