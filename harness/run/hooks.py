@@ -48,11 +48,56 @@ class NonFiniteLossHook(Hook):
             raise NonFiniteLoss(f"non-finite loss at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {terms}")
 
 
+def rng_state() -> dict:
+    """Every random number generator's state of this process: python's, numpy's, torch's on the CPU and,
+    when CUDA is available, on every CUDA device (``torch.cuda.get_rng_state_all``), with cudnn's
+    ``deterministic`` and ``benchmark`` flags (they decide which kernels, hence which results, a step has)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "cudnn": {"deterministic": torch.backends.cudnn.deterministic,
+                       "benchmark": torch.backends.cudnn.benchmark}}
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: dict, log=None) -> None:
+    """Set the generators and cudnn flags :func:`rng_state` saved. CUDA states are restored device by
+    device when CUDA is available; ``log`` (a function of one line) is told when the saved states and
+    this process's devices differ in number (the states of the devices both have are restored)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cudnn" in state:
+        torch.backends.cudnn.deterministic = state["cudnn"]["deterministic"]
+        torch.backends.cudnn.benchmark = state["cudnn"]["benchmark"]
+    saved = state.get("cuda")
+    if saved is not None and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if len(saved) != count and log:
+            log(f"the checkpoint holds the RNG states of {len(saved)} CUDA device(s), this process sees {count}: "
+                f"restoring the first {min(count, len(saved))}")
+        for index, device_state in enumerate(saved[:count]):
+            torch.cuda.set_rng_state(device_state, index)
+    elif saved is not None and log:
+        log(f"the checkpoint holds the RNG states of {len(saved)} CUDA device(s) and CUDA is not available here")
+
+
 @HOOKS.register_module(force=True)
 class RNGStateHook(Hook):
-    """Save the random number generators' states (python, numpy, torch) in every checkpoint and restore
-    them on resume, so a run preempted and resumed from a checkpoint continues exactly as an
-    uninterrupted run with the same seed would (augmentations, samplers, dropout).
+    """Save the random number generators' states (:func:`rng_state`: python, numpy, torch on the CPU and
+    on every CUDA device, cudnn's flags) in every checkpoint and restore them on resume, so a run
+    preempted and resumed from a checkpoint continues as an uninterrupted run with the same seed would
+    (augmentations, samplers, dropout, CUDA's random kernels).
 
     Checkpoints are written by rank 0 only, so a resumed multi-process run gives every process rank 0's
     states: exact for one process, close (not bit-identical) for several."""
@@ -60,25 +105,12 @@ class RNGStateHook(Hook):
     priority = "LOW"
 
     def before_save_checkpoint(self, runner, checkpoint):
-        import random
-
-        import numpy as np
-        import torch
-
-        checkpoint["harness_rng"] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                                     "torch": torch.get_rng_state()}
+        checkpoint["harness_rng"] = rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint):
-        import random
-
-        import numpy as np
-        import torch
-
         state = checkpoint.get("harness_rng")
         if state:
-            random.setstate(state["python"])
-            np.random.set_state(state["numpy"])
-            torch.set_rng_state(state["torch"])
+            restore_rng_state(state, log=lambda line: runner.logger.warning(line))
 
 
 @HOOKS.register_module(force=True)
