@@ -81,6 +81,24 @@ def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
     assert "failed" in status.stdout and "non-finite loss" in status.stdout
 
 
+def test_val_every_validates_every_k_epochs_and_at_the_last_into_the_rows_val_curve(tmp_path):
+    spec = spec_file(tmp_path, name="val", losses=["rs"],
+                     schedule={"epochs": 3, "max_iters_per_epoch": 2, "batch_per_gpu": 2, "val_every": 2})
+    results = tmp_path / "results"
+    proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,), _ = read_rows(results / "val")
+    assert row["status"] == "done"
+    assert [(v["epoch"], v["iteration"]) for v in row["val_curve"]] == [(2, 4), (3, 6)]
+    assert all(isinstance(v["metrics"]["bbox_AP"], float) for v in row["val_curve"])
+    # the last validation saw the final model on the same split as the final evaluation
+    assert row["val_curve"][-1]["metrics"]["bbox_AP"] == pytest.approx(row["metrics"]["bbox_AP"])
+    smoke = spec_file(tmp_path, name="noval", losses=["rs"])
+    assert run_cli("run", str(smoke), "--executor", "debug", "--results", str(results)).returncode == 0
+    (plain,), _ = read_rows(results / "noval")
+    assert plain["status"] == "done" and "val_curve" not in plain
+
+
 def test_a_two_process_run_trains_distributed_on_this_machine(tmp_path):
     """The local executor starts a run of tasks_per_run 2 as one job of two tasks (gloo on CPU)."""
     spec = spec_file(tmp_path, name="ddp", losses=["rs"],
@@ -130,7 +148,10 @@ def test_benchmark_runs_and_prints_the_tables(tmp_path):
     results = tmp_path / "results"
     proc = run_cli("benchmark", str(spec), "--executor", "debug", "--results", str(results))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| ATSS |" in proc.stdout and "written:" in proc.stdout
+    (row,), _ = read_rows(results / "bench")  # a failed run also makes a table line and its files
+    assert row["status"] == "done" and isinstance(row["metrics"]["bbox_AP"], float)
+    ap_line = next(line for line in proc.stdout.splitlines() if line.startswith("| ATSS |"))
+    assert f"{100 * row['metrics']['bbox_AP']:.1f} (1)" in ap_line and "written:" in proc.stdout
     assert (results / "bench" / "tables" / "grid_bbox_AP.tex").exists()
     assert (results / "bench" / "plots" / "seeds_bbox_AP.png").exists()
     again = run_cli("benchmark", str(spec), "--executor", "debug", "--results", str(results))

@@ -56,8 +56,12 @@ def test_run_ids_hash_the_resolved_config_and_seed(tmp_path):
     c = load(tmp_path, {**BASE, "seeds": [0, 1], "schedule": {"epochs": 3}}).runs()
     assert [r.run_id for r in a] == [r.run_id for r in b]  # resources do not change a run
     assert not {r.run_id for r in a} & {r.run_id for r in c}  # the schedule does
-    assert a[0].run_id != a[1].run_id  # nor do seeds share ids
-    assert a[0].run_id.startswith("atss-rs-s0-") or a[0].run_id.startswith("atss-focal-s0-")
+    # the seed is hashed too: two runs of one cell that differ only in their seed differ in their hash, not
+    # only in the readable "-s<seed>-" part of the id
+    s0, s1 = sorted((r for r in a if r.loss == "rs"), key=lambda r: r.seed)
+    assert {k for k in s0.identity if s0.identity[k] != s1.identity[k]} == {"seed"}
+    assert s0.run_id.startswith("atss-rs-s0-") and s1.run_id.startswith("atss-rs-s1-")
+    assert s0.run_id.rsplit("-", 1)[1] != s1.run_id.rsplit("-", 1)[1]
 
 
 def test_processes_per_run_set_the_world_size_and_change_the_run(tmp_path):
@@ -99,6 +103,8 @@ def test_overrides_apply_per_detector(tmp_path):
         ({"overrides": {"atss": {"launch": {"tasks_per_run": 3}}}}, "overrides.atss.launch: tasks_per_run 3 on CPU"),
         ({"dataset": {"kind": "imagenet"}}, "kind: 'imagenet' is not one of synthetic, synthetic_lvis, coco, lvis"),
         ({"dataset": {"kind": "coco", "repeat_factor": 0.001}}, "repeat_factor applies to lvis"),
+        ({"dataset": {"kind": "synthetic", "root": "/data/coco"}}, "dataset.root applies to coco and lvis data only: "
+                                                                   "synthetic data is generated"),
         ({"overrides": {"retinanet": {}}}, "overrides: unknown detector 'retinanet'"),
         ({"overrides": {"atss": {"lr": 1}}}, "overrides.atss: unknown key 'lr'"),
         ({"loss_modules": ["no_such_module_xyz"]}, "cannot be imported"),

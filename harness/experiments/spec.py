@@ -4,7 +4,7 @@ A spec names the data, the scale profile, the detectors and losses to cross, the
 and the launch resources, with per-detector overrides::
 
     name: synthetic                 # results go to results/<name>/ (default: the file's stem)
-    dataset: {kind: synthetic}      # synthetic | synthetic_lvis | coco | lvis (+ root, repeat_factor);
+    dataset: {kind: synthetic}      # synthetic | synthetic_lvis | coco | lvis (+ root for coco / lvis, repeat_factor);
                                     # a list of such mappings crosses every cell with each
     profile: tiny                   # tiny | paper
     detectors: all                  # or a list of detector names
@@ -60,7 +60,7 @@ SCHEDULE_KEYS = {
     "lr": None,
     "batch_per_gpu": None,
     "checkpoint_every": 1,  # epochs between checkpoints
-    "val_every": None,  # None: evaluate at the end only
+    "val_every": None,  # k: also validate every k epochs and after the last (the row's val_curve); None: at the end only
     "max_iters_per_epoch": None,  # cap for quick runs
 }
 LAUNCH_KEYS = {
@@ -313,6 +313,9 @@ def _dataset(where: str, raw: Any) -> dict:
             out[key] = _positive_int(f"{where}.{key}", raw[key])
     if out["root"] is not None and not isinstance(out["root"], str):
         raise SpecError(f"{where}.root must be a path, got {out['root']!r}")
+    if out["root"] is not None and out["kind"].startswith("synthetic"):
+        raise SpecError(f"{where}.root applies to coco and lvis data only: {out['kind']} data is generated and cached "
+                        f"under $HARNESS_DATA_DIR (default data/); remove root")
     return out
 
 

@@ -1,5 +1,5 @@
-"""mmengine pieces a run adds to its cell's config: NaN guard, loss curve, RNG state, evaluation metric,
-and the distributed wrapper that also trains on CPU. Registered in mmdet's / mmengine's registries on
+"""mmengine pieces a run adds to its cell's config: NaN guard, loss curve, validation curve, RNG state,
+evaluation metric, and the distributed wrapper that also trains on CPU. Registered in mmdet's / mmengine's registries on
 import (:mod:`harness.run.train` imports this module; nothing here imports the train module)."""
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from mmdet.registry import HOOKS, METRICS
 from harness.files import write_json_atomic
 
 CURVE_FILE = "curve.json"  # the training-loss curve in a run's work folder
+VAL_CURVE_FILE = "val_curve.json"  # the validation metrics every ``schedule.val_every`` epochs
 
 
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN or Inf loss; the message says where."""
 
 
-def read_curve(folder: str | Path) -> list:
-    path = Path(folder) / CURVE_FILE
+def read_curve(folder: str | Path, name: str = CURVE_FILE) -> list:
+    path = Path(folder) / name
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -138,6 +139,27 @@ class LossCurveHook(Hook):
         write_json_atomic(Path(runner.work_dir) / CURVE_FILE, self.curve)
 
     after_train = after_train_epoch
+
+
+@HOOKS.register_module(force=True)
+class ValCurveHook(Hook):
+    """Append ``{"epoch", "iteration", "metrics"}`` to ``val_curve.json`` after each validation (every
+    ``schedule.val_every`` epochs: mmengine's ``val_interval``); kept across resumes like the loss curve."""
+
+    priority = "LOW"
+
+    def __init__(self):
+        self.curve: list = []
+
+    def before_train(self, runner):
+        self.curve = [p for p in read_curve(runner.work_dir, VAL_CURVE_FILE) if p["epoch"] <= runner.epoch]
+
+    def after_val_epoch(self, runner, metrics=None):
+        if not is_main_process():
+            return
+        values = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in (metrics or {}).items()}
+        self.curve.append({"epoch": runner.epoch, "iteration": runner.iter, "metrics": values})
+        write_json_atomic(Path(runner.work_dir) / VAL_CURVE_FILE, self.curve)
 
 
 @METRICS.register_module(force=True)

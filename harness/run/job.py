@@ -265,6 +265,8 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             result = train_and_evaluate(spec, folder)
             row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve)
+            if result.val_curve is not None:  # schedule.val_every
+                row["val_curve"] = result.val_curve
             info = result.info
             info["timing"] = {"startup_s": _startup_s(self), **info.get("timing", {}), "finish_s": 0.0}
         except BaseException as exc:

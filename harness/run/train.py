@@ -11,6 +11,8 @@ the run's data, schedule, seed and work folder (nothing else), then:
   from the latest checkpoint in the work folder when one exists (a requeued job continues there);
 * stops the run as ``failed`` with the reason on a NaN or Inf loss (:class:`NonFiniteLossHook`);
 * keeps the training-loss curve (``curve.json`` in the work folder, kept across resumes);
+* with ``schedule.val_every`` k, validates on the validation split every k epochs (and after the last)
+  with mmengine's validation loop, keeping each result (``val_curve.json``, the row's ``val_curve``);
 * evaluates the final model on the validation split with :mod:`harness.evaluation` (COCO or LVIS AP and
   oLRP, box and mask as the detector predicts them).
 
@@ -23,6 +25,7 @@ Every task trains and evaluates; the caller writes the row from rank 0 only.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -42,6 +45,7 @@ class TrainResult:
     metrics: dict
     curve: list
     info: dict = field(default_factory=dict)
+    val_curve: list | None = None  # with schedule.val_every: the validation metrics every k epochs
 
 
 class RunFailed(RuntimeError):
@@ -127,8 +131,6 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None) -> lis
     than at whole epochs (a 2-epoch run would otherwise decay after its first epoch), and the warm-up
     takes at most a fifth of the run.
     """
-    import copy
-
     out = []
     for s in schedulers if isinstance(schedulers, list) else [schedulers]:
         s = copy.deepcopy(dict(s))
@@ -169,16 +171,20 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     train_ds = paths.mmdet_dataset("train", cfg.train_pipeline, class_balanced=bool(rfs), oversample_thr=rfs, **extra)
     val_ds = paths.mmdet_dataset("val", cfg.test_pipeline)
     cfg.train_dataloader.dataset = train_ds
-    cfg.val_dataloader = None
-    cfg.val_cfg = None
-    cfg.val_evaluator = None
     cfg.test_dataloader.dataset = val_ds
     # Some tiny heads normalise 1x1 maps with GroupNorm, which needs more than one image per batch:
     # a test batch size that never leaves a last batch of one image.
     n_val = len(json.loads(Path(paths.val_ann).read_text())["images"])
     cfg.test_dataloader.batch_size = next(b for b in (4, 5, 3, 6, 7, 2) if n_val % b != 1 or n_val <= 1)
-    cfg.test_evaluator = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind,
-                          "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
+    metric = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind, "classes": paths.classes}
+    cfg.test_evaluator = {**metric, "outfile": str(folder / PREDICTIONS_FILE)}
+    if sched.get("val_every"):  # mmengine's validation loop on the same split, every k epochs and at the last
+        cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
+        cfg.val_evaluator = metric
+        cfg.val_cfg = {"type": "ValLoop"}
+        cfg.train_cfg.val_interval = sched["val_every"]
+    else:
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     if sched.get("batch_per_gpu"):
         cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
     if sched.get("epochs"):
@@ -190,6 +196,8 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
     cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [{"type": "NonFiniteLossHook"}, {"type": "LossCurveHook"},
                                                         {"type": "RNGStateHook"}]
+    if sched.get("val_every"):
+        cfg.custom_hooks.append({"type": "ValCurveHook"})
     cfg.randomness = {"seed": run.seed, "deterministic": False}
     cfg.launcher = "pytorch" if _distributed() else "none"
     if cfg.launcher == "pytorch":
@@ -244,7 +252,7 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     from mmengine.runner import Runner
 
     import harness.detectors.plugin  # noqa: F401  (the cells' mmdet modules: imported here, timed as imports)
-    from harness.run.hooks import NonFiniteLoss, read_curve
+    from harness.run.hooks import VAL_CURVE_FILE, NonFiniteLoss, read_curve
 
     timing["imports_s"] = time.time() - started
     started = time.time()
@@ -301,4 +309,5 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     timing["test_s"] = time.time() - started
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     info["timing"] = {k: round(v, 3) for k, v in timing.items()}
-    return TrainResult(metrics=metrics, curve=read_curve(folder), info=info)
+    val_curve = read_curve(folder, VAL_CURVE_FILE) if run.schedule.get("val_every") else None
+    return TrainResult(metrics=metrics, curve=read_curve(folder), info=info, val_curve=val_curve)
