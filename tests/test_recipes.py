@@ -18,6 +18,34 @@ ROOT = Path(__file__).resolve().parents[1]
 RANK_CELLS = [(d, x) for d, x in cells() if head_family(get_loss(x)) == "rank"]
 
 
+# The RS recipes as the official releases publish them, copied by hand from
+# ../shared/reference/official-recipes.md (sections 1-5, 7, 8), independent of harness/detectors/recipes.py:
+# (lr, weight decay, grad-clip max norm, total batch, epochs, LR steps (None: cosine), warm-up iterations,
+# warm-up ratio, test score threshold (R-CNNs: the RCNN stage's)).
+OFFICIAL_RS = {
+    "atss": (0.008, 1e-4, None, 16, 12, (8, 11), 500, 0.001, 0.05),
+    "paa": (0.008, 1e-4, None, 16, 12, (8, 11), 500, 0.001, 0.05),
+    "faster_rcnn": (0.012, 1e-4, None, 16, 12, (8, 11), 500, 0.001, 0.40),
+    "cascade_rcnn": (0.012, 1e-4, None, 16, 12, (8, 11), 500, 0.001, 0.40),
+    "mask_rcnn": (0.012, 1e-4, None, 16, 12, (8, 11), 500, 0.001, 0.40),
+    "yolact": (0.006, 5e-4, None, 32, 55, None, 500, 0.1, 0.05),
+    "solov2": (0.012, 1e-4, 35, 32, 36, (27, 33), 500, 0.01, 0.2),
+}
+
+
+@pytest.mark.parametrize("detector", sorted(OFFICIAL_RS))
+def test_rs_cells_train_with_the_published_recipe(detector):
+    cfg = build_cell_config(detector, "rs", profile="paper")
+    optimizer, clip = cfg.optim_wrapper.optimizer, cfg.optim_wrapper.get("clip_grad")
+    warmup, decay = cfg.param_scheduler
+    test_cfg = cfg.model.test_cfg
+    steps = tuple(decay["milestones"]) if "milestones" in decay else None
+    built = (optimizer.lr, optimizer.weight_decay, clip and clip["max_norm"], cfg.recipe["total_batch"],
+             cfg.train_cfg.max_epochs, steps, warmup["end"], warmup["start_factor"], test_cfg.get("rcnn", test_cfg)["score_thr"])
+    assert built == OFFICIAL_RS[detector]
+    assert decay["type"] == ("CosineAnnealingLR" if OFFICIAL_RS[detector][5] is None else "MultiStepLR")
+
+
 @pytest.mark.parametrize("detector,loss", RANK_CELLS)
 def test_rank_cells_hold_every_official_value(detector, loss):
     cfg = build_cell_config(detector, loss, profile="paper").to_dict()

@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -442,6 +446,30 @@ def test_build_all_writes_every_format_atomically(coco):
         assert n in names
     assert all(p.is_file() and p.stat().st_size > 0 for p in written.values())
     assert not list((coco / "tables").glob(".*tmp"))
+    # Atomically: a writer killed (SIGKILL) half-way through a table leaves every file either its old
+    # version or its new one, whole; never a part of one.
+    new = {name: path.read_bytes() for name, path in written.items()}
+    for path in written.values():
+        path.write_bytes(b"old " + path.name.encode())
+    script = textwrap.dedent(f"""
+        import os
+        from harness import files
+        from harness.results.tables import build_all
+        written = []
+        def fsync(fd):  # the writer dies in its 4th file, half of it in the temporary file
+            written.append(fd)
+            if len(written) == 4:
+                os.ftruncate(fd, 10)
+                os.kill(os.getpid(), 9)
+        files.os.fsync = fsync
+        build_all({str(coco)!r}, plots=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    now = {name: path.read_bytes() for name, path in written.items()}
+    assert {name for name in now if now[name] == new[name]}, "the killed writer had finished no table"
+    assert {name for name in now if now[name] == b"old " + written[name].name.encode()}, "nothing was left old"
+    assert all(now[name] in (new[name], b"old " + written[name].name.encode()) for name in now)
     with pytest.raises(TablesError, match="not a folder"):
         build_all(coco / "nope")
     with pytest.raises(TablesError, match="unknown metric 'bbox_XX'; the runs have: bbox_AP, bbox_AP50"):
