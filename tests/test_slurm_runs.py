@@ -151,7 +151,7 @@ def test_a_preempted_run_resumes_and_matches_an_uninterrupted_one(slurm_cluster,
     proc = harness("run", str(path), "--executor", "debug", "--results", str(clean))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (ref,), _ = read_rows(clean / "preempt")
-    assert ref["metrics"] == row["metrics"]
+    assert ref["status"] == "done" and ref["metrics"] == row["metrics"], ref.get("reason")
     assert [p[:2] for p in ref["curve"]] == [p[:2] for p in row["curve"]]
 
 
