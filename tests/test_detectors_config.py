@@ -228,7 +228,9 @@ def test_the_tiny_profile_trains_from_scratch_and_refuses_imagenet():
 def test_total_batch_warning():
     assert batch_warning(16, 4, 4) is None
     message = batch_warning(16, 4, 8)
-    assert "total batch 32 (8 process(es) x 4) differs from the recipe's 16" in message
+    assert "total batch 32 (8 process(es) x 4 images x 1 accumulated) differs from the recipe's 16" in message
+    assert batch_warning(16, 4, 2, accumulate=2) is None  # 2 processes accumulating 2 iterations: the recipe's 16
+    assert "total batch 8 (1 process(es) x 4 images x 2 accumulated)" in batch_warning(16, 4, 1, accumulate=2)
 
 
 def test_grid_table_in_docs_is_current():

@@ -65,10 +65,11 @@ def test_run_ids_hash_the_resolved_config_and_seed(tmp_path):
 
 
 def test_processes_per_run_set_the_world_size_and_change_the_run(tmp_path):
-    one = load(tmp_path, BASE).runs()
-    cpu2 = load(tmp_path, {**BASE, "launch": {"tasks_per_run": 2, "cpus_per_run": 2}}).runs()
-    gpu4 = load(tmp_path, {**BASE, "launch": {"gpus_per_run": 4}}).runs()
-    gpu1 = load(tmp_path, {**BASE, "launch": {"gpus_per_run": 1}}).runs()
+    base = {**BASE, "schedule": {"accumulate": 1}}  # no accumulation: more processes, a larger total batch
+    one = load(tmp_path, base).runs()
+    cpu2 = load(tmp_path, {**base, "launch": {"tasks_per_run": 2, "cpus_per_run": 2}}).runs()
+    gpu4 = load(tmp_path, {**base, "launch": {"gpus_per_run": 4}}).runs()
+    gpu1 = load(tmp_path, {**base, "launch": {"gpus_per_run": 1}}).runs()
     assert [r.world_size for r in (one[0], cpu2[0], gpu4[0], gpu1[0])] == [1, 2, 4, 1]
     # the number of processes sets the total batch, so it is part of the run's identity
     assert one[0].run_id == gpu1[0].run_id != cpu2[0].run_id != gpu4[0].run_id

@@ -3,7 +3,8 @@
 `--profile paper` (default) shows the COCO-scale recipes; `--profile tiny` the CPU profile's lr and batch.
 `--changes DETECTOR LOSS` prints how that cell's config differs from the one mmdet ships (each change
 with why). `--recipe DETECTOR LOSS` prints the cell's official recipe at the paper profile, every value
-with the release and config file that sets it (`--backbone-init scratch|PATH` for another start). `--load MODULE` imports an external loss module first; `--losses` picks the loss columns
+with the release and config file that sets it (`--backbone-init scratch|PATH` for another start), and its batch
+and lr on fewer GPUs (accumulated to the recipe's total batch) and at another total batch (lr scaled linearly). `--load MODULE` imports an external loss module first; `--losses` picks the loss columns
 (default: the five of the comparison). `--json` prints machine-readable output.
 """
 
@@ -78,8 +79,11 @@ def run(args) -> int:
         validate_cell(detector, loss)
         from harness.detectors.grid import recipe_lines
 
+        from harness.experiments.batch import rule_lines
+
         init = args.backbone_init or "imagenet"
-        print("\n".join(recipe_lines(detector, loss, init)))
+        print("\n".join(recipe_lines(detector, loss, init)[:2] + rule_lines(detector, loss)
+                        + recipe_lines(detector, loss, init)[2:]))
         return 0
     if args.changes:
         detector, loss = args.changes
@@ -107,10 +111,9 @@ def run(args) -> int:
         for loss in losses:
             info = describe_cell(det, loss).as_dict()
             if args.profile == "tiny":
-                from harness.detectors.builder import TINY_BATCH
+                from harness.detectors.builder import profile_recipe
 
-                info.update(lr=round(info["lr"] * TINY_BATCH / info["total_batch"], 8), total_batch=TINY_BATCH,
-                            gpus=1, batch_per_gpu=TINY_BATCH)
+                info.update(profile_recipe(det, loss, "tiny"))
             rows.append(info)
     if args.json:
         print(json.dumps(rows, indent=2))

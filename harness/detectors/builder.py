@@ -433,6 +433,19 @@ def _recipe_changes(ch: _Changes, base: dict, recipe: Recipe, det: Detector) -> 
         ch.set("auto_scale_lr.base_batch_size", recipe.total_batch, "the batch the recipe's lr is set for")
 
 
+def profile_recipe(detector: str, loss: str, profile: str) -> dict:
+    """The batch layout and learning rate a cell's recipe trains with at ``profile``: ``gpus`` processes of
+    ``batch_per_gpu`` images, ``total_batch`` in all, at ``lr``. Paper: the COCO recipe's total batch on the
+    grid's :data:`GRID_GPUS` GPUs at its lr; tiny: :data:`TINY_BATCH` images on one process, the recipe's lr
+    scaled linearly to that batch. (A run's own layout and lr: :mod:`harness.experiments.batch`.)"""
+    recipe = cell_recipe(detector, loss)
+    if profile == "tiny":
+        return {"lr": round(recipe.lr * TINY_BATCH / recipe.total_batch, 8), "total_batch": TINY_BATCH, "gpus": 1,
+                "batch_per_gpu": TINY_BATCH}
+    return {"lr": recipe.lr, "total_batch": recipe.total_batch, "gpus": GRID_GPUS,
+            "batch_per_gpu": paper_batch_per_gpu(recipe)}
+
+
 def paper_batch_per_gpu(recipe: Recipe) -> int:
     """Images per GPU of a paper cell: the recipe's total batch on the grid's :data:`GRID_GPUS` GPUs."""
     if recipe.total_batch % GRID_GPUS:
@@ -599,7 +612,7 @@ def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe)
         ch.set(f"{loader}.num_workers", 0, f"{why}: load in the training process")
         ch.set(f"{loader}.persistent_workers", False, f"{why}: no worker processes")
     ch.set("train_dataloader.batch_size", TINY_BATCH, f"{why}: total batch {TINY_BATCH} on one process")
-    lr = round(recipe.lr * TINY_BATCH / recipe.total_batch, 8)
+    lr = profile_recipe(det.name, spec.name, "tiny")["lr"]
     ch.set("optim_wrapper.optimizer.lr", lr,
            f"{why}: the recipe's lr {recipe.lr:g} scaled linearly from batch {recipe.total_batch} to {TINY_BATCH}")
     ch.set("param_scheduler", _scheduler(recipe, TINY_WARMUP_ITERS),
@@ -666,12 +679,10 @@ def cell_changes(
         _tiny_changes(ch, base, det, spec, recipe)
     if dataset == "lvis":
         _lvis_changes(ch, base, det, spec, profile)
-    total = TINY_BATCH if profile == "tiny" else recipe.total_batch
-    lr = round(recipe.lr * TINY_BATCH / recipe.total_batch, 8) if profile == "tiny" else recipe.lr
+    layout = profile_recipe(detector, loss, profile)
+    total, lr = layout["total_batch"], layout["lr"]
     ch.set("recipe", {
-        "profile": profile, "lr": lr, "total_batch": total,
-        "gpus": 1 if profile == "tiny" else GRID_GPUS,
-        "batch_per_gpu": TINY_BATCH if profile == "tiny" else paper_batch_per_gpu(recipe),
+        "profile": profile, **layout,
         "epochs": recipe.epochs, "schedule": recipe.schedule, "source": recipe.source,
         "coco_lr": recipe.lr, "coco_total_batch": recipe.total_batch,
         "published_layout": f"{recipe.gpus}x{recipe.batch_per_gpu}", "backbone_init": backbone_init,

@@ -8,13 +8,15 @@ from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
 
 
-def batch_warning(recipe_total: int | None, batch_per_gpu: int, world_size: int) -> str | None:
-    """The warning to give when a run's total batch differs from its recipe's (``None`` when equal)."""
-    total = batch_per_gpu * world_size
+def batch_warning(recipe_total: int | None, batch_per_gpu: int, world_size: int, accumulate: int = 1) -> str | None:
+    """The warning to give when a run's total batch (processes x images a process x iterations accumulated
+    into one optimizer step) differs from its recipe's (``None`` when equal)."""
+    total = batch_per_gpu * world_size * accumulate
     if recipe_total and total != recipe_total:
-        return (f"total batch {total} ({world_size} process(es) x {batch_per_gpu}) differs from the recipe's "
-                f"{recipe_total}: ranking-loss results depend on it (RankSortLoss#13, aLRPLoss#10); scale the "
-                f"learning rate or match the batch")
+        return (f"total batch {total} ({world_size} process(es) x {batch_per_gpu} images x {accumulate} accumulated) "
+                f"differs from the recipe's {recipe_total}: ranking-loss results depend on it (RankSortLoss#13, "
+                f"aLRPLoss#10); a spec's run keeps the recipe's with schedule.accumulate auto, or scales the lr "
+                f"linearly when it changes the batch on purpose")
     return None
 
 
@@ -31,7 +33,8 @@ class RecipeCheckHook(Hook):
     def before_train(self, runner) -> None:
         from mmengine.dist import get_world_size
 
-        message = batch_warning(self.total_batch, _batch_per_process(runner), get_world_size())
+        accumulate = int(getattr(runner.optim_wrapper, "_accumulative_counts", 1) or 1)
+        message = batch_warning(self.total_batch, _batch_per_process(runner), get_world_size(), accumulate)
         if message:
             warnings.warn(message, stacklevel=2)
             runner.logger.warning(message)

@@ -32,7 +32,12 @@ A run trains in ``world_size`` processes: ``launch.tasks_per_run``, or one per G
 or one on CPU. Several processes are mmengine's distributed data parallel training, one node × that
 many tasks: NCCL with one GPU each, or gloo on CPU (``tasks_per_run: 2, gpus_per_run: 0``, which is
 how the tests exercise the multi-process path without a GPU). Each process loads ``batch_per_gpu``
-images, so the total batch is ``batch_per_gpu × world_size``.
+images (default: the recipe's), and ``schedule.accumulate`` iterations make one optimizer step, so the
+total batch is ``world_size × batch_per_gpu × accumulate``. ``accumulate: auto`` (the default) is the
+recipe's total batch over ``world_size × batch_per_gpu`` (a run on fewer GPUs than its recipe accumulates
+to the recipe's total batch, lr and schedule; a spec error where it does not divide); a number changes the
+total batch on purpose, and the lr is then scaled linearly from the recipe's
+(:mod:`harness.experiments.batch`). The resolved number is part of a run's id when it is above 1.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from harness.experiments.batch import AUTO, BatchError, RunBatch, run_batch
+
 TOP_KEYS = ("name", "description", "dataset", "profile", "detectors", "losses", "seeds", "schedule", "launch",
             "overrides", "backbone_init", "loss_modules")
 OVERRIDE_KEYS = ("schedule", "launch", "backbone_init")
@@ -61,7 +68,8 @@ SCHEDULE_KEYS = {
     "batch_per_gpu": None,
     "checkpoint_every": 1,  # epochs between checkpoints
     "val_every": None,  # k: also validate every k epochs and after the last (the row's val_curve); None: at the end only
-    "max_iters_per_epoch": None,  # cap for quick runs
+    "max_iters_per_epoch": None,  # cap for quick runs (iterations, i.e. loader batches, an epoch)
+    "accumulate": "auto",  # iterations per optimizer step: auto | N (harness/experiments/batch.py)
 }
 LAUNCH_KEYS = {
     "executor": "auto",  # auto | slurm | local | debug
@@ -134,13 +142,16 @@ class RunSpec:
 
     @property
     def identity(self) -> dict:
-        """What determines the run's result (hashed into its id)."""
+        """What determines the run's result (hashed into its id). The schedule's ``accumulate`` (resolved:
+        iterations per optimizer step) is in it when the run accumulates; without accumulation (1) it is
+        left out, so a run that does not accumulate keeps the id it had before the key existed."""
+        schedule = {k: v for k, v in self.schedule.items() if not (k == "accumulate" and v in (1, None))}
         return {
             "dataset": dict(self.dataset),
             "profile": self.profile,
             "detector": self.detector,
             "loss": self.loss,
-            "schedule": dict(self.schedule),
+            "schedule": schedule,
             "world_size": self.world_size,
             "seed": self.seed,
             "loss_modules": list(self.loss_modules),
@@ -157,6 +168,11 @@ class RunSpec:
     def world_size(self) -> int:
         """Training processes of the run: ``tasks_per_run``, else one per GPU, else one."""
         return self.launch.get("tasks_per_run") or max(1, self.launch["gpus_per_run"])
+
+    @property
+    def batch(self) -> RunBatch:
+        """Processes x images a process x accumulation = total batch, and the lr, beside the recipe's."""
+        return run_batch(self.detector, self.loss, self.profile, self.world_size, self.schedule)
 
     @property
     def resources(self) -> tuple:
@@ -212,7 +228,7 @@ class Spec:
                         seed=seed,
                         dataset=copy.deepcopy(dict(dataset)),
                         profile=self.profile,
-                        schedule=schedule,
+                        schedule=self._resolved(schedule, launch, detector, loss),
                         launch=launch,
                         loss_modules=self.loss_modules,
                         backbone_init=over.get("backbone_init") or self.backbone_init,
@@ -220,6 +236,17 @@ class Spec:
                     )
                 )
         return out
+
+
+    def _resolved(self, schedule: Mapping, launch: Mapping, detector: str, loss: str) -> dict:
+        """``schedule`` with ``accumulate`` resolved to a number for this cell (auto: from its recipe)."""
+        processes = RunSpec(self.name, detector, loss, 0, {}, self.profile, schedule, launch).world_size
+        try:
+            batch = run_batch(detector, loss, self.profile, processes, schedule)
+        except BatchError as exc:
+            where = f"{self.path or self.name}"
+            raise SpecError(f"{where}: {detector} x {loss}: schedule.{exc}") from None
+        return {**schedule, "accumulate": batch.run.accumulate}
 
 
 def _names(where: str, value: Any, valid: list[str], every: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -252,6 +279,10 @@ def _schedule(where: str, raw: Any) -> dict:
         out["checkpoint_every"] = _positive_int(f"{where}.checkpoint_every", out["checkpoint_every"])
     if "lr" in out:
         out["lr"] = _positive_number(f"{where}.lr", out["lr"], allow_none=True)
+    if "accumulate" in out and out["accumulate"] != AUTO:
+        if isinstance(out["accumulate"], bool) or not isinstance(out["accumulate"], int) or out["accumulate"] < 1:
+            raise SpecError(f"{where}.accumulate must be {AUTO} or an integer >= 1 (iterations per optimizer step), "
+                            f"got {out['accumulate']!r}")
     return out
 
 
@@ -380,7 +411,7 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         merged = {**launch, **overrides.get(det, {}).get("launch", {})}
         at = f"{where}.overrides.{det}.launch" if overrides.get(det, {}).get("launch") else f"{where}.launch"
         _check_tasks(at, merged)
-    return Spec(
+    spec = Spec(
         name=exp_name,
         path=path,
         description=str(raw.get("description", "")),
@@ -396,6 +427,8 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         origin=str(Path.cwd()),
         backbone_init=_backbone_init(f"{where}.backbone_init", raw.get("backbone_init"), profile),
     )
+    spec.runs()  # every cell's batch resolves (accumulate auto needs a recipe total that splits)
+    return spec
 
 
 BACKBONE_INITS = ("imagenet", "scratch")

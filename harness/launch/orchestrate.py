@@ -105,7 +105,7 @@ def _print_plan(plan: Plan, out: Callable[[str], None]) -> None:
             f"{cpus} CPU(s), {mem:g} GB, {minutes} min, {tasks} process(es) per run")
         for r in group:
             ds = r.dataset["kind"] + (f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
-            out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}")
+            out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}  {r.batch.line()}")
     for r in plan.done:
         out(f"  done     {r.run_id}")
     for r in plan.queued:

@@ -1,5 +1,6 @@
 """mmengine pieces a run adds to its cell's config: NaN guard, loss curve, validation curve, RNG state,
-evaluation metric, and the distributed wrapper that also trains on CPU. Registered in mmdet's / mmengine's registries on
+the partial gradient accumulation a checkpoint keeps, evaluation metric, and the distributed wrapper that
+also trains on CPU. Registered in mmdet's / mmengine's registries on
 import (:mod:`harness.run.train` imports this module; nothing here imports the train module)."""
 
 from __future__ import annotations
@@ -112,6 +113,79 @@ class RNGStateHook(Hook):
         state = checkpoint.get("harness_rng")
         if state:
             restore_rng_state(state, log=lambda line: runner.logger.warning(line))
+
+
+@HOOKS.register_module(force=True)
+class AccumulationHook(Hook):
+    """A checkpoint taken in the middle of a gradient accumulation keeps it, and a resumed run continues it.
+
+    With ``accumulate`` > 1 (mmengine's ``accumulative_counts``) an optimizer step sums the gradients of
+    several iterations; checkpoints fall at epoch ends, which need not be step boundaries. mmengine would
+    resume such a checkpoint with the partial accumulation lost (the next step sums fewer iterations' gradients,
+    with a warning). Here, at every epoch end that falls inside an accumulation, the accumulated gradients are
+    averaged over the processes (what the next synchronised step would average them into) and the checkpoint
+    saved then carries them; on resume every process starts from them, so the resumed run takes the same
+    optimizer steps as an uninterrupted one (to float precision). Without accumulation it does nothing."""
+
+    priority = "ABOVE_NORMAL"  # before CheckpointHook (VERY_LOW) saves at the epoch's end
+    KEY = "harness_accumulation"
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None  # gradients to save with this epoch's checkpoint
+        self._restore: dict | None = None  # gradients a resumed run starts from
+
+    @staticmethod
+    def _counts(runner) -> tuple[int, int]:
+        wrapper = runner.optim_wrapper
+        return int(getattr(wrapper, "_inner_count", 0)), int(getattr(wrapper, "_accumulative_counts", 1) or 1)
+
+    @staticmethod
+    def _parameters(runner):
+        from mmengine.model import is_model_wrapper
+
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return model.named_parameters()
+
+    def after_train_epoch(self, runner) -> None:
+        import torch
+        from mmengine.dist import all_reduce, get_world_size
+
+        count, every = self._counts(runner)
+        self._pending = None
+        if every <= 1 or count % every == 0:
+            return
+        grads = {}
+        for name, p in self._parameters(runner):
+            if p.grad is None:
+                continue
+            g = p.grad.detach().clone()
+            if get_world_size() > 1:
+                all_reduce(g, op="mean")
+            grads[name] = g.cpu()
+        self._pending = {"inner_count": count, "grads": grads}
+
+    def before_save_checkpoint(self, runner, checkpoint) -> None:
+        if self._pending is not None:
+            checkpoint[self.KEY] = self._pending
+
+    def after_load_checkpoint(self, runner, checkpoint) -> None:
+        self._restore = checkpoint.get(self.KEY)
+
+    def before_train(self, runner) -> None:
+        state, self._restore = self._restore, None
+        if not state:
+            return
+        count, every = self._counts(runner)
+        if count != state["inner_count"]:  # not the iteration it was saved at: nothing to continue
+            runner.logger.warning(f"checkpoint's partial accumulation (iteration {state['inner_count']}) does not "
+                                  f"match the resumed iteration {count}; it is dropped")
+            return
+        params = dict(self._parameters(runner))
+        for name, g in state["grads"].items():
+            p = params[name]
+            p.grad = g.to(device=p.device, dtype=p.dtype).clone()
+        runner.logger.info(f"resumed inside an accumulation: {count % every} of {every} iterations' gradients "
+                           f"restored from the checkpoint")
 
 
 @HOOKS.register_module(force=True)

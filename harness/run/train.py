@@ -121,34 +121,45 @@ def _init_cpu_process_group() -> None:
         dist.init_process_group("gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
 
 
-def fit_schedule(schedulers, epochs: int, total_iters: int | None = None) -> list:
+def fit_schedule(schedulers, epochs: int, total_iters: int | None = None, accumulate: int = 1) -> list:
     """The recipe's learning-rate schedule fitted to a run of ``epochs`` epochs of ``total_iters``
-    iterations in all (when known: the Runner knows its epoch length once its dataloader is built).
+    iterations in all (when known: the Runner knows its epoch length once its dataloader is built), of
+    which every ``accumulate`` make one optimizer step.
 
     Step decays move in proportion: the recipe's milestones scaled from its epochs to the run's (1x: 8
     and 11 of 12). A cosine ends with the run. With a known length the steps fall at those fractions in
     iterations and a cosine anneals per iteration, so a short run decays where the recipe would rather
     than at whole epochs (a 2-epoch run would otherwise decay after its first epoch), and the warm-up
     takes at most a fifth of the run.
+
+    The recipe counts its warm-up and decays in optimizer steps (one per iteration: it does not
+    accumulate). mmengine's schedulers step once per iteration, so with accumulation every length is
+    fitted in optimizer steps and written in iterations, steps × ``accumulate``, starting at iteration
+    ``accumulate - 1`` (``begin``), the iteration of the first optimizer step: the k-th optimizer step then
+    trains at the lr the recipe's k-th step has (warm-up of 500 steps: 500 × accumulate iterations;
+    milestones and the cosine's length likewise). Without accumulation this is the schedule as before.
     """
+    k = max(1, int(accumulate))
+    steps = -(-total_iters // k) if total_iters else None  # optimizer steps (a last partial one steps too)
+    offset = min(k - 1, total_iters - 1) if total_iters else k - 1
     out = []
     for s in schedulers if isinstance(schedulers, list) else [schedulers]:
         s = copy.deepcopy(dict(s))
         kind, by_epoch = s.get("type"), s.get("by_epoch", True)
-        if kind == "LinearLR" and not by_epoch:  # the warm-up
-            if total_iters:
-                s["end"] = max(1, min(s["end"], total_iters // 5))
+        if kind == "LinearLR" and not by_epoch:  # the warm-up, in optimizer steps
+            warm = max(1, min(s["end"] - s.get("begin", 0), steps // 5)) if steps else s["end"] - s.get("begin", 0)
+            s.update(begin=offset, end=offset + warm * k)
         elif kind == "MultiStepLR" and by_epoch:
             recipe_epochs = s.get("end") or max(s["milestones"]) + 1
             fractions = [m / recipe_epochs for m in s["milestones"]]
-            if total_iters:
-                s.update(by_epoch=False, begin=0, end=total_iters,
-                         milestones=sorted({max(1, round(f * total_iters)) for f in fractions}))
+            if steps:
+                s.update(by_epoch=False, begin=offset, end=offset + steps * k,
+                         milestones=sorted({max(1, round(f * steps)) * k for f in fractions}))
             else:
                 s.update(end=epochs, milestones=sorted({max(1, round(f * epochs)) for f in fractions}))
         elif by_epoch and "end" in s:  # cosine and the like end with the run
-            if total_iters:
-                s.update(by_epoch=False, begin=0, end=total_iters)
+            if steps:
+                s.update(by_epoch=False, begin=offset, end=offset + steps * k)
             else:
                 s["end"] = epochs
         out.append(s)
@@ -162,12 +173,12 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     cfg = build_cell_config(run.detector, run.loss, classes=paths.classes, num_classes=paths.num_classes,
                             profile=run.profile, dataset=paths.kind, backbone_init=run.backbone_init)
     sched = run.schedule
+    batch = run.batch  # processes x images a process x accumulation, and the lr (harness.experiments.batch)
     cfg.work_dir = str(folder)
     rfs = run.dataset.get("repeat_factor")
     extra = {}
     if sched.get("max_iters_per_epoch"):  # quick runs: the first images only (mmengine's `indices`)
-        per_process = sched.get("batch_per_gpu") or cfg.train_dataloader.batch_size
-        extra["indices"] = sched["max_iters_per_epoch"] * per_process * run.world_size
+        extra["indices"] = sched["max_iters_per_epoch"] * batch.run.per_process * run.world_size
     train_ds = paths.mmdet_dataset("train", cfg.train_pipeline, class_balanced=bool(rfs), oversample_thr=rfs, **extra)
     val_ds = paths.mmdet_dataset("val", cfg.test_pipeline)
     cfg.train_dataloader.dataset = train_ds
@@ -176,26 +187,27 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     # a test batch size that never leaves a last batch of one image.
     n_val = len(json.loads(Path(paths.val_ann).read_text())["images"])
     cfg.test_dataloader.batch_size = next(b for b in (4, 5, 3, 6, 7, 2) if n_val % b != 1 or n_val <= 1)
-    metric = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind, "classes": paths.classes}
-    cfg.test_evaluator = {**metric, "outfile": str(folder / PREDICTIONS_FILE)}
+    cfg.test_evaluator = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind,
+                          "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
+    cfg.train_dataloader.batch_size = batch.run.per_process
+    cfg.optim_wrapper.optimizer.lr = batch.run.lr
+    if batch.run.accumulate > 1:  # one optimizer step every `accumulate` iterations (mmengine's OptimWrapper)
+        cfg.optim_wrapper.accumulative_counts = batch.run.accumulate
+    cfg.batch = batch.provenance()
     if sched.get("val_every"):  # mmengine's validation loop on the same split, every k epochs and at the last
         cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
-        cfg.val_evaluator = metric
+        cfg.val_evaluator = {k: v for k, v in cfg.test_evaluator.items() if k != "outfile"}
         cfg.val_cfg = {"type": "ValLoop"}
         cfg.train_cfg.val_interval = sched["val_every"]
     else:
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    if sched.get("batch_per_gpu"):
-        cfg.train_dataloader.batch_size = sched["batch_per_gpu"]
     if sched.get("epochs"):
         cfg.train_cfg.max_epochs = sched["epochs"]  # the schedule is fitted to the run's length in train_and_evaluate
-    if sched.get("lr"):
-        cfg.optim_wrapper.optimizer.lr = sched["lr"]
     cfg.default_hooks.checkpoint = {"type": "CheckpointHook", "interval": sched.get("checkpoint_every") or 1,
                                     "by_epoch": True, "max_keep_ckpts": 2, "save_last": True}
     cfg.default_hooks.logger = {"type": "LoggerHook", "interval": 10}
     cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [{"type": "NonFiniteLossHook"}, {"type": "LossCurveHook"},
-                                                        {"type": "RNGStateHook"}]
+                                                        {"type": "RNGStateHook"}, {"type": "AccumulationHook"}]
     if sched.get("val_every"):
         cfg.custom_hooks.append({"type": "ValCurveHook"})
     cfg.randomness = {"seed": run.seed, "deterministic": False}
@@ -271,24 +283,23 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     paths = run_data(run)
     cfg = build_config(run, folder, paths)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    batch = cfg.train_dataloader.batch_size * world
+    if world != run.world_size:
+        raise RunFailed(f"the run trains in {run.world_size} process(es) but this job has {world} (before training)")
     info = {
-        "effective_batch": batch,
-        "lr": cfg.optim_wrapper.optimizer.lr,
-        "recipe_batch": cfg.get("recipe", {}).get("total_batch"),
-        "recipe_lr": cfg.get("recipe", {}).get("lr"),
+        **cfg.batch,  # processes x images a process x accumulation = total batch, lr, and the recipe's
         "epochs": cfg.train_cfg.max_epochs,
         "world_size": world,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "num_train_images": None,
     }
-    if info["recipe_batch"] and info["recipe_batch"] != batch:
-        info["warning"] = f"total batch {batch} differs from the recipe's {info['recipe_batch']}"
+    if cfg.batch["batch_differs"]:
+        info["warning"] = f"{run.batch.line()}: another total batch or images a process than the recipe's"
     if cfg.launcher == "pytorch" and not torch.cuda.is_available():
         _init_cpu_process_group()
     runner = Runner.from_cfg(cfg)
     epochs = cfg.train_cfg.max_epochs
-    runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader))
+    runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader),
+                                           run.batch.run.accumulate)
     runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
     _timed(runner, "save_checkpoint", timing, "checkpoint_s")
     info["timing"] = timing
