@@ -51,7 +51,9 @@ def test_run_writes_rows_and_reruns_skip_done_cells(tmp_path):
     for row in rows:
         assert row["status"] == "done" and "bbox_AP" in row["metrics"]
         prov = row["provenance"]
-        assert prov["effective_batch"] == 2 and prov["git_commit"] and prov["versions"]["mmdet"] == "3.3.0"
+        # 2 images x 2 accumulated: the tiny recipe's total batch 4
+        assert prov["effective_batch"] == 4 and prov["accumulate"] == 2 and prov["batch_per_process"] == 2
+        assert prov["git_commit"] and prov["versions"]["mmdet"] == "3.3.0"
         assert prov["job_id"] and prov["wall_time_s"] > 0
     mtimes = {p: p.stat().st_mtime_ns for p in (results / "smoke" / "runs").glob("*.json")}
 

@@ -48,7 +48,7 @@ def make_row(det, loss, seed, status="done", metrics=None, kind="coco", experime
         "curve": curve if curve is not None else [[i * 10, 2.0 / (i + 1), {"loss_cls": 1.5 / (i + 1), "loss_bbox": 0.5 / (i + 1)}]
                                                   for i in range(6)],
         "provenance": {"git_commit": "abc123", "git_dirty": False, "versions": {"torch": "2.14.1", "mmdet": "3.3.0"},
-                       "effective_batch": 2, "lr": 0.01, "recipe_batch": 16, "recipe_lr": 0.012, "wall_time_s": 41.2,
+                       "effective_batch": 16, "lr": 0.012, "recipe_batch": 16, "recipe_lr": 0.012, "wall_time_s": 41.2,
                        "job_id": f"7_{seed}", "host": "node1", "restarts": 0, "finished_at": "2025-01-01T00:00:00"},
     }
     row.update(extra)

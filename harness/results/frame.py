@@ -12,9 +12,13 @@ Columns (in this order; a column appears only when some run has it):
   (comma-separated);
 - metrics: one float column per metric name as the rows carry them (``bbox_AP``, ``segm_oLRP`` ...),
   fractions as evaluated (NaN where a run has no such value);
-- provenance: ``git_commit``, ``git_dirty``, ``effective_batch``, ``lr``, ``recipe_batch``,
-  ``recipe_lr``, ``wall_time_s``, ``job_id``, ``host``, ``restarts``, ``finished_at``, any other
-  scalar provenance key, and ``version_<package>`` for each package version.
+- provenance: ``git_commit``, ``git_dirty``, the batch (``processes`` × ``batch_per_process`` ×
+  ``accumulate`` = ``effective_batch``, ``lr`` and its ``lr_rule``, the recipe's ``recipe_processes``,
+  ``recipe_batch_per_process``, ``recipe_batch``, ``recipe_lr``: :mod:`harness.experiments.batch`),
+  ``off_recipe`` (the run trains another total batch or images a process than its recipe; for rows
+  written before images a process were recorded: another total batch), ``wall_time_s``, ``job_id``,
+  ``host``, ``restarts``, ``finished_at``, any other scalar provenance key, and ``version_<package>`` for
+  each package version.
 
 Runs of the spec that have no row yet are rows of the frame too (``unfinished``, no metrics): tables
 show them, never drop them. Results read the rows (and the spec) only, never the launch state: whether
@@ -47,8 +51,9 @@ METRIC_ORDER = tuple(f"{t}_{s}" for t in ("bbox", "segm") for s in _METRIC_SUFFI
 # The main metrics, in this order: the columns of the tables' ``metrics`` table and the seeds plots.
 MAIN_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl", "bbox_APr", "bbox_APc",
                 "bbox_APf", "segm_AP", "segm_APr", "segm_APc", "segm_APf", "bbox_oLRP", "segm_oLRP")
-PROVENANCE = ("git_commit", "git_dirty", "effective_batch", "lr", "recipe_batch", "recipe_lr", "wall_time_s",
-              "job_id", "host", "restarts", "finished_at")
+PROVENANCE = ("git_commit", "git_dirty", "processes", "batch_per_process", "accumulate", "effective_batch", "lr",
+              "lr_rule", "recipe_processes", "recipe_batch_per_process", "recipe_batch", "recipe_lr", "off_recipe",
+              "wall_time_s", "job_id", "host", "restarts", "finished_at")
 IDENTITY = ("run_id", "experiment", "detector", "loss", "seed")
 
 
@@ -149,7 +154,18 @@ def _flatten(row: Mapping[str, Any]) -> dict:
                         out[f"version_{pkg}"] = ver
             elif type(v) is not list:
                 out[k if k not in out else f"provenance_{k}"] = v
+        out["off_recipe"] = off_recipe(prov)
     return out
+
+
+def off_recipe(provenance: Mapping[str, Any]) -> bool | None:
+    """Whether a row's run trained another total batch or images a process than its recipe (its
+    ``batch_differs``; rows written before it was recorded: their total batch against the recipe's;
+    None when the row does not say)."""
+    if "batch_differs" in provenance:
+        return bool(provenance["batch_differs"])
+    total, recipe = provenance.get("effective_batch"), provenance.get("recipe_batch")
+    return None if not total or not recipe else total != recipe
 
 
 def rows_frame(rows: Iterable[Mapping[str, Any]], others: Iterable[Mapping[str, Any]] = ()) -> pd.DataFrame:

@@ -72,12 +72,13 @@ NOT_APPLICABLE = "n/a"
 NOT_DEFINED = "n/d"
 MISSING = "—"
 BASELINE_MARK = "†"
+OFF_RECIPE_MARK = "‡"
 BEST_COLUMN = "Best (95 %)"
 FORMATS = ("md", "latex", "csv")
 STAT_COLUMNS = ["dataset", "detector", "loss", "metric", "n", "mean", "std", "scale", "runs", *STATES, "applicable",
                 "lower_is_better", "top", "best", "test", "rival", "test_n", "test_diff", "test_low", "test_high",
                 "test_p", "baseline_loss", "baseline_mean", "delta", "delta_n", "delta_low", "delta_high", "delta_p",
-                "paper", "paper_source", "paper_variant", "text", "delta_text"]
+                "paper", "paper_source", "paper_variant", "off_recipe", "text", "delta_text"]
 # ``test`` values: the outcome of the seed-noise test (see the module docstring).
 SEPARATED, NOT_SEPARATED, FEW_SEEDS, ALONE = "separated", "not separated", "too few seeds", "alone"
 
@@ -163,6 +164,7 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
     stats["std"] *= scale
     stats = stats.merge(counts.reset_index(), on=KEYS, how="left")
 
+    stats = stats.merge(_off_recipe(done, cells), on=KEYS, how="left")
     stats["applicable"] = _applicable(stats, done)
     stats["lower_is_better"] = stats["metric"].map(lower_is_better).astype(bool)
     stats = _seed_tests(stats, seed_values(done, metrics))
@@ -170,6 +172,16 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
     stats["text"] = [_cell_text(r) for r in stats.itertuples(index=False)]
     stats["delta_text"] = [_delta_text(r) for r in stats.itertuples(index=False)]
     return stats[STAT_COLUMNS]
+
+
+def _off_recipe(done: pd.DataFrame, cells: pd.MultiIndex) -> pd.DataFrame:
+    """Per cell: whether some finished run trained another total batch or images a process than the recipe."""
+    if "off_recipe" in done.columns and len(done):
+        flag = done["off_recipe"].astype("boolean").fillna(False).astype(bool)
+        off = flag.groupby([done[k] for k in KEYS], sort=False).any()
+    else:
+        off = pd.Series(dtype=bool)
+    return off.reindex(cells, fill_value=False).astype(bool).rename("off_recipe").reset_index()
 
 
 def _seed_tests(stats: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
@@ -317,7 +329,7 @@ def _cell_text(r) -> str:
         extra = [f"{getattr(r, s)} {s}" for s in STATES[1:] if getattr(r, s)]
         if r.done > r.n:
             extra.insert(0, f"{r.done - r.n} {NOT_DEFINED}")
-        return f"{text} ({'; '.join([str(r.n)] + extra)})"
+        return f"{text} ({'; '.join([str(r.n)] + extra)})" + (f" {OFF_RECIPE_MARK}" if r.off_recipe else "")
     if r.done > 0:
         others = [f"{getattr(r, s)} {s}" for s in STATES[1:] if getattr(r, s)]
         return NOT_DEFINED + (f" ({'; '.join(others)})" if others else "")
@@ -388,6 +400,14 @@ def _legend(metric: str | None = None) -> str:
             "failed: the runs failed; unfinished: no row yet (harness status says why).")
 
 
+def _off_recipe_notes(s: pd.DataFrame) -> list[str]:
+    """The note on the off-recipe mark, where some cell has it."""
+    if not s["off_recipe"].any():
+        return []
+    return [f"{OFF_RECIPE_MARK}: some runs of the cell trained another total batch or images a process than the "
+            "cell's recipe (their rows' batch provenance says which); ranking-loss results depend on both."]
+
+
 def bold_rule(metric: str | None = None) -> str:
     """The bold rule in one sentence (notes under the tables; the README quotes it)."""
     which = ("best mean (highest; lowest for oLRP)" if metric is None else
@@ -441,7 +461,7 @@ def grid_table(stats: pd.DataFrame, metric: str, dataset: str) -> Table:
     tops = {r.detector: _best_text(r) for r in s[s["top"]].itertuples(index=False)}
     wide[BEST_COLUMN] = [tops.get(d, "") for d in dets]
     bold[BEST_COLUMN] = False
-    notes = [_legend(metric), *_bold_notes(s, metric),
+    notes = [_legend(metric), *_bold_notes(s, metric), *_off_recipe_notes(s),
              f"{BEST_COLUMN}: the bold loss and its closest comparison (difference [95 % interval] (seeds paired)), "
              "or none and the comparison that is not separated."]
     return Table(f"grid_{metric}", f"{metric_label(metric)} by detector and loss", wide.reset_index(drop=True),
@@ -482,7 +502,7 @@ def compare_table(stats: pd.DataFrame, metric: str, dataset: str, apart: pd.Data
     })
     bold = pd.DataFrame(False, index=out.index, columns=out.columns)
     bold[label] = s["best"].to_numpy()
-    notes = [_legend(metric), *_bold_notes(s, metric),
+    notes = [_legend(metric), *_bold_notes(s, metric), *_off_recipe_notes(s),
              "Δ vs baseline: this loss minus the baseline loss over the seeds both have (paired by seed), in points, "
              f"[its {CONFIDENCE:.0%} interval] (seeds paired); an interval that excludes 0 is a change beyond seed noise"
              + (" (negative is better for oLRP)." if lower_is_better(metric) else ".")]
@@ -512,7 +532,8 @@ def metrics_table(stats: pd.DataFrame, dataset: str) -> Table:
     bold = pd.DataFrame(False, index=out.index, columns=out.columns)
     for m in cols:
         sm = s[s["metric"] == m]
-        text = [t.rsplit(" (", 1)[0] if n > 0 else t for t, n in zip(sm["text"], sm["n"])]
+        text = [t.rsplit(" (", 1)[0] + (f" {OFF_RECIPE_MARK}" if off else "") if n > 0 else t
+                for t, n, off in zip(sm["text"], sm["n"], sm["off_recipe"])]
         out[metric_label(m)] = text
         bold[metric_label(m)] = sm["best"].to_numpy()
         if sm["paper"].notna().any():
@@ -521,6 +542,7 @@ def metrics_table(stats: pd.DataFrame, dataset: str) -> Table:
             bold[col] = False
     out["n"] = out["n"].astype(str)
     notes = [_legend(None).replace("(n = runs with a value;", "(n = finished runs;"), *_bold_notes(s, None),
+             *_off_recipe_notes(s),
              "oLRP columns: lower is better; their best is the lowest."]
     pn = _paper_note(s[s["metric"].isin(cols)])
     if pn:

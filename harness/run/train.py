@@ -136,8 +136,9 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None, accumu
     accumulate). mmengine's schedulers step once per iteration, so with accumulation every length is
     fitted in optimizer steps and written in iterations, steps × ``accumulate``, starting at iteration
     ``accumulate - 1`` (``begin``), the iteration of the first optimizer step: the k-th optimizer step then
-    trains at the lr the recipe's k-th step has (warm-up of 500 steps: 500 × accumulate iterations;
-    milestones and the cosine's length likewise). Without accumulation this is the schedule as before.
+    trains at the lr the recipe's k-th step has (a warm-up that rises over 499 steps: over 499 × accumulate
+    iterations; milestones and the cosine's length likewise). Without accumulation this is the schedule as
+    before.
     """
     k = max(1, int(accumulate))
     steps = -(-total_iters // k) if total_iters else None  # optimizer steps (a last partial one steps too)
@@ -148,7 +149,8 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None, accumu
         kind, by_epoch = s.get("type"), s.get("by_epoch", True)
         if kind == "LinearLR" and not by_epoch:  # the warm-up, in optimizer steps
             warm = max(1, min(s["end"] - s.get("begin", 0), steps // 5)) if steps else s["end"] - s.get("begin", 0)
-            s.update(begin=offset, end=offset + warm * k)
+            # mmengine's LinearLR reaches its end factor after end - begin - 1 scheduler steps
+            s.update(begin=offset, end=offset + (warm - 1) * k + 1)
         elif kind == "MultiStepLR" and by_epoch:
             recipe_epochs = s.get("end") or max(s["milestones"]) + 1
             fractions = [m / recipe_epochs for m in s["milestones"]]
