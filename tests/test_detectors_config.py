@@ -267,6 +267,10 @@ def test_recipe_check_hook_warns_when_the_runs_total_batch_differs():
     runner.train_dataloader.batch_sampler.batch_size = 16
     RecipeCheckHook(total_batch=16, lr=0.004).before_train(runner)
     assert not logged
+    runner.train_dataloader.batch_sampler.batch_size = 4  # 4 images accumulated over 4 iterations: 16
+    runner.optim_wrapper = SimpleNamespace(_accumulative_counts=4)
+    RecipeCheckHook(total_batch=16, lr=0.004).before_train(runner)
+    assert not logged
 
 
 @pytest.mark.parametrize("detector,loss", [("yolact", "rs"), ("cascade_rcnn", "alrp"), ("faster_rcnn", "focal")])

@@ -33,7 +33,7 @@ class RecipeCheckHook(Hook):
     def before_train(self, runner) -> None:
         from mmengine.dist import get_world_size
 
-        accumulate = int(getattr(runner.optim_wrapper, "_accumulative_counts", 1) or 1)
+        accumulate = int(getattr(getattr(runner, "optim_wrapper", None), "_accumulative_counts", 1) or 1)
         message = batch_warning(self.total_batch, _batch_per_process(runner), get_world_size(), accumulate)
         if message:
             warnings.warn(message, stacklevel=2)
