@@ -1,8 +1,8 @@
 """Run an experiment end to end and build its tables: what `make benchmark` calls.
 
 `harness benchmark [SPEC]` (default experiments/synthetic.yaml) runs the spec's unfinished runs through
-the same path as `harness run` (harness.launch.orchestrate; `--executor`, `--only` and `--force` as
-there). On this machine it waits with progress, then writes the tables and plots under
+the same path as `harness run` (harness.launch.orchestrate; `--executor`, `--only`, `--force` and
+`--rerun-stale` as there). On this machine it waits with progress, then writes the tables and plots under
 results/<experiment>/ and prints the Markdown tables with the paths. On a SLURM cluster (a controller
 answers, or `--executor slurm`) it submits the job arrays and returns; `harness benchmark SPEC
 --tables-only` (`make tables`) later builds the tables from whatever has finished. The default grid run
@@ -50,7 +50,7 @@ def run(args) -> int:
             # On SLURM: submit and return (waiting for a cluster queue is `harness status`'s job, the tables
             # come later with `make tables`); here: wait for the runs.
             request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
-                              only=tuple(args.only))
+                              rerun_stale=args.rerun_stale, only=tuple(args.only))
             prepared = prepare(request)
             request = dataclasses.replace(request, wait=prepared[2] != "slurm")
             if request.wait:  # runs here: the synthetic data first, timed apart (a fresh clone makes it)

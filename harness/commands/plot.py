@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metric", help="metric plotted first (default bbox_AP, or segm_AP when no run has box AP)")
     parser.add_argument("--out", help="folder to write into (default results/<experiment>/plots)")
     parser.add_argument("--spec", help="the experiment's spec, to show its runs without a row as unfinished")
+    parser.add_argument("--all-fingerprints", action="store_true",
+                        help="also plot rows of older fingerprints (as harness table --all-fingerprints)")
 
 
 def run(args) -> int:

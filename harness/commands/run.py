@@ -6,7 +6,9 @@ background pool (local), writes results/<experiment>/manifest.json and returns; 
 progress until the runs it placed (and those it found queued or running elsewhere) have ended, then
 reports each one's own outcome. Reruns submit only runs without a `done` row (`--force` redoes them);
 failed runs run again; a run queued or running anywhere (SLURM, a local pool, a live process) is never
-submitted again. `--only` and `--force` reach every executor, the background pool too. Exit 1 when a
+submitted again. A stale run (done, but by other code: `harness status` says what changed) is left
+alone unless `--rerun-stale`, which redoes it from scratch. `--only`, `--force` and `--rerun-stale`
+reach every executor, the background pool too. Exit 1 when a
 waited-for run failed (each listed with its reason), the wait timed out, or the background pool did
 not start. The same path runs `harness benchmark` (harness.launch.orchestrate).
 """
@@ -23,6 +25,9 @@ def add_launch_arguments(parser) -> None:
                         help="where runs execute (default: the spec's launch.executor, itself 'auto': slurm when a "
                              "SLURM controller answers, else local)")
     parser.add_argument("--force", action="store_true", help="redo runs that already have a done row")
+    parser.add_argument("--rerun-stale", action="store_true",
+                        help="redo done runs whose fingerprint (config, harness code, loss modules, versions) differs "
+                             "from what the current code builds (harness status shows them as stale)")
     parser.add_argument("--only", action="append", default=[], metavar="DETECTOR[:LOSS]",
                         help="restrict to some cells (repeatable), e.g. --only atss:rs --only yolact")
     parser.add_argument("--results", default="results", help="results root (default: results/)")
@@ -41,7 +46,7 @@ def run(args) -> int:
     from harness.launch.orchestrate import LaunchError, Request, launch
 
     request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
-                      only=tuple(args.only), wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout)
+                      rerun_stale=args.rerun_stale, only=tuple(args.only), wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout)
     try:
         outcome = launch(request)
     except LaunchError as exc:

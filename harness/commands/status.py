@@ -1,5 +1,11 @@
-"""Show the state of each run of an experiment: done, running, pending, failed (reason), interrupted,
-lost or missing, with counts; corrupt row files are reported.
+"""Show the state of each run of an experiment: done, stale (what changed), running, pending, failed
+(reason), interrupted, lost or missing, with counts; corrupt row files are reported.
+
+A done run is `stale` when its row's fingerprint (the config, harness code, loss modules and package
+versions it ran with) differs from what the current code builds for it; the reason says what changed
+("loss module examples/quality_focal.py changed", "harness code changed (commit a -> b)", "mmdet 3.3.0 ->
+3.3.1", "config changed"; "no fingerprint recorded" for rows from before fingerprints). `harness run`
+leaves stale runs alone unless `--rerun-stale`.
 
 `harness status results/<experiment>`; `--spec SPEC` also lists the spec's runs never submitted.
 """
@@ -10,7 +16,7 @@ import json
 from pathlib import Path
 
 NAME = "status"
-HELP = "show each run of an experiment: done, running, pending, failed (reason)"
+HELP = "show each run of an experiment: done, stale, running, pending, failed (reason)"
 
 
 def add_arguments(parser) -> None:

@@ -5,7 +5,9 @@ change vs the detector's baseline loss beside the published number, and all metr
 writes the tables (default: every format into results/<experiment>/tables/) and prints them
 (Markdown for md and all). Values are mean ± std (n) over seeds; a loss is bold only when it beats
 every other loss of its detector beyond seed noise (paired t-test over seeds at 95 %). Failed,
-unfinished and missing cells are shown as such. See docs/tables.md.
+unfinished and missing cells are shown as such. A cell keeps the rows of its newest fingerprint (the
+code, config and versions of its latest run) and says how many older rows it left out;
+`--all-fingerprints` counts them too and marks the cells that mix fingerprints (‡). See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def add_arguments(parser) -> None:
                         help="what to write (default all); md and all print Markdown, latex LaTeX, csv the cells CSV")
     parser.add_argument("--out", help="folder to write into (default results/<experiment>/tables)")
     parser.add_argument("--spec", help="the experiment's spec, to show its runs without a row as unfinished")
+    parser.add_argument("--all-fingerprints", action="store_true",
+                        help="also count rows of older fingerprints (other code, config or versions); cells that "
+                             "mix fingerprints are marked ‡ (default: each cell keeps its newest fingerprint's rows)")
 
 
 def load(args):
@@ -45,7 +50,7 @@ def load(args):
             spec = load_spec(args.spec)
         except (SpecError, ImportError) as exc:
             raise UsageError(f"--spec {args.spec}: {exc}") from None
-    frame, rows, corrupt = load_experiment(folder, spec)
+    frame, rows, corrupt = load_experiment(folder, spec, getattr(args, "all_fingerprints", False))
     for c in corrupt:
         print(f"warning: corrupt row {c.path} left out: {c.reason}", file=sys.stderr)
     if frame.empty:

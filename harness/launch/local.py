@@ -69,7 +69,8 @@ def prepare_data(runs: Iterable[RunSpec], log: Callable[[str], None] = print) ->
     return made
 
 
-def _run_in_worker(run: dict, results_dir: str, force: bool, attempt: str, threads: int, log_path: str) -> None:
+def _run_in_worker(run: dict, results_dir: str, force: bool, attempt: str, threads: int, log_path: str,
+                   rerun_stale: bool = False) -> None:
     """A run in a fork of the preloaded server: its output to ``log_path``, then :class:`RunJob`; the
     process ends with ``os._exit`` (multiprocessing's), skipping the interpreter's teardown."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)  # the umask decides
@@ -77,7 +78,7 @@ def _run_in_worker(run: dict, results_dir: str, force: bool, attempt: str, threa
     os.dup2(fd, 2)
     os.close(fd)
     os.environ["HARNESS_NUM_THREADS"] = str(threads)
-    job = RunJob(run, results_dir, force, attempt)
+    job = RunJob(run, results_dir, force, attempt, rerun_stale)
     os.environ["HARNESS_LOCAL_RUN"] = job.spec.run_id  # the run's own process (its row says how it started)
     job()
 
@@ -103,12 +104,13 @@ class _Handle:
 class _Forked(_Handle):
     """A single-process local run in a fork of the preloaded server (:data:`PRELOAD`)."""
 
-    def __init__(self, ctx, run: RunSpec, results_dir: Path, force: bool, attempt: str, threads: int):
+    def __init__(self, ctx, run: RunSpec, results_dir: Path, force: bool, attempt: str, threads: int,
+                 rerun_stale: bool = False):
         self.run, self.results_dir, self.attempt = run, results_dir, attempt
         log_path = results_dir / "local" / run.run_id / "log.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = ctx.Process(target=_run_in_worker, name=run.run_id,
-                                   args=(run.to_dict(), str(results_dir), force, attempt, threads, str(log_path)))
+                                   args=(run.to_dict(), str(results_dir), force, attempt, threads, str(log_path), rerun_stale))
         self.process.start()
         self.deadline = time.time() + 60 * run.launch["time_min"]
         self.timed_out = False
@@ -173,9 +175,10 @@ class LocalPool:
     and returns each run's outcome; interrupted (Ctrl-C, an error), it stops the runs it started."""
 
     def __init__(self, spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool, attempt: str,
-                 executor_kind: str = "local", log: Callable[[str], None] = print):
+                 executor_kind: str = "local", log: Callable[[str], None] = print, rerun_stale: bool = False):
         self.spec, self.runs, self.results_dir = spec, list(runs), results_dir
         self.force, self.attempt, self.kind, self.log = force, attempt, executor_kind, log
+        self.rerun_stale = rerun_stale
         self.id = os.environ.pop(POOL_ENV, None) or new_pool_id()
         self.lock = pool_lock(results_dir, self.id)
 
@@ -216,13 +219,13 @@ class LocalPool:
                 while queue and len(running) < slots:
                     run = queue.pop(0)
                     if ctx is not None and run.world_size == 1:
-                        handle: _Handle = _Forked(ctx, run, results_dir, self.force, self.attempt, threads)
+                        handle: _Handle = _Forked(ctx, run, results_dir, self.force, self.attempt, threads, self.rerun_stale)
                     else:
                         params = {"timeout_min": run.launch["time_min"]}
                         if kind != "debug":
                             params["tasks_per_node"] = run.world_size
                         executor.update_parameters(**params)
-                        job = executor.submit(RunJob(run, results_dir, self.force, self.attempt))
+                        job = executor.submit(RunJob(run, results_dir, self.force, self.attempt, self.rerun_stale))
                         handle = _Submitted(job, run, results_dir, self.attempt)
                         if kind == "debug":
                             try:
@@ -258,9 +261,10 @@ class Background:
 
 
 def spawn_background_pool(spec_path: Path, results_dir: Path, executor: str, *, force: bool = False,
-                          only: Iterable[str] = (), start_timeout_s: float = 300.0) -> Background:
+                          only: Iterable[str] = (), start_timeout_s: float = 300.0,
+                          rerun_stale: bool = False) -> Background:
     """Start ``harness run SPEC --wait`` detached (its own session) with the same filters (``--force``,
-    every ``--only``), in this working directory (relative loss-module paths resolve as here), logging to
+    ``--rerun-stale``, every ``--only``), in this working directory (relative loss-module paths resolve as here), logging to
     ``results_dir/local-pool.log``; return once its pool has recorded its queue (so a ``harness run``
     right after sees those runs queued), or the process ended first."""
     log_path = results_dir / "local-pool.log"
@@ -269,6 +273,8 @@ def spawn_background_pool(spec_path: Path, results_dir: Path, executor: str, *, 
            "--results", str(results_dir.resolve().parent)]
     if force:
         cmd.append("--force")
+    if rerun_stale:
+        cmd.append("--rerun-stale")
     for item in only:
         cmd += ["--only", item]
     pool = new_pool_id()

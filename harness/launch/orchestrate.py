@@ -6,7 +6,8 @@ A :class:`Request` names the spec and how to run it (executor, filters, waiting)
    ``--only`` cells;
 2. resolves the executor (``auto``: SLURM where a controller answers, else local) and refuses what cannot
    work (SLURM unreachable; a multi-process run on the in-process debug executor);
-3. plans (:mod:`harness.launch.plan`): runs with a ``done`` row are skipped unless ``force``; runs queued
+3. plans (:mod:`harness.launch.plan`): runs with a ``done`` row are skipped unless ``force``, stale ones
+   (done by other code) unless ``rerun_stale``; runs queued
    or running anywhere (a live lock, a SLURM job pending, held or running, a live local pool) are left
    to whoever has them, ``force`` or not;
 4. places the rest, under the submission lock so that a concurrent ``harness run`` sees them queued:
@@ -47,6 +48,7 @@ class Request:
     executor: str | None = None  # auto | slurm | local | debug; None: the spec's launch.executor
     results_root: str | Path = "results"
     force: bool = False  # redo runs that already have a done row
+    rerun_stale: bool = False  # redo done runs whose fingerprint differs from the current code's
     only: tuple[str, ...] = ()  # DETECTOR[:LOSS] items
     wait: bool = False  # block until every run has a row
     dry_run: bool = False
@@ -108,6 +110,8 @@ def _print_plan(plan: Plan, out: Callable[[str], None]) -> None:
             out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}  {r.batch.line()}")
     for r in plan.done:
         out(f"  done     {r.run_id}")
+    for run_id, why in plan.stale.items():
+        out(f"  stale    {run_id} ({why})")
     for r in plan.queued:
         out(f"  queued   {r.run_id} ({plan.where[r.run_id]})")
     for r in plan.running:
@@ -121,7 +125,7 @@ def launch(request: Request, out: Callable[[str], None] = print,
     ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it."""
     spec, results_dir, executor = prepared or prepare(request)
     if request.dry_run:
-        plan = make_plan(spec, results_dir, force=request.force)
+        plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
         _print_plan(plan, out)
         return Outcome(spec, results_dir, executor, placed=0, finished=False, failed=[])
@@ -129,19 +133,20 @@ def launch(request: Request, out: Callable[[str], None] = print,
     waits = request.wait or executor == "debug"
     pool = None
     with submitting(results_dir):  # plan and record as one step: a concurrent run sees these queued
-        plan = make_plan(spec, results_dir, force=request.force)
+        plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
         if executor == "slurm" and plan.submit:
-            slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt)
+            slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt, request.rerun_stale)
         elif executor != "slurm" and plan.submit and waits:
-            pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log)
+            pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log,
+                                   rerun_stale=request.rerun_stale)
             pool.open()
     outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
     if executor == "slurm":
         out(f"submitted {len(plan.submit)} run(s) as SLURM job arrays; manifest: {results_dir / 'manifest.json'}")
     elif plan.submit and not waits:  # the background pool plans again, under the same lock, and records its queue
         started = local.spawn_background_pool(Path(request.spec), results_dir, executor, force=request.force,
-                                              only=request.only)
+                                              only=request.only, rerun_stale=request.rerun_stale)
         if started.started:
             out(f"running {len(plan.submit)} run(s) locally in the background (pid {started.pid}, log "
                 f"{results_dir / 'local-pool.log'})")

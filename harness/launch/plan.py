@@ -5,7 +5,9 @@
 * ``running``: a live process holds the run's lock, or its SLURM job is running;
 * ``queued``: submitted and still waiting (a SLURM job pending or held, or a live local pool that has not
   started it) — :mod:`harness.launch.scheduler` asks the schedulers;
-* ``done``: it has a ``done`` row (unless ``force``);
+* ``done``: it has a ``done`` row (unless ``force``) made by the current code;
+* ``stale`` (run id → what changed): it has a ``done`` row whose fingerprint differs from what the
+  current code builds (:mod:`harness.run.fingerprint`): left alone, or submitted with ``rerun_stale``;
 * ``submit``: everything else (never run, failed, interrupted, lost; done ones with ``force``).
 
 A run queued or running anywhere is never submitted again, ``--force`` or not. The plan places nothing:
@@ -23,6 +25,7 @@ from typing import Iterable
 from harness.experiments.spec import RunSpec, Spec
 from harness.launch.scheduler import Live, live_runs
 from harness.rows import read_rows
+from harness.run.fingerprint import staleness
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Plan:
     queued: list[RunSpec] = field(default_factory=list)  # submitted, waiting in a queue (SLURM, a local pool)
     running: list[RunSpec] = field(default_factory=list)  # a live process or SLURM job runs it
     where: dict[str, str] = field(default_factory=dict)  # run id → where it is queued or running
+    stale: dict[str, str] = field(default_factory=dict)  # run id → what changed: done by other code
 
     @property
     def busy(self) -> list[RunSpec]:
@@ -39,12 +43,15 @@ class Plan:
         return self.queued + self.running
 
     def summary(self) -> str:
-        return (f"{len(self.submit)} to run, {len(self.done)} already done, {len(self.queued)} queued, "
-                f"{len(self.running)} running")
+        rerun = sum(r.run_id in self.stale for r in self.submit)
+        kept = len(self.stale) - rerun
+        return (f"{len(self.submit)} to run{f' ({rerun} stale)' if rerun else ''}, {len(self.done)} already done"
+                + (f", {kept} stale (left alone; --rerun-stale reruns them)" if kept else "")
+                + f", {len(self.queued)} queued, {len(self.running)} running")
 
 
 def make_plan(spec: Spec, results_dir: Path, force: bool = False, rows: list[dict] | None = None,
-              live: dict[str, Live] | None = None) -> Plan:
+              live: dict[str, Live] | None = None, rerun_stale: bool = False) -> Plan:
     """Sort the runs of ``spec`` (``rows``: the results folder's rows when already read; ``live``: what
     :func:`~harness.launch.scheduler.live_runs` answered, when already asked)."""
     if rows is None:
@@ -52,14 +59,20 @@ def make_plan(spec: Spec, results_dir: Path, force: bool = False, rows: list[dic
     runs = spec.runs()
     if live is None:
         live = live_runs(results_dir, [r.run_id for r in runs])
-    status = {r["run_id"]: r["status"] for r in rows}
+    by_id = {r["run_id"]: r for r in rows}
     plan = Plan()
     for run in runs:
         if run.run_id in live:
             getattr(plan, live[run.run_id].state).append(run)
             plan.where[run.run_id] = live[run.run_id].where
-        elif status.get(run.run_id) == "done" and not force:
-            plan.done.append(run)
+        elif by_id.get(run.run_id, {}).get("status") == "done" and not force:
+            reasons = staleness(by_id[run.run_id], results_dir, run)[0]
+            if not reasons:
+                plan.done.append(run)
+            else:
+                plan.stale[run.run_id] = "; ".join(reasons)
+                if rerun_stale:
+                    plan.submit.append(run)
         else:
             plan.submit.append(run)
     return plan

@@ -58,7 +58,8 @@ def slurm_parameters(run: RunSpec) -> dict:
     return params
 
 
-def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool, attempt: str | None = None) -> list:
+def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool, attempt: str | None = None,
+                 rerun_stale: bool = False) -> list:
     """Submit ``runs`` (one job array per resource shape); returns ``[(run, submitit job)]``."""
     import submitit
 
@@ -68,7 +69,7 @@ def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool
         executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm", slurm_max_num_timeout=20)
         executor.update_parameters(name=f"{spec.name}", **slurm_parameters(group[0]))
         with executor.batch():
-            group_jobs = [executor.submit(RunJob(run, results_dir, force, attempt)) for run in group]
+            group_jobs = [executor.submit(RunJob(run, results_dir, force, attempt, rerun_stale)) for run in group]
         jobs.extend(zip(group, group_jobs))
     record_submission(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in jobs}, attempt=attempt)
     return jobs

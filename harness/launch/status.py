@@ -1,7 +1,10 @@
 """The state of every run of an experiment, from its rows, manifest, locks and (on SLURM) the queue.
 
 States: ``running`` (a live process holds the run's lock, or its SLURM job runs); ``pending``
-(submitted, not started: queued in SLURM, held there, or in a live local pool); ``done``; ``failed``
+(submitted, not started: queued in SLURM, held there, or in a live local pool); ``done``; ``stale``
+(done, but its row's fingerprint differs from what the current code builds for it: the reason says what
+changed, e.g. "loss module examples/quality_focal.py changed"; a row without a fingerprint is stale with
+"no fingerprint recorded"; :mod:`harness.run.fingerprint`); ``failed``
 (with the reason from the row); ``interrupted`` (started, no row and nobody running it: a rerun resumes
 it); ``lost`` (submitted, the job or its local pool ended without a row); ``missing`` (never submitted).
 A run queued or running again is shown so even when an older row exists. Corrupt row files are listed
@@ -16,9 +19,10 @@ from pathlib import Path
 from harness.launch.manifest import read_manifest
 from harness.launch.scheduler import JobState, live_runs, slurm_states
 from harness.rows import CorruptRow, read_rows
+from harness.run.fingerprint import staleness
 from harness.run.job import work_dir
 
-STATES = ("done", "failed", "running", "pending", "interrupted", "lost", "missing")
+STATES = ("done", "stale", "failed", "running", "pending", "interrupted", "lost", "missing")
 
 
 @dataclass
@@ -34,6 +38,7 @@ class RunStatus:
 
 def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatus], list[CorruptRow]]:
     results_dir = Path(results_dir)
+    spec_runs = {r.run_id: r for r in spec.runs()} if spec is not None else {}
     rows, corrupt = read_rows(results_dir, warn=False)
     by_id = {r["run_id"]: r for r in rows}
     manifest = read_manifest(results_dir)
@@ -55,7 +60,8 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
             st.state = "running" if live[run_id].state == "running" else "pending"
             st.reason = live[run_id].where
         elif run_id in by_id and by_id[run_id]["status"] == "done":
-            st.state = "done"
+            reasons, note = staleness(by_id[run_id], results_dir, spec_runs.get(run_id))
+            st.state, st.reason = ("stale", "; ".join(reasons)) if reasons else ("done", note)
         elif run_id in by_id:
             st.state, st.reason = "failed", by_id[run_id].get("reason") or ""
         elif meta.get("never"):

@@ -19,6 +19,7 @@ external module that calls :func:`register_loss`; see the README, "Adding a loss
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -126,6 +127,7 @@ def load_loss_module(target: str) -> list[str]:
             raise FileNotFoundError(f"loss module file {target} does not exist")
         mod_name = f"harness_external_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
         if mod_name not in sys.modules:
+            source = path.read_bytes()
             spec = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
@@ -134,13 +136,28 @@ def load_loss_module(target: str) -> list[str]:
             except BaseException:
                 del sys.modules[mod_name]
                 raise
+            _LOADED_SOURCES[str(path.resolve())] = (str(path.resolve()), hashlib.sha256(source).hexdigest())
     else:
         try:
-            importlib.import_module(target)
+            module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
             if exc.name and target.startswith(exc.name):
                 raise ModuleNotFoundError(
                     f"loss module {target!r} cannot be imported: put it on PYTHONPATH or give a .py path"
                 ) from None
             raise
+        if target not in _LOADED_SOURCES and getattr(module, "__file__", None):
+            _LOADED_SOURCES[target] = (module.__file__, hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest())
     return sorted(set(_REGISTRY) - before)
+
+
+# What each external loss module's file held when this process imported it: key (a ``.py`` path,
+# resolved, or a dotted name) → (file, sha256). A run's fingerprint records the code it actually ran.
+_LOADED_SOURCES: dict[str, tuple[str, str]] = {}
+
+
+def loaded_source(target: str) -> tuple[str, str] | None:
+    """(file, sha256 of its content when imported here) of an external loss module :func:`load_loss_module`
+    imported in this process (``target`` as given to it); None when it was not imported here."""
+    key = str(Path(target).resolve()) if target.endswith(".py") else target
+    return _LOADED_SOURCES.get(key)

@@ -6,10 +6,12 @@ Columns (in this order; a column appears only when some run has it):
 - state: ``state`` (``done`` or ``failed``: the row's status; ``unfinished``: a run of the spec
   without a row), ``status`` (the row's ``done`` / ``failed``; empty for a run without a row),
   ``reason`` (why it failed);
-- parameters: ``dataset`` (a label: the kind, plus ``rfs <t>`` for repeat-factor sampling),
+- parameters: ``dataset`` (a label: the whole dataset entry, :func:`dataset_label`),
   ``dataset_kind``, ``dataset_root``, ``dataset_repeat_factor`` (and any other dataset key as
   ``dataset_<key>``), ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
-  (comma-separated);
+  (comma-separated), ``fingerprint`` (the digest of the row's fingerprint: the config, code, loss modules
+  and versions it ran with), ``metrics_absent`` (for a finished run: the metrics other rows have and
+  its row lacks, comma-separated);
 - metrics: one float column per metric name as the rows carry them (``bbox_AP``, ``segm_oLRP`` ...),
   fractions as evaluated (NaN where a run has no such value);
 - provenance: ``git_commit``, ``git_dirty``, the batch (``processes`` × ``batch_per_process`` ×
@@ -106,13 +108,26 @@ def order_metrics(names: Iterable[str]) -> list[str]:
     return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
 
 
+# How each key of a dataset entry shows in its label (after the kind); any other key as ``<key> <value>``.
+_DATASET_LABEL_KEYS = {"name": "", "root": "root ", "train_images": "train ", "val_images": "val ",
+                       "repeat_factor": "rfs "}
+
+
 def dataset_label(dataset: Mapping[str, Any] | None) -> str:
+    """A dataset's identity in the tables: its whole entry (kind, then name, root, sizes, repeat-factor
+    threshold and any other key that is set), so rows of different data never share a cell: ``coco``,
+    ``synthetic train 8``, ``lvis root /data/lvis rfs 0.001``. The kind comes first."""
     if not isinstance(dataset, dict) or not dataset.get("kind"):
         return "unknown"
-    label = str(dataset["kind"])
-    if dataset.get("repeat_factor") is not None:
-        label += f" rfs {dataset['repeat_factor']:g}"
-    return label
+    parts = [str(dataset["kind"])]
+    keys = [k for k in _DATASET_LABEL_KEYS if k in dataset] + sorted(set(dataset) - set(_DATASET_LABEL_KEYS) - {"kind"})
+    for key in keys:
+        value = dataset[key]
+        if value is None:
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        parts.append(_DATASET_LABEL_KEYS.get(key, f"{key} ") + text)
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,6 +149,8 @@ def _flatten(row: Mapping[str, Any]) -> dict:
         for k, v in ds.items():
             if k not in ("kind", "root", "repeat_factor"):
                 out[f"dataset_{k}"] = v
+    fp = row.get("fingerprint")
+    out["fingerprint"] = fp.get("digest") if isinstance(fp, dict) else None
     out["profile"] = row.get("profile")
     sched = row.get("schedule")
     if isinstance(sched, dict):
@@ -173,7 +190,14 @@ def rows_frame(rows: Iterable[Mapping[str, Any]], others: Iterable[Mapping[str, 
     a row, as mappings with ``run_id``, ``detector``, ``loss``, ``seed``, ``state`` and optionally
     ``reason``, ``dataset`` (a mapping), ``experiment``.
     """
+    rows = list(rows)
     records = [_flatten(r) for r in rows]
+    # Metrics a finished run's row lacks while other rows have them (not a None value: no key at all)
+    every = {k for r in rows if r.get("status") == "done" and isinstance(r.get("metrics"), dict) for k in r["metrics"]}
+    for r, rec in zip(rows, records):
+        if r.get("status") == "done":
+            have = r["metrics"] if isinstance(r.get("metrics"), dict) else {}
+            rec["metrics_absent"] = ",".join(sorted(every - set(have)))
     for o in others:
         records.append({
             "run_id": o.get("run_id"), "experiment": o.get("experiment"), "detector": o.get("detector"),
@@ -196,7 +220,8 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     for c in metric_cols:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")  # None, bools, text → NaN
     first = list(IDENTITY) + ["state", "status", "reason", "dataset"]
-    params = [c for c in df.columns if c.startswith(("dataset_", "schedule_"))] + ["profile", "loss_modules"]
+    params = [c for c in df.columns if c.startswith(("dataset_", "schedule_"))] + ["profile", "loss_modules",
+                                                                                   "fingerprint", "metrics_absent"]
     prov = [c for c in PROVENANCE if c in df.columns]
     versions = sorted(c for c in df.columns if c.startswith("version_"))
     order = first + [c for c in params if c in df.columns] + metric_cols + prov
@@ -247,30 +272,68 @@ def current_rows(rows: list[dict], spec=None) -> tuple[list[dict], list[dict]]:
     if spec is not None:
         ids = {r.run_id for r in spec.runs()}
         return [r for r in rows if r["run_id"] in ids], [r for r in rows if r["run_id"] not in ids]
-    def finished_at(r: dict) -> str:
-        return str((r.get("provenance") or {}).get("finished_at") or "")
-
     latest: dict[tuple, dict] = {}
     for r in rows:
-        key = (dataset_label(r.get("dataset")), r.get("detector"), r.get("loss"), r.get("seed"))
-        if key not in latest or finished_at(r) > finished_at(latest[key]):
+        key = (*cell_key(r), r.get("seed"))
+        if key not in latest or _finished_at(r) > _finished_at(latest[key]):
             latest[key] = r
     keep = {id(r) for r in latest.values()}
     return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
 
 
-def load_experiment(results_dir: str | Path, spec=None) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
+def _finished_at(row: Mapping) -> str:
+    return str((row.get("provenance") or {}).get("finished_at") or "")
+
+
+def cell_key(row: Mapping) -> tuple:
+    """The cell a row belongs to: (dataset label, detector, loss)."""
+    return dataset_label(row.get("dataset")), row.get("detector"), row.get("loss")
+
+
+def newest_fingerprint(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split rows into those a cell keeps and those it leaves out: a cell keeps the finished rows of its
+    newest fingerprint (that of its latest finished row: the config, code, loss modules and versions
+    its last run had) and its failed rows; finished rows of other fingerprints (or without one) are left
+    out, so a cell never averages runs of different code silently."""
+    newest: dict[tuple, dict] = {}
+    for r in rows:
+        key = cell_key(r)
+        if r.get("status") == "done" and (key not in newest or _finished_at(r) > _finished_at(newest[key])):
+            newest[key] = r
+
+    def digest(r: Mapping):
+        fp = r.get("fingerprint")
+        return fp.get("digest") if isinstance(fp, dict) else None
+
+    keep = [r for r in rows if r.get("status") != "done" or digest(r) == digest(newest[cell_key(r)])]
+    kept = {id(r) for r in keep}
+    return keep, [r for r in rows if id(r) not in kept]
+
+
+def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool = False
+                    ) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
     """:func:`load_frame`, also returning the (current) result rows themselves (for their curves).
     Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``.
-    Reads the rows only (and ``spec``, a :class:`~harness.experiments.spec.Spec`, for its runs without a
-    row, which appear as ``unfinished``)."""
+    So are a cell's finished rows of older fingerprints (:func:`newest_fingerprint`): their number is
+    ``frame.attrs["other_fingerprints"]``, per cell ``frame.attrs["left_out"]``; ``all_fingerprints``
+    keeps them (the tables then mark cells that mix fingerprints). Reads the rows only (and ``spec``, a
+    :class:`~harness.experiments.spec.Spec`, for its runs without a row, which appear as ``unfinished``)."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
     rows, superseded = current_rows(rows, spec)
+    left_out: list[dict] = []
+    if not all_fingerprints:
+        rows, left_out = newest_fingerprint(rows)
     have = {r["run_id"] for r in rows}
     others = [{"run_id": run.run_id, "experiment": spec.name, "detector": run.detector, "loss": run.loss,
                "seed": run.seed, "state": "unfinished", "dataset": dict(run.dataset)}
               for run in (spec.runs() if spec is not None else []) if run.run_id not in have]
     frame = rows_frame(rows, others)
     frame.attrs["superseded"] = len(superseded)
+    frame.attrs["other_fingerprints"] = len(left_out)
+    counts: dict[tuple, int] = {}
+    for r in left_out:
+        counts[cell_key(r)] = counts.get(cell_key(r), 0) + 1
+    frame.attrs["left_out"] = counts
+    frame.attrs["all_fingerprints"] = all_fingerprints
     return frame, rows, corrupt

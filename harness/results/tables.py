@@ -73,9 +73,12 @@ NOT_DEFINED = "n/d"
 MISSING = "—"
 BASELINE_MARK = "†"
 OFF_RECIPE_MARK = "‡"
+MIXED_MARK = "§"  # a cell whose values come from rows of several fingerprints (--all-fingerprints)
+LACKING = "lack it"  # "(2; 1 lack it)": finished runs whose row has no such metric
 BEST_COLUMN = "Best (95 %)"
 FORMATS = ("md", "latex", "csv")
-STAT_COLUMNS = ["dataset", "detector", "loss", "metric", "n", "mean", "std", "scale", "runs", *STATES, "applicable",
+STAT_COLUMNS = ["dataset", "detector", "loss", "metric", "n", "mean", "std", "scale", "runs", *STATES, "lacking",
+                "left_out", "fingerprints", "applicable",
                 "lower_is_better", "top", "best", "test", "rival", "test_n", "test_diff", "test_low", "test_high",
                 "test_p", "baseline_loss", "baseline_mean", "delta", "delta_n", "delta_low", "delta_high", "delta_p",
                 "paper", "paper_source", "paper_variant", "off_recipe", "text", "delta_text"]
@@ -124,6 +127,7 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
     if frame.empty:
         raise TablesError("no runs: the experiment has no result rows and no submitted runs")
     metrics = list(metrics) if metrics is not None else metric_columns(frame)
+    left_out = frame.attrs.get("left_out") or {}  # per cell: finished rows of older fingerprints
     for m in metrics:
         if m not in frame.columns:
             frame = frame.assign(**{m: np.nan})
@@ -166,6 +170,15 @@ def cell_stats(frame: pd.DataFrame, metrics: Iterable[str] | None = None, paper:
 
     stats = stats.merge(_off_recipe(done, cells), on=KEYS, how="left")
     stats["applicable"] = _applicable(stats, done)
+    stats["lacking"] = _lacking(stats, done)
+    stats["left_out"] = [int(left_out.get(k, 0))
+                         for k in zip(stats["dataset"], stats["detector"], stats["loss"])]
+    if "fingerprint" in done.columns and len(done):
+        digests = done["fingerprint"].map(lambda v: v if isinstance(v, str) else "")  # "": no fingerprint
+        kinds = digests.groupby([done[k] for k in KEYS]).nunique()
+        stats["fingerprints"] = [int(kinds.get(k, 0)) for k in zip(stats["dataset"], stats["detector"], stats["loss"])]
+    else:
+        stats["fingerprints"] = 0
     stats["lower_is_better"] = stats["metric"].map(lower_is_better).astype(bool)
     stats = _seed_tests(stats, seed_values(done, metrics))
     stats = _paper(stats, _paper_frame(paper))
@@ -295,6 +308,17 @@ def _applicable(stats: pd.DataFrame, done: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=stats.index, dtype=bool)
 
 
+def _lacking(stats: pd.DataFrame, done: pd.DataFrame) -> list[int]:
+    """Per cell and metric: the finished runs whose row lacks the metric (no key at all) though it
+    applies: their seeds are left out of the mean, and the cell says so."""
+    if "metrics_absent" not in done.columns or not len(done):
+        return [0] * len(stats)
+    absent = done[KEYS].assign(metric=done["metrics_absent"].fillna("").str.split(",")).explode("metric")
+    counts = absent[absent["metric"] != ""].groupby(KEYS + ["metric"]).size()
+    return [int(counts.get(k, 0)) if ok else 0 for k, ok in
+            zip(zip(stats["dataset"], stats["detector"], stats["loss"], stats["metric"]), stats["applicable"])]
+
+
 def _paper(stats: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
     if paper is None or paper.empty:
         for c in ("paper", "paper_source", "paper_variant"):
@@ -319,20 +343,31 @@ def _states_text(r) -> str:
     return ", ".join(f"{n} {s}" for s, n in parts)
 
 
+def _cell_notes(r) -> list[str]:
+    """What a cell's values leave out: runs lacking the metric, rows of older fingerprints."""
+    notes = [f"{r.lacking} {LACKING}"] if r.lacking else []
+    if r.left_out:
+        notes.append(f"{r.left_out} older left out")
+    return notes
+
+
 def _cell_text(r) -> str:
     if not r.applicable:
         return NOT_APPLICABLE
+    mark = (f" {MIXED_MARK}" if r.fingerprints > 1 else "") + (f" {OFF_RECIPE_MARK}" if r.off_recipe else "")
     if r.n > 0:
         text = _fmt(r.mean, r.metric)
         if r.std == r.std:
             text += f" ± {_fmt(r.std, r.metric)}"
         extra = [f"{getattr(r, s)} {s}" for s in STATES[1:] if getattr(r, s)]
-        if r.done > r.n:
-            extra.insert(0, f"{r.done - r.n} {NOT_DEFINED}")
-        return f"{text} ({'; '.join([str(r.n)] + extra)})" + (f" {OFF_RECIPE_MARK}" if r.off_recipe else "")
-    if r.done > 0:
-        others = [f"{getattr(r, s)} {s}" for s in STATES[1:] if getattr(r, s)]
-        return NOT_DEFINED + (f" ({'; '.join(others)})" if others else "")
+        if r.done > r.n + r.lacking:
+            extra.insert(0, f"{r.done - r.n - r.lacking} {NOT_DEFINED}")
+        return f"{text} ({'; '.join([str(r.n)] + _cell_notes(r) + extra)}){mark}"
+    others = _cell_notes(r) + [f"{getattr(r, s)} {s}" for s in STATES[1:] if getattr(r, s)]
+    if r.done > r.lacking:
+        return NOT_DEFINED + (f" ({'; '.join(others)})" if others else "") + mark
+    if r.done > 0:  # every finished run lacks the metric
+        return f"{r.lacking} {LACKING}" + (f" ({'; '.join(others[1:])})" if others[1:] else "") + mark
     return _states_text(r)
 
 
@@ -397,7 +432,10 @@ def _legend(metric: str | None = None) -> str:
     return (f"Values: mean ± std over seeds (n = runs with a value; one run has no std), ×100 for AP and oLRP. "
             f"{BASELINE_MARK}: the detector's baseline loss. "
             f"{MISSING}: no run; n/a: the detector does not predict this metric; n/d: not defined on this data; "
-            "failed: the runs failed; unfinished: no row yet (harness status says why).")
+            "failed: the runs failed; unfinished: no row yet (harness status says why); "
+            f"“{LACKING}”: finished runs whose row has no such metric (left out of the mean); "
+            "“older left out”: finished rows of an older fingerprint (other code, config or versions; "
+            f"harness table --all-fingerprints includes them); {MIXED_MARK}: the values mix rows of several fingerprints.")
 
 
 def _off_recipe_notes(s: pd.DataFrame) -> list[str]:
@@ -532,8 +570,10 @@ def metrics_table(stats: pd.DataFrame, dataset: str) -> Table:
     bold = pd.DataFrame(False, index=out.index, columns=out.columns)
     for m in cols:
         sm = s[s["metric"] == m]
-        text = [t.rsplit(" (", 1)[0] + (f" {OFF_RECIPE_MARK}" if off else "") if n > 0 else t
-                for t, n, off in zip(sm["text"], sm["n"], sm["off_recipe"])]
+        text = [t.rsplit(" (", 1)[0] + (f" ({'; '.join(_cell_notes(r))})" if _cell_notes(r) else "")
+                + (f" {MIXED_MARK}" if r.fingerprints > 1 else "") + (f" {OFF_RECIPE_MARK}" if r.off_recipe else "")
+                if r.n > 0 else t
+                for t, r in zip(sm["text"], sm.itertuples(index=False))]
         out[metric_label(m)] = text
         bold[metric_label(m)] = sm["best"].to_numpy()
         if sm["paper"].notna().any():
@@ -577,7 +617,8 @@ def to_markdown(table: Table, heading: str | None = "###") -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"−": "$-$", "±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "†": r"$^\dagger$", "×": r"$\times$"}
+_LATEX_SYMBOLS = {"−": "$-$", "±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}",
+                  "×": r"$\times$", "“": "``", "”": "''"}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in [*_LATEX_ESCAPES, *_LATEX_SYMBOLS]))
 
 
@@ -662,6 +703,13 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     if frame.attrs.get("superseded"):
         text += (f" {frame.attrs['superseded']} older row(s) of runs since changed in the spec left out "
                  "(a cell counts its current runs only).")
+    if frame.attrs.get("other_fingerprints"):
+        text += (f" {frame.attrs['other_fingerprints']} row(s) of older fingerprints left out (a cell keeps the "
+                 "rows of its latest run's code, config and versions; `harness table --all-fingerprints` "
+                 f"includes them, marked {MIXED_MARK}).")
+    mixed = stats.loc[stats["fingerprints"] > 1].drop_duplicates(KEYS)
+    if len(mixed):
+        text += f" {len(mixed)} cell(s) mix rows of several fingerprints, marked {MIXED_MARK}."
     return text
 
 
@@ -710,16 +758,17 @@ def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: 
 
 
 def build_all(results_dir: str | Path, metric: str | None = None, *, spec=None, out: str | Path | None = None,
-              formats: Iterable[str] = FORMATS, plots: bool = True) -> dict[str, Path]:
+              formats: Iterable[str] = FORMATS, plots: bool = True, all_fingerprints: bool = False) -> dict[str, Path]:
     """Tables (every format) and plots of experiment folder ``results_dir``; what ``make tables`` runs.
 
     Writes ``<results_dir>/tables/`` (or ``<out>/tables``) and ``<results_dir>/plots/``; returns
     ``{"tables/<file>": path, "plots/<file>": path, ...}``. Raises :class:`TablesError` when the folder
-    does not exist, has no runs, or ``metric`` is unknown."""
+    does not exist, has no runs, or ``metric`` is unknown. ``all_fingerprints``: keep every cell's rows of
+    older fingerprints too (:func:`~harness.results.frame.newest_fingerprint`), marked."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise TablesError(f"{results_dir} is not a folder; give results/<experiment> (run `harness run SPEC` first)")
-    frame, rows, corrupt = load_experiment(results_dir, spec)
+    frame, rows, corrupt = load_experiment(results_dir, spec, all_fingerprints)
     if frame.empty:
         raise TablesError(f"no result rows in {results_dir / 'runs'} and no submitted runs; "
                           "run `harness run SPEC` first")

@@ -4,6 +4,8 @@
   preemption, the result row (``done`` or ``failed`` with the reason) and its provenance;
 * :mod:`harness.run.train`: binds the cell's config to the run's data, schedule and seed, trains with
   mmengine (checkpoints, resume, distributed), evaluates;
+* :mod:`harness.run.fingerprint`: what decides a run's result beyond its spec (config, code, loss
+  modules, versions), recorded in its row and compared with what the current code builds (``stale``);
 * :mod:`harness.run.hooks`: the mmengine hooks a run adds (NaN guard, loss curve, RNG state), the
   evaluation metric and the CPU-capable distributed wrapper.
 

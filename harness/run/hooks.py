@@ -239,16 +239,22 @@ class ValCurveHook(Hook):
 @METRICS.register_module(force=True)
 class HarnessMetric(BaseMetric):
     """Collects predictions as COCO results, writes them to ``outfile`` and evaluates them with
-    :func:`harness.evaluation.evaluate` (COCO or LVIS AP and oLRP; box, and mask when predicted)."""
+    :func:`harness.evaluation.evaluate` (COCO or LVIS AP and oLRP) for ``iou_types``, the detector's
+    outputs (box; mask too for a mask detector, even when it detected nothing)."""
 
     default_prefix = ""
 
-    def __init__(self, ann_file: str, kind: str = "coco", outfile: str | None = None, classes=None, **kwargs):
+    def __init__(self, ann_file: str, kind: str = "coco", outfile: str | None = None, classes=None,
+                 iou_types=None, **kwargs):
         super().__init__(**kwargs)
         self.ann_file = ann_file
         self.kind = kind
         self.outfile = outfile
         self.classes = tuple(classes) if classes else None
+        # What the detector predicts ("bbox", "segm"): evaluated whether or not it detected anything, so a
+        # mask detector with no detection scores mask AP 0 / oLRP 1 rather than having no mask metrics.
+        # None: box, and mask when every detection has one.
+        self.iou_types = tuple(iou_types) if iou_types else None
         self._cat_ids = None
 
     def process(self, data_batch, data_samples):
@@ -269,7 +275,9 @@ class HarnessMetric(BaseMetric):
         results = [det for image in results for det in image]
         if self.outfile:
             write_json_atomic(self.outfile, results, compact=True)
-        iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
+        iou_types = self.iou_types
+        if iou_types is None:
+            iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
         return evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types)
 
 

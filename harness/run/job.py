@@ -18,7 +18,12 @@ folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
 3. evaluates and writes the run's result row atomically (``runs/<run_id>.json``), status ``done``, or
    ``failed`` with the reason (a NaN/Inf loss, an exception). The row records the submission's
    ``attempt`` (``provenance.attempt``), so whoever submitted it tells its own outcome from an older row
-   (:func:`attempt_outcome`).
+   (:func:`attempt_outcome`), and the run's fingerprint (the code, config, loss modules and versions it
+   ran: :mod:`harness.run.fingerprint`, whose code part is taken when this module is imported, i.e. when
+   the job's code is loaded).
+
+``rerun_stale`` (``harness run --rerun-stale``) makes rank 0 restart, as ``force`` does, a run whose
+``done`` row's fingerprint differs from what this code builds for it.
 
 On preemption or timeout submitit calls :meth:`RunJob.checkpoint`, which resubmits a fresh instance of
 the same run: it resumes from the latest checkpoint in the work folder. submitit then ends the process
@@ -46,6 +51,7 @@ import submitit
 from harness.experiments.spec import RunSpec
 from harness.files import FILE_MODE, write_json_atomic
 from harness.rows import row_path, write_row
+from harness.run.fingerprint import loaded_code, recorded  # imported with the job: the code's state as loaded
 
 
 def work_dir(results_dir: str | Path, run_id: str) -> Path:
@@ -202,10 +208,12 @@ def write_state(folder: Path, **fields: Any) -> None:
 class RunJob(submitit.helpers.Checkpointable):
     """The callable submitted for one run; returns the run's result row (or a note that it was skipped)."""
 
-    def __init__(self, run: RunSpec | dict, results_dir: str | Path, force: bool = False, attempt: str | None = None):
+    def __init__(self, run: RunSpec | dict, results_dir: str | Path, force: bool = False, attempt: str | None = None,
+                 rerun_stale: bool = False):
         self.run = run.to_dict() if isinstance(run, RunSpec) else dict(run)
         self.results_dir = str(results_dir)
         self.force = force
+        self.rerun_stale = rerun_stale  # restart a done run whose fingerprint differs from this code's
         self.attempt = attempt  # the submission's token (new_attempt), recorded in the row and the decision
         self._interrupted = False  # set by checkpoint(): the job is being requeued
 
@@ -232,13 +240,19 @@ class RunJob(submitit.helpers.Checkpointable):
             return {"run_id": spec.run_id, "status": "skipped", "reason": "another process is running it"}
         try:
             existing = row_path(self.results_dir, spec.run_id)
+            why = "--force: the old row, checkpoints and curve deleted"
+            if self.rerun_stale and not self.force:
+                stale = self._stale(spec, existing, folder)
+                self.rerun_stale = False  # a requeued instance resumes this new attempt
+                if stale:  # made by other code: redo it from scratch, like --force
+                    self.force, why = True, f"--rerun-stale: stale ({stale}); the old row, checkpoints and curve deleted"
             if self.force:  # redo from scratch: forget the old row, checkpoints and curve, before any rank reads
                 existing.unlink(missing_ok=True)
                 for path in folder.iterdir():
                     if path.name not in ("lock", decisions_dir(folder).name):
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
                 self.force = False  # a requeued instance resumes this new attempt
-                write_decision(folder, key, "restart", "--force: the old row, checkpoints and curve deleted")
+                write_decision(folder, key, "restart", why)
                 return self._execute(spec, folder)
             if existing.exists():
                 try:
@@ -253,6 +267,19 @@ class RunJob(submitit.helpers.Checkpointable):
             return self._execute(spec, folder)
         finally:
             lock.release()
+
+    @staticmethod
+    def _stale(spec: RunSpec, existing: Path, folder: Path) -> str:
+        """What changed since the run's ``done`` row was made ("" when it is current, or not done)."""
+        from harness.run.fingerprint import current, stale_reasons
+
+        try:
+            row = json.loads(existing.read_text())
+        except (OSError, ValueError):
+            return ""
+        if not isinstance(row, dict) or row.get("status") != "done":
+            return ""
+        return "; ".join(stale_reasons(row.get("fingerprint"), current(spec, folder.parent)))
 
     def _execute(self, spec: RunSpec, folder: Path) -> dict:
         from harness.run.train import RunFailed, train_and_evaluate
@@ -283,6 +310,8 @@ class RunJob(submitit.helpers.Checkpointable):
                            traceback=tail)
                 info = {}
         finishing = time.time()
+        # The code and loss modules this process loaded, and the config it trained (None: failed before)
+        row["fingerprint"] = recorded(spec, info.pop("config_digest", None))
         row["provenance"] = {
             **provenance(),
             **info,
@@ -303,7 +332,8 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: resubmit the same run; it resumes from its latest checkpoint."""
         self._interrupted = True
-        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force, self.attempt))
+        return submitit.helpers.DelayedSubmission(RunJob(self.run, self.results_dir, self.force, self.attempt,
+                                                         self.rerun_stale))
 
 
 def _process_kind(run_id: str) -> str:
@@ -328,25 +358,7 @@ def _startup_s(job: "RunJob") -> float | None:
 
 
 def provenance() -> dict:
-    """Git commit and dirty flag of the harness, and the versions of the stack."""
-    import importlib.metadata as md
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    out: dict[str, Any] = {"git_commit": None, "git_dirty": None}
-    try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                           timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-        out["git_dirty"] = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    versions = {}
-    for pkg in ("torch", "torchvision", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools", "lvis", "submitit"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    out["versions"] = versions
-    return out
+    """Git commit and dirty flag of the harness, and the versions of the stack, as this process loaded
+    them (:data:`harness.run.fingerprint.LOADED`, taken at import, not when the row is written)."""
+    code = loaded_code()
+    return {"git_commit": code["git_commit"], "git_dirty": code["git_dirty"], "versions": code["versions"]}

@@ -26,6 +26,7 @@ Every task trains and evaluates; the caller writes the row from rank 0 only.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -168,8 +169,10 @@ def fit_schedule(schedulers, epochs: int, total_iters: int | None = None, accumu
     return out
 
 
-def build_config(run: RunSpec, folder: Path, paths) -> Any:
-    """The mmengine Config of this run: the cell's config bound to data, schedule, seed and folder."""
+def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any:
+    """The mmengine Config of this run: the cell's config bound to data, schedule, seed and folder.
+    ``runtime=False``: without what this process's set-up decides (launcher, distributed wrapper,
+    resume), e.g. to fingerprint the run (:mod:`harness.run.fingerprint`) outside its job."""
     from harness.detectors import build_cell_config
 
     cfg = build_cell_config(run.detector, run.loss, classes=paths.classes, num_classes=paths.num_classes,
@@ -189,8 +192,11 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     # a test batch size that never leaves a last batch of one image.
     n_val = len(json.loads(Path(paths.val_ann).read_text())["images"])
     cfg.test_dataloader.batch_size = next(b for b in (4, 5, 3, 6, 7, 2) if n_val % b != 1 or n_val <= 1)
+    from harness.detectors.grid import get_detector
+
     cfg.test_evaluator = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind,
-                          "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes}
+                          "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes,
+                          "iou_types": list(get_detector(run.detector).metric_families)}
     cfg.train_dataloader.batch_size = batch.run.per_process
     cfg.optim_wrapper.optimizer.lr = batch.run.lr
     if batch.run.accumulate > 1:  # one optimizer step every `accumulate` iterations (mmengine's OptimWrapper)
@@ -213,6 +219,13 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
     if sched.get("val_every"):
         cfg.custom_hooks.append({"type": "ValCurveHook"})
     cfg.randomness = {"seed": run.seed, "deterministic": False}
+    cfg.load_from = None
+    # mmengine pretty-prints the config with yapf every time it logs or saves it (the log, the work
+    # folder's copy, each checkpoint): about a second of every run at this scale. Unformatted it is the
+    # same Python (Config.fromfile reads it back).
+    object.__setattr__(cfg, "_format_python_code", False)
+    if not runtime:
+        return cfg
     cfg.launcher = "pytorch" if _distributed() else "none"
     if cfg.launcher == "pytorch":
         import torch
@@ -222,12 +235,31 @@ def build_config(run: RunSpec, folder: Path, paths) -> Any:
         if not torch.cuda.is_available():
             cfg.env_cfg.dist_cfg = {"backend": "gloo"}
     cfg.resume = (folder / "last_checkpoint").exists()
-    cfg.load_from = None
-    # mmengine pretty-prints the config with yapf every time it logs or saves it (the log, the work
-    # folder's copy, each checkpoint): about a second of every run at this scale. Unformatted it is the
-    # same Python (Config.fromfile reads it back).
-    object.__setattr__(cfg, "_format_python_code", False)
     return cfg
+
+
+# Config keys that are local to one run or to its process set-up and never change its result.
+RUN_LOCAL_KEYS = ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")
+
+
+def config_digest(cfg, data_root: str | Path | None) -> str:
+    """Hash (16 hex digits) of a run's mmengine config without what is local to the run and does not
+    change its result (:data:`RUN_LOCAL_KEYS`, the distributed backend, the predictions file, the seed,
+    which is in the run's id, and the data's location, written ``<data>``): the ``config`` of the run's
+    fingerprint (:mod:`harness.run.fingerprint`)."""
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    for key in RUN_LOCAL_KEYS:
+        d.pop(key, None)
+    if isinstance(d.get("env_cfg"), dict):
+        d["env_cfg"].pop("dist_cfg", None)
+    if isinstance(d.get("test_evaluator"), dict):
+        d["test_evaluator"].pop("outfile", None)
+    if isinstance(d.get("randomness"), dict):
+        d["randomness"].pop("seed", None)
+    text = json.dumps(d, sort_keys=True, default=repr)
+    if data_root:
+        text = text.replace(json.dumps(str(data_root))[1:-1], "<data>")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _timed(obj, name: str, timing: dict, key: str) -> None:
@@ -284,6 +316,7 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     folder.mkdir(parents=True, exist_ok=True)
     paths = run_data(run)
     cfg = build_config(run, folder, paths)
+    digest = config_digest(cfg, paths.root)  # before the Runner: the config as built, nothing it adds
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != run.world_size:
         raise RunFailed(f"the run trains in {run.world_size} process(es) but this job has {world} (before training)")
@@ -293,6 +326,7 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
         "world_size": world,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "num_train_images": None,
+        "config_digest": digest,  # the job moves it into the row's fingerprint
     }
     if cfg.batch["batch_differs"]:
         info["warning"] = f"{run.batch.line()}: another total batch or images a process than the recipe's"

@@ -1,0 +1,316 @@
+"""A run's fingerprint: what decides its result beyond its spec, recorded in its row and compared with
+what the current code would build (``harness status`` shows a difference as ``stale``).
+
+A run's id hashes its spec (data, profile, detector, loss, schedule, processes, seed, loss-module names,
+backbone start). The fingerprint covers the rest, as :func:`recorded` takes it in the job's process:
+
+* ``config``: a hash of the final mmengine config the run trains (:func:`harness.run.train.build_config`),
+  without what is local to one run and does not change its result: the work folder, the data's location
+  (the data root, written ``<data>``: its content is covered by the dataset's entry in the spec and the
+  generator version), the predictions file, the seed (in the run's id), and what the process set-up
+  decides (launcher, resume, distributed wrapper and backend);
+* ``harness_tree`` / ``harness_changes``: the committed code under ``harness/`` (git's tree id of
+  ``HEAD:harness``, so a commit that changes only docs or tests changes nothing) and a hash of its
+  uncommitted changes (tracked diff and untracked files under ``harness/``; None when clean); outside
+  a git checkout, a hash of every file under ``harness/``; ``harness_version``;
+* ``loss_modules``: the sha256 of every external loss module's file as it was imported;
+* ``versions``: torch, torchvision, mmcv, mmengine, mmdet;
+* ``generator_version``: the synthetic generator's version (synthetic data only; None for real data).
+
+The code part is taken once per process, when this module is imported: the moment the run's code is
+loaded (a SLURM job unpickling its RunJob, the local pool's preloaded server, the driver for the debug
+executor); a later edit of the checkout does not change what that process runs, nor its fingerprint.
+The row also keeps the commit (``git_commit``) and where the loss modules were read from (``origin``).
+
+:func:`current` computes the fingerprint the current code gives a run, without training: the config
+is built (data and loss modules as the job would use them), once per cell and data set in a process
+and cached on disk by everything it depends on (``work/fingerprints.json``), so ``harness status`` over
+a hundred runs builds a few dozen configs the first time and none after. :func:`stale_reasons` says in
+words what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.experiments.spec import RunSpec
+
+FINGERPRINT_PACKAGES = ("torch", "torchvision", "mmcv", "mmengine", "mmdet")
+PROVENANCE_PACKAGES = FINGERPRINT_PACKAGES + ("numpy", "pycocotools", "lvis", "submitit")
+ROOT = Path(__file__).resolve().parents[2]
+CACHE_FILE = "fingerprints.json"  # in results/<experiment>/work/: config digests already computed
+
+
+def _sha(data: bytes | str, n: int = 16) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:n]
+
+
+def _git(*args: str) -> bytes | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _code_state() -> dict:
+    """The harness code of this checkout now: commit, tree and uncommitted changes under harness/,
+    versions (see the module docstring)."""
+    from harness import __version__
+
+    out: dict[str, Any] = {"harness_version": __version__, "git_commit": None, "git_dirty": None,
+                           "harness_tree": None, "harness_changes": None}
+    commit = _git("rev-parse", "HEAD")
+    tree = _git("rev-parse", "HEAD:harness") if commit else None
+    if commit and tree:
+        out["git_commit"], out["harness_tree"] = commit.decode().strip(), tree.decode().strip()
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        out["git_dirty"] = bool(status.strip()) if status is not None else None
+        diff = _git("diff", "--binary", "HEAD", "--", "harness") or b""
+        untracked = [n for n in (_git("ls-files", "--others", "--exclude-standard", "-z", "--", "harness") or b"")
+                     .decode().split("\0") if n]
+        if diff or untracked:
+            h = hashlib.sha256(diff)
+            for name in sorted(untracked):
+                path = ROOT / name
+                h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+            out["harness_changes"] = h.hexdigest()[:16]
+    else:  # not a git checkout (an installed copy): the files themselves
+        h = hashlib.sha256()
+        for path in sorted((ROOT / "harness").rglob("*.py")):
+            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        out["harness_tree"] = "files:" + h.hexdigest()[:16]
+    versions = {}
+    for pkg in PROVENANCE_PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    out["versions"] = versions
+    return out
+
+
+LOADED = _code_state()  # this process's code, taken when it loaded it (see the module docstring)
+
+
+def loaded_code() -> dict:
+    """The harness code and package versions this process loaded (commit, dirty flag, versions ...)."""
+    return json.loads(json.dumps(LOADED))
+
+
+# ------------------------------------------------------------------------------------------------
+# Components
+
+
+def _module_file(name: str, origin: str) -> Path | None:
+    """The file of loss module ``name`` (a ``.py`` path, relative to ``origin``, or a dotted name),
+    found without importing it; None when there is none."""
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_absolute() and origin:
+            path = Path(origin) / path
+        return path.resolve() if path.is_file() else None
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return Path(found.origin) if found is not None and found.origin and Path(found.origin).is_file() else None
+
+
+def _loss_modules(run: RunSpec, loaded: bool) -> dict[str, str | None]:
+    """Loss module → sha256 of its file: as imported in this process (``loaded``, falling back to the
+    file now when it was not imported here), or as the file is now."""
+    from harness.losses.registry import loaded_source
+
+    out = {}
+    for name in run.loss_modules:
+        target = name
+        if name.endswith(".py") and not Path(name).is_absolute() and run.origin:
+            target = str(Path(run.origin) / name)
+        source = loaded_source(target) if loaded else None
+        if source is not None:
+            out[name] = source[1][:16]
+            continue
+        path = _module_file(name, run.origin)
+        out[name] = _sha(path.read_bytes()) if path is not None else None
+    return out
+
+
+def _generator_version(run: RunSpec) -> int | None:
+    if not str(run.dataset.get("kind", "")).startswith("synthetic"):
+        return None
+    from harness.data.synthetic import GENERATOR_VERSION
+
+    return GENERATOR_VERSION
+
+
+def _assemble(run: RunSpec, code: Mapping, loss_modules: Mapping, config: str | None) -> dict:
+    components = {
+        "config": config,
+        "harness_version": code["harness_version"],
+        "harness_tree": code["harness_tree"],
+        "harness_changes": code["harness_changes"],
+        "loss_modules": dict(loss_modules),
+        "versions": {p: code["versions"].get(p) for p in FINGERPRINT_PACKAGES},
+        "generator_version": _generator_version(run),
+    }
+    return {"digest": _sha(json.dumps(components, sort_keys=True)), "components": components,
+            "git_commit": code["git_commit"], "origin": run.origin}
+
+
+def recorded(run: RunSpec, config: str | None = None) -> dict:
+    """The fingerprint of ``run`` as this process loaded it; ``config``: the digest of the config it
+    trains (:func:`harness.run.train.config_digest`; None when it failed before building one)."""
+    return _assemble(run, LOADED, _loss_modules(run, loaded=True), config)
+
+
+# ------------------------------------------------------------------------------------------------
+# The current fingerprint of a run, without training
+
+_CONFIGS: dict[str, tuple[str | None, str | None]] = {}  # cache key → (digest, why it could not be built)
+
+
+def _cell_key(run: RunSpec) -> str:
+    """What a run's config depends on besides the code: its identity without the seed."""
+    identity = {k: v for k, v in run.identity.items() if k != "seed"}
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _data_stamp(run: RunSpec) -> str | None:
+    """The files a config reads (class names, validation images) as (size, mtime); synthetic data is
+    set by its entry and the generator version. None when the data cannot be found here."""
+    if str(run.dataset.get("kind", "")).startswith("synthetic"):
+        return "synthetic"
+    try:
+        from harness.run.train import run_data
+
+        paths = run_data(run)
+        stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(map(Path, paths.ann_files.values()))]
+    except Exception:
+        return None
+    return json.dumps(stats)
+
+
+def _build_config_digest(run: RunSpec) -> tuple[str | None, str | None]:
+    try:
+        from harness.experiments.spec import import_loss_modules
+        from harness.run.train import build_config, config_digest, run_data
+
+        import_loss_modules(run.loss_modules, run.origin)
+        paths = run_data(run)
+        cfg = build_config(run, Path("work"), paths, runtime=False)
+        return config_digest(cfg, paths.root), None
+    except Exception as exc:  # the data or a loss module is not here: the config is not compared
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def current(run: RunSpec, cache_dir: str | Path | None = None) -> dict:
+    """The fingerprint the current code gives ``run`` (its config built, not trained). A config that
+    cannot be built here (data absent, a loss module that does not import) leaves ``config`` None and
+    says why under ``config_error``. ``cache_dir``: where config digests are kept between processes."""
+    code = LOADED
+    loss_modules = _loss_modules(run, loaded=False)
+    key = json.dumps([_cell_key(run), run.origin if run.loss_modules else "", loss_modules], sort_keys=True)
+    if key not in _CONFIGS:
+        stamp = _data_stamp(run)
+        disk_key = _sha(json.dumps([key, {k: code[k] for k in ("harness_version", "harness_tree", "harness_changes")},
+                                    code["versions"], loss_modules, stamp], sort_keys=True), 32)
+        cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
+        cached = _read_cache(cache_path).get(disk_key) if cache_path and stamp else None
+        if cached:
+            _CONFIGS[key] = (cached, None)
+        else:
+            _CONFIGS[key] = _build_config_digest(run)
+            if cache_path and stamp and _CONFIGS[key][0]:
+                _write_cache(cache_path, disk_key, _CONFIGS[key][0])
+    config, error = _CONFIGS[key]
+    out = _assemble(run, code, loss_modules, config)
+    if error:
+        out["config_error"] = error
+    return out
+
+
+def _read_cache(path: Path | None) -> dict:
+    try:
+        data = json.loads(path.read_text()) if path is not None else {}
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, digest: str) -> None:
+    from harness.files import write_json_atomic
+
+    data = _read_cache(path)
+    data[key] = digest
+    try:
+        write_json_atomic(path, data)
+    except OSError:  # a cache: a read-only results folder only costs the next process a rebuild
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparing
+
+
+def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]:
+    """What differs between a row's fingerprint and the current one, in words; [] when nothing does.
+    A config that could not be built now (``config_error``) is not compared."""
+    if not isinstance(recorded_fp, Mapping) or not isinstance(recorded_fp.get("components"), Mapping):
+        return ["no fingerprint recorded"]
+    r, c = recorded_fp["components"], current_fp["components"]
+    out = []
+    if (r.get("harness_tree"), r.get("harness_changes")) != (c.get("harness_tree"), c.get("harness_changes")):
+        a, b = recorded_fp.get("git_commit"), current_fp.get("git_commit")
+        if a != b:
+            out.append(f"harness code changed (commit {(a or '?')[:10]} -> {(b or '?')[:10]})")
+        else:
+            out.append("harness code changed (uncommitted changes under harness/)")
+    if r.get("harness_version") != c.get("harness_version"):
+        out.append(f"harness {r.get('harness_version')} -> {c.get('harness_version')}")
+    rv, cv = r.get("versions") or {}, c.get("versions") or {}
+    for pkg in FINGERPRINT_PACKAGES:
+        if rv.get(pkg) != cv.get(pkg):
+            out.append(f"{pkg} {rv.get(pkg)} -> {cv.get(pkg)}")
+    rl, cl = r.get("loss_modules") or {}, c.get("loss_modules") or {}
+    for name in sorted(set(rl) | set(cl)):
+        if name in cl and cl[name] is None:
+            out.append(f"loss module {name} not found")
+        elif rl.get(name) != cl.get(name):
+            out.append(f"loss module {name} changed")
+    if r.get("generator_version") != c.get("generator_version"):
+        out.append(f"synthetic generator version {r.get('generator_version')} -> {c.get('generator_version')}")
+    if c.get("config") is not None and r.get("config") != c.get("config"):
+        out.append("config changed" if r.get("config") else "no config recorded (the run failed before building it)")
+    return out
+
+
+def run_from_row(row: Mapping) -> RunSpec:
+    """The :class:`RunSpec` a row was trained from, as far as its fingerprint needs (its launch is only
+    its number of processes; relative loss-module paths are read from the recorded ``origin``)."""
+    world = int(row.get("world_size") or 1)
+    fp = row.get("fingerprint") if isinstance(row.get("fingerprint"), Mapping) else {}
+    return RunSpec(experiment=row.get("experiment") or "", detector=row["detector"], loss=row["loss"],
+                   seed=int(row.get("seed") or 0), dataset=dict(row.get("dataset") or {}),
+                   profile=row.get("profile") or "tiny", schedule=dict(row.get("schedule") or {}),
+                   launch={"tasks_per_run": world, "gpus_per_run": 0, "cpus_per_run": world},
+                   loss_modules=tuple(row.get("loss_modules") or ()),
+                   backbone_init=row.get("backbone_init") or "scratch", origin=fp.get("origin") or "")
+
+
+def staleness(row: Mapping, results_dir: str | Path, run: RunSpec | None = None) -> tuple[list[str], str]:
+    """(what changed, a note) for a ``done`` row of experiment folder ``results_dir``: how its fingerprint
+    differs from what the current code builds for its run (``run``: the spec's, else rebuilt from the
+    row); the note says when the config could not be compared here. ``harness status`` and the plan of
+    ``harness run`` both ask this."""
+    if not isinstance(row.get("fingerprint"), Mapping):
+        return ["no fingerprint recorded"], ""
+    now = current(run if run is not None else run_from_row(row), Path(results_dir) / "work")
+    note = f"config not compared: {now['config_error']}" if now.get("config_error") else ""
+    return stale_reasons(row["fingerprint"], now), note
