@@ -5,6 +5,7 @@ with their sources, LaTeX booktabs, CSV round trip, and the `harness table` comm
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.results.frame import load_frame, rows_frame
+from harness.results.frame import load_experiment, load_frame, rows_frame
 from harness.results.paper import KEY, SOURCES, load_paper
 from harness.files import write_json_atomic
 from harness.rows import write_row
@@ -607,3 +608,78 @@ def test_rows_of_runs_superseded_by_a_spec_change_do_not_count_as_seeds(tmp_path
     frame, rows, _ = load_experiment(folder, spec)  # with the spec: its runs only
     assert [r["run_id"] for r in rows] == [run.run_id] and frame.attrs["superseded"] == 2
     assert cell(build_tables(frame, "bbox_AP", paper=False).stats, "atss", "rs")["mean"] == 25.0  # ×100
+
+
+# ------------------------------------------------------------------------------------------------
+# One cell, one dataset; one fingerprint; every metric counted
+
+
+def test_two_synthetic_datasets_of_one_kind_stay_apart_through_the_command(tmp_path, capsys):
+    from harness.experiments.spec import parse_spec
+
+    spec = parse_spec({"name": "two", "dataset": [{"kind": "synthetic", "train_images": 8},
+                                                   {"kind": "synthetic", "train_images": 12}],
+                       "detectors": ["atss"], "losses": ["focal"]}, name="two", detectors=["atss"],
+                      losses_loader=lambda mods: ["focal"])
+    rows = [make_row("atss", "focal", 0, metrics=box(0.10 if r.dataset["train_images"] == 8 else 0.40),
+                     run_id=r.run_id, dataset=dict(r.dataset)) for r in spec.runs()]
+    folder = write_experiment(tmp_path / "two", rows)
+    tset = build_tables(load_frame(folder)[0], paper=False)
+    assert set(tset.tables) == {"synthetic train 8", "synthetic train 12"}
+    assert cell(tset.stats, "atss", "focal", dataset="synthetic train 8")["text"] == "10.0 (1)"
+    assert cell(tset.stats, "atss", "focal", dataset="synthetic train 12")["text"] == "40.0 (1)"
+    assert main(["table", str(folder), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "## Dataset: synthetic train 8" in out and "## Dataset: synthetic train 12" in out
+    from harness.results.frame import dataset_label
+
+    assert dataset_label({"kind": "lvis", "root": "/data/lvis", "repeat_factor": 0.001, "name": "v1"}) == \
+        "lvis v1 root /data/lvis rfs 0.001"
+
+
+def fingerprinted(row, digest, finished_at):
+    row = copy.deepcopy(row)
+    row["fingerprint"] = {"digest": digest, "components": {}}
+    row["provenance"]["finished_at"] = finished_at
+    return row
+
+
+def test_a_cell_keeps_its_newest_fingerprint_and_says_how_many_rows_it_left_out(tmp_path, capsys):
+    old = [fingerprinted(make_row("atss", "rs", s, metrics=box(0.10)), "old", f"2025-01-0{s + 1}T00:00:00")
+           for s in range(3)]
+    new = [fingerprinted(make_row("atss", "rs", 0, metrics=box(0.40), run_id=f"atss-rs-s{s}-new{s}"), "new",
+                         "2025-02-01T00:00:00") for s in (0,)]
+    other = [fingerprinted(make_row("atss", "focal", 0, metrics=box(0.30)), "old", "2025-01-01T00:00:00")]
+    folder = write_experiment(tmp_path / "exp", old[1:] + new + other)  # seeds 1, 2 old; seed 0 new
+    frame, rows, _ = load_experiment(folder)
+    tset = build_tables(frame, paper=False)
+    c = cell(tset.stats, "atss", "rs")
+    assert c["n"] == 1 and c["mean"] == pytest.approx(40.0) and c["left_out"] == 2
+    assert c["text"] == "40.0 (1; 2 older left out)"
+    assert cell(tset.stats, "atss", "focal")["text"] == "30.0 (1)"  # another cell's own newest
+    assert "2 row(s) of older fingerprints left out" in tset.summary
+    assert main(["table", str(folder), "--format", "md"]) == 0
+    assert "40.0 (1; 2 older left out)" in capsys.readouterr().out
+
+    frame, _, _ = load_experiment(folder, all_fingerprints=True)
+    tset = build_tables(frame, paper=False)
+    c = cell(tset.stats, "atss", "rs")
+    assert c["n"] == 3 and c["fingerprints"] == 2 and c["text"].endswith(" ‡") and c["text"].startswith("20.0 ± 17.3 (3)")
+    assert "1 cell(s) mix rows of several fingerprints" in tset.summary
+    assert main(["table", str(folder), "--format", "md", "--all-fingerprints"]) == 0
+    assert "20.0 ± 17.3 (3) ‡" in capsys.readouterr().out
+
+
+def test_a_seed_lacking_a_metric_is_counted_and_marked_not_silently_dropped():
+    solo = {"segm_AP": 0.2, "segm_oLRP": 0.8, "bbox_AP": 0.2}
+    rows = [make_row("solov2", "rs", 0, metrics=solo), make_row("solov2", "rs", 1, metrics=solo),
+            make_row("solov2", "rs", 2, metrics={"bbox_AP": 0.0})]  # an older row: no mask metrics at all
+    tset = build_tables(rows_frame(rows), "segm_AP", paper=False)
+    c = cell(tset.stats, "solov2", "rs", "segm_AP")
+    assert c["n"] == 2 and c["lacking"] == 1 and c["text"] == "20.0 ± 0.0 (2; 1 lack it)"
+    assert cell(tset.stats, "solov2", "rs", "bbox_AP")["n"] == 3  # n is per metric
+    assert "20.0 ± 0.0 (1 lack it)" in tset.markdown()  # the metrics table keeps the mark
+    none_have = build_tables(rows_frame([make_row("mask_rcnn", "rs", 0, metrics={"bbox_AP": 0.1}),
+                                         make_row("atss", "rs", 0, metrics={"bbox_AP": 0.1, "segm_AP": 0.1})]),
+                             "segm_AP", paper=False)
+    assert cell(none_have.stats, "mask_rcnn", "rs", "segm_AP")["text"] == "1 lack it"
