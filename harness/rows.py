@@ -7,9 +7,10 @@ a corrupt file (with a warning) instead of dropping it silently.
 Row fields: ``run_id``, ``experiment``, ``detector``, ``loss``, ``seed``, ``dataset``, ``profile``,
 ``schedule``, ``status`` (``done`` or ``failed``), ``reason`` (why it failed), ``metrics`` (flat
 name → value), ``curve`` (training loss per logged iteration), ``val_curve`` (with ``schedule.val_every``:
-``{"epoch", "iteration", "metrics"}`` every k epochs) and ``provenance`` (git commit and dirty flag, package
-versions, effective batch and lr, wall time, job id, host, restarts, and the ``attempt``: the token of the
-submission that made it).
+``{"epoch", "iteration", "metrics"}`` every k epochs), ``fingerprint`` (what decides the result beyond the
+spec: config digest, harness code, loss modules, versions; :mod:`harness.run.fingerprint`) and
+``provenance`` (git commit and dirty flag, package versions, the batch and lr beside the recipe's, wall
+time, job id, host, restarts, and the ``attempt``: the token of the submission that made it).
 """
 
 from __future__ import annotations
