@@ -70,7 +70,10 @@ def test_a_slurm_job_pending_or_held_is_queued_and_not_submitted_again(spec, tmp
     assert "JobHeldUser" in plan.where[focal.run_id] and asked == [["77_0", "77_1"]]
     assert make_plan(spec, tmp_path, force=True).submit == []  # --force never duplicates a queued run
     answers.update({"77_0": scheduler.JobState("COMPLETED"), "77_1": scheduler.JobState("CANCELLED")})
-    write_row(tmp_path, {**row_identity(focal), "status": "done", "metrics": {}, "curve": [], "provenance": {}})
+    from harness.run.fingerprint import current  # a done row of this code (without one it would be stale)
+
+    write_row(tmp_path, {**row_identity(focal), "status": "done", "metrics": {}, "curve": [], "provenance": {},
+                         "fingerprint": current(focal, tmp_path / "work")})
     plan = make_plan(spec, tmp_path)
     assert [r.run_id for r in plan.done] == [focal.run_id] and [r.run_id for r in plan.submit] == [rs.run_id]
 
