@@ -664,10 +664,10 @@ def test_a_cell_keeps_its_newest_fingerprint_and_says_how_many_rows_it_left_out(
     frame, _, _ = load_experiment(folder, all_fingerprints=True)
     tset = build_tables(frame, paper=False)
     c = cell(tset.stats, "atss", "rs")
-    assert c["n"] == 3 and c["fingerprints"] == 2 and c["text"].endswith(" ‡") and c["text"].startswith("20.0 ± 17.3 (3)")
+    assert c["n"] == 3 and c["fingerprints"] == 2 and c["text"].endswith(" §") and c["text"].startswith("20.0 ± 17.3 (3)")
     assert "1 cell(s) mix rows of several fingerprints" in tset.summary
     assert main(["table", str(folder), "--format", "md", "--all-fingerprints"]) == 0
-    assert "20.0 ± 17.3 (3) ‡" in capsys.readouterr().out
+    assert "20.0 ± 17.3 (3) §" in capsys.readouterr().out
 
 
 def test_a_seed_lacking_a_metric_is_counted_and_marked_not_silently_dropped():

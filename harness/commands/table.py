@@ -7,7 +7,7 @@ writes the tables (default: every format into results/<experiment>/tables/) and 
 every other loss of its detector beyond seed noise (paired t-test over seeds at 95 %). Failed,
 unfinished and missing cells are shown as such. A cell keeps the rows of its newest fingerprint (the
 code, config and versions of its latest run) and says how many older rows it left out;
-`--all-fingerprints` counts them too and marks the cells that mix fingerprints (‡). See docs/tables.md.
+`--all-fingerprints` counts them too and marks the cells that mix fingerprints (§). See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--spec", help="the experiment's spec, to show its runs without a row as unfinished")
     parser.add_argument("--all-fingerprints", action="store_true",
                         help="also count rows of older fingerprints (other code, config or versions); cells that "
-                             "mix fingerprints are marked ‡ (default: each cell keeps its newest fingerprint's rows)")
+                             "mix fingerprints are marked § (default: each cell keeps its newest fingerprint's rows)")
 
 
 def load(args):
