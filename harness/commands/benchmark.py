@@ -49,8 +49,9 @@ def run(args) -> int:
         else:
             # On SLURM: submit and return (waiting for a cluster queue is `harness status`'s job, the tables
             # come later with `make tables`); here: wait for the runs.
-            request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
-                              rerun_stale=args.rerun_stale, only=tuple(args.only))
+            from harness.commands.run import launch_overrides
+
+            request = Request(spec=args.spec, **launch_overrides(args))
             prepared = prepare(request)
             request = dataclasses.replace(request, wait=prepared[2] != "slurm")
             if request.wait:  # runs here: the synthetic data first, timed apart (a fresh clone makes it)

@@ -31,6 +31,18 @@ def add_launch_arguments(parser) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="DETECTOR[:LOSS]",
                         help="restrict to some cells (repeatable), e.g. --only atss:rs --only yolact")
     parser.add_argument("--results", default="results", help="results root (default: results/)")
+    parser.add_argument("--cluster", default=None, metavar="NAME",
+                        help="cluster profile (slurm/profiles/NAME.yaml or a path) instead of the spec's launch.cluster")
+    parser.add_argument("--partition", default=None, metavar="NAME",
+                        help="partition (a role of the profile, e.g. debug, or a partition name) for every run")
+    parser.add_argument("--account", default=None, metavar="NAME", help="SLURM account instead of the profile's")
+
+
+def launch_overrides(args) -> dict:
+    """The Request fields the shared launch options set."""
+    return {"executor": args.executor, "results_root": args.results, "force": args.force,
+            "rerun_stale": args.rerun_stale, "only": tuple(args.only),
+            "cluster": args.cluster, "partition": args.partition, "account": args.account}
 
 
 def add_arguments(parser) -> None:
@@ -45,8 +57,8 @@ def run(args) -> int:
     from harness.commands import UsageError
     from harness.launch.orchestrate import LaunchError, Request, launch
 
-    request = Request(spec=args.spec, executor=args.executor, results_root=args.results, force=args.force,
-                      rerun_stale=args.rerun_stale, only=tuple(args.only), wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout)
+    request = Request(spec=args.spec, wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout,
+                      **launch_overrides(args))
     try:
         outcome = launch(request)
     except LaunchError as exc:

@@ -81,6 +81,7 @@ LAUNCH_KEYS = {
     "mem_gb": 4,
     "time_min": 30,
     "array_parallelism": 4,
+    "account": None,  # None: the profile's account
 }
 EXECUTORS = ("auto", "slurm", "local", "debug")
 
@@ -178,7 +179,7 @@ class RunSpec:
     def resources(self) -> tuple:
         """Runs with equal resources go into one job array."""
         keys = ("cluster", "partition", "gpus_per_run", "cpus_per_run", "mem_gb", "time_min")
-        return tuple(self.launch[k] for k in keys) + (self.world_size,)
+        return tuple(self.launch[k] for k in keys) + (self.world_size, self.launch.get("account"))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -305,7 +306,7 @@ def _launch(where: str, raw: Any) -> dict:
         out["tasks_per_run"] = _positive_int(f"{where}.tasks_per_run", out["tasks_per_run"], allow_none=True)
     if "mem_gb" in out:
         out["mem_gb"] = _positive_number(f"{where}.mem_gb", out["mem_gb"])
-    for key in ("cluster", "partition"):
+    for key in ("cluster", "partition", "account"):
         if key in out and out[key] is not None and not isinstance(out[key], str):
             raise SpecError(f"{where}.{key} must be a name, got {out[key]!r}")
     return out

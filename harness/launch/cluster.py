@@ -35,6 +35,10 @@ __all__ = [
     "ClusterUnavailable",
     "ProfileError",
     "available_profiles",
+    "is_placeholder",
+    "parse_sinfo",
+    "profile_text_from_sinfo",
+    "read_sinfo",
     "cluster_dir",
     "ensure_local_cluster",
     "load_profile",
@@ -70,7 +74,10 @@ class ClusterProfile:
     gpus_per_node: GPUs on one node, the most a job may ask for (0: a CPU-only cluster).
     cpus_per_gpu, mem_per_gpu_gb: CPUs and memory a GPU job gets per GPU (None: the site's default).
     cpus_per_task, mem_gb: what a CPU-only job gets (``mem_gb`` None: the site's default).
+    cpus_per_node, mem_per_node_gb: what one node has (None: ``cpus_per_gpu`` / ``mem_per_gpu_gb`` ×
+        ``gpus_per_node`` on a GPU cluster, else unknown); a job asking for more is refused before submission.
     time_min: default wall time in minutes; max_time_min: the partitions' limit (None: no limit known).
+    time_limits: partition name → its own limit in minutes where it differs (``{gpu-dev: 120}``).
     array_parallelism: most tasks of one job array running at once.
     setup: shell lines run in the job script before the job (``module load cuda/12.1``).
     additional_parameters: more ``#SBATCH`` options, as submitit's ``slurm_additional_parameters``.
@@ -89,8 +96,11 @@ class ClusterProfile:
     mem_per_gpu_gb: float | None = None
     cpus_per_task: int = 1
     mem_gb: float | None = None
+    cpus_per_node: int | None = None
+    mem_per_node_gb: float | None = None
     time_min: int = 60
     max_time_min: int | None = None
+    time_limits: Mapping[str, int] = dataclasses.field(default_factory=dict)
     array_parallelism: int = 64
     setup: tuple[str, ...] = ()
     additional_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -106,41 +116,102 @@ class ClusterProfile:
         data = dataclasses.asdict(self)
         data.pop("source")
         data["partitions"] = dict(self.partitions)
+        data["time_limits"] = dict(self.time_limits)
         data["setup"] = list(self.setup)
         data["additional_parameters"] = dict(self.additional_parameters)
         return data
 
+    def partition_name(self, partition: str | None = None) -> str:
+        """The SLURM partition of a role (``default``, ``debug``, ...) or a partition name of the profile;
+        :class:`ProfileError` when it is neither."""
+        partition = partition or "default"
+        if partition in self.partitions:
+            return self.partitions[partition]
+        if partition in self.partitions.values():
+            return partition
+        raise ProfileError(
+            f"profile {self.name!r}: no partition {partition!r}; roles: {_listing(self.partitions)}, "
+            f"partitions: {_listing(self.partitions.values())}"
+        )
+
+    def time_limit(self, partition: str | None = None) -> int | None:
+        """The wall-time limit in minutes of a partition (role or name): its own, else ``max_time_min``."""
+        return self.time_limits.get(self.partition_name(partition), self.max_time_min)
+
+    def node_cpus(self) -> int | None:
+        """CPUs of one node: ``cpus_per_node``, else ``cpus_per_gpu`` × ``gpus_per_node`` (None: unknown)."""
+        if self.cpus_per_node is not None:
+            return self.cpus_per_node
+        return self.cpus_per_gpu * self.gpus_per_node if self.cpus_per_gpu and self.gpus_per_node else None
+
+    def node_mem_gb(self) -> float | None:
+        """Memory of one node: ``mem_per_node_gb``, else ``mem_per_gpu_gb`` × ``gpus_per_node`` (None: unknown)."""
+        if self.mem_per_node_gb is not None:
+            return self.mem_per_node_gb
+        return self.mem_per_gpu_gb * self.gpus_per_node if self.mem_per_gpu_gb and self.gpus_per_node else None
+
+    def placeholders(self) -> list[str]:
+        """Values still an example's placeholders (``CHANGE-ME``, ``<your-account>``): one line each."""
+        where = self.source or self.name
+        out = []
+        for key in ("account", "qos", "constraint", "gpu_type"):
+            value = getattr(self, key)
+            if isinstance(value, str) and is_placeholder(value):
+                flag = " or pass --account NAME" if key == "account" else ""
+                out.append(f"profile {self.name!r}: {key} {value!r} is a placeholder; set your site's in {where}{flag}")
+        for role, name in self.partitions.items():
+            if is_placeholder(name):
+                out.append(f"profile {self.name!r}: partition {role} {name!r} is a placeholder; set your site's in "
+                           f"{where} or pass --partition NAME")
+        return out
+
+    def problems(self, gpus: int = 0, minutes: int | None = None, partition: str | None = None,
+                 cpus: int | None = None, mem_gb: float | None = None) -> list[str]:
+        """What sbatch would refuse in a one-node job of ``gpus`` GPUs, ``cpus`` CPUs and ``mem_gb`` GB for
+        ``minutes`` on ``partition`` (role or name), then the placeholders: one line each (empty: none)."""
+        try:
+            name = self.partition_name(partition)
+        except ProfileError as exc:
+            return [str(exc)]
+        out = []
+        minutes = self.time_min if minutes is None else minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+            out.append(f"profile {self.name!r}: time_min must be a positive integer, got {minutes!r}")
+        else:
+            limit = self.time_limit(name)
+            if limit is not None and minutes > limit:
+                out.append(f"profile {self.name!r}: {minutes} min exceeds partition {name}'s limit of {limit} min "
+                           f"(lower launch.time_min: runs resume from their checkpoints when requeued)")
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            out.append(f"profile {self.name!r}: gpus must be an integer >= 0, got {gpus!r}")
+        elif gpus > self.gpus_per_node:
+            out.append(f"profile {self.name!r}: a job asks for {gpus} GPU(s) per node but nodes have "
+                       f"{self.gpus_per_node} (lower launch.gpus_per_run)")
+        node_cpus, node_mem = self.node_cpus(), self.node_mem_gb()
+        if cpus is not None and node_cpus is not None and cpus > node_cpus:
+            out.append(f"profile {self.name!r}: a job asks for {cpus} CPU(s) but nodes have {node_cpus} "
+                       f"(lower launch.cpus_per_run)")
+        if mem_gb is not None and node_mem is not None and mem_gb > node_mem:
+            out.append(f"profile {self.name!r}: a job asks for {mem_gb:g} GB but nodes have {node_mem:g} GB "
+                       f"(lower launch.mem_gb)")
+        return out + self.placeholders()
+
     def executor_parameters(
-        self, gpus: int = 0, time_min: int | None = None, partition: str = "default"
+        self, gpus: int = 0, time_min: int | None = None, partition: str | None = "default", check: bool = True
     ) -> dict[str, Any]:
         """Keyword arguments for submitit's ``AutoExecutor.update_parameters`` (one task per node).
 
         gpus: GPUs per node for the job (0: CPU only); at most ``gpus_per_node``.
-        time_min: wall time in minutes (default ``time_min``); at most ``max_time_min``.
+        time_min: wall time in minutes (default ``time_min``); at most the partition's limit.
         partition: a role in ``partitions`` (``default``, ``debug``, ...) or one of its partition names.
+        ``check``: raise :class:`ProfileError` with the first of :meth:`problems` other than placeholders
+        (False: build them anyway; :mod:`harness.launch.submission` lists every problem beside them).
         """
-        if partition in self.partitions:
-            slurm_partition = self.partitions[partition]
-        elif partition in self.partitions.values():
-            slurm_partition = partition
-        else:
-            raise ProfileError(
-                f"profile {self.name!r}: no partition {partition!r}; roles: {_listing(self.partitions)}, "
-                f"partitions: {_listing(self.partitions.values())}"
-            )
+        slurm_partition = self.partition_name(partition)
         minutes = self.time_min if time_min is None else time_min
-        if not isinstance(minutes, int) or minutes <= 0:
-            raise ProfileError(f"profile {self.name!r}: time_min must be a positive integer, got {minutes!r}")
-        if self.max_time_min is not None and minutes > self.max_time_min:
-            raise ProfileError(
-                f"profile {self.name!r}: {minutes} min exceeds the partitions' limit of {self.max_time_min} min"
-            )
-        if not isinstance(gpus, int) or gpus < 0:
-            raise ProfileError(f"profile {self.name!r}: gpus must be an integer >= 0, got {gpus!r}")
-        if gpus > self.gpus_per_node:
-            raise ProfileError(
-                f"profile {self.name!r}: a job asks for {gpus} GPU(s) per node but nodes have {self.gpus_per_node}"
-            )
+        hard = [p for p in self.problems(gpus, minutes, partition) if p not in self.placeholders()]
+        if hard and check:
+            raise ProfileError(hard[0])
         params: dict[str, Any] = {
             "timeout_min": minutes,
             "nodes": 1,
@@ -169,6 +240,15 @@ class ClusterProfile:
         if self.additional_parameters:
             params["slurm_additional_parameters"] = dict(self.additional_parameters)
         return params
+
+
+PLACEHOLDER_MARKS = ("CHANGE-ME", "CHANGEME", "CHANGE_ME", "YOUR-", "YOUR_")
+
+
+def is_placeholder(value: str) -> bool:
+    """``CHANGE-ME``, ``your-account``, ``<account>``: a value left as an example profile gave it."""
+    text = value.strip()
+    return (text.startswith("<") and text.endswith(">")) or any(m in text.upper() for m in PLACEHOLDER_MARKS)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ClusterProfile) if f.name != "source"}
@@ -250,6 +330,7 @@ def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | Non
         ("cpus_per_task", 1, False),
         ("time_min", 1, False),
         ("max_time_min", 1, True),
+        ("cpus_per_node", 1, True),
         ("array_parallelism", 1, False),
     ):
         if key not in values or (nullable and values[key] is None):
@@ -257,7 +338,16 @@ def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | Non
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise bad(f"{key!r} must be an integer >= {minimum}{' or null' if nullable else ''}, got {value!r}")
-    for key in ("mem_per_gpu_gb", "mem_gb"):
+    limits = values.get("time_limits")
+    if limits is None:
+        values["time_limits"] = {}
+    elif not isinstance(limits, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in limits.items()
+    ):
+        raise bad(f"'time_limits' must map partition names to minutes > 0, got {limits!r}")
+    else:
+        values["time_limits"] = dict(limits)
+    for key in ("mem_per_gpu_gb", "mem_gb", "mem_per_node_gb"):
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             raise bad(f"{key!r} must be a positive number of GB or null, got {value!r}")
@@ -287,6 +377,139 @@ def profile_from_dict(data: Any, source: str = "<dict>", default_name: str | Non
     else:
         values["additional_parameters"] = dict(extra)
     return ClusterProfile(**values, source=source)
+
+
+# --------------------------------------------------------------------------------------------------
+# A site profile from what sinfo reports
+
+#: What ``harness cluster init`` asks sinfo: partition (``*`` the default), time limit, generic resources
+#: (GPUs), CPUs and memory (MB) of a node.
+SINFO_FORMAT = "%P|%l|%G|%c|%m"
+
+
+@dataclasses.dataclass(frozen=True)
+class SinfoPartition:
+    name: str
+    default: bool
+    time_limit_min: int | None  # None: infinite
+    gpus: int
+    gpu_type: str | None
+    cpus: int
+    mem_gb: float
+
+
+def _sinfo_minutes(text: str) -> int | None:
+    """sinfo's time limit (``2-00:00:00``, ``1:00:00``, ``30:00``, ``infinite``) in minutes."""
+    text = text.strip()
+    if text in ("infinite", "UNLIMITED", "n/a", ""):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts[-3:]
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+def _sinfo_gpus(gres: str) -> tuple[int, str | None]:
+    """GPUs a node and their type from sinfo's ``%G`` (``gpu:a100:8(S:0-1)``, ``gpu:4``, ``(null)``)."""
+    best = (0, None)
+    for item in gres.split(","):
+        item = item.split("(")[0].strip()
+        fields = item.split(":")
+        if fields[0] != "gpu" or len(fields) < 2 or not fields[-1].isdigit():
+            continue
+        count, kind = int(fields[-1]), (fields[1] if len(fields) == 3 else None)
+        if count > best[0]:
+            best = (count, kind)
+    return best
+
+
+def parse_sinfo(text: str) -> list[SinfoPartition]:
+    """Partitions from ``sinfo -h -o SINFO_FORMAT`` (one line per partition and node kind; a partition's
+    largest node wins). Raises :class:`ProfileError` on a line it cannot read."""
+    found: dict[str, SinfoPartition] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split("|")
+        if len(fields) != 5:
+            raise ProfileError(f"sinfo line {number}: expected {SINFO_FORMAT!r} fields, got {line.strip()!r}")
+        name, limit, gres, cpus, mem = fields
+        try:
+            gpus, gpu_type = _sinfo_gpus(gres)
+            part = SinfoPartition(name=name.rstrip("*"), default=name.endswith("*"), time_limit_min=_sinfo_minutes(limit),
+                                  gpus=gpus, gpu_type=gpu_type, cpus=int(cpus.rstrip("+")),
+                                  mem_gb=int(mem.rstrip("+")) / 1024)
+        except ValueError:
+            raise ProfileError(f"sinfo line {number}: cannot read {line.strip()!r} as {SINFO_FORMAT!r}") from None
+        old = found.get(part.name)
+        if old is None or (part.gpus, part.cpus, part.mem_gb) > (old.gpus, old.cpus, old.mem_gb):
+            found[part.name] = dataclasses.replace(part, default=part.default or bool(old and old.default))
+    return list(found.values())
+
+
+def read_sinfo() -> str:
+    """``sinfo``'s answer in :data:`SINFO_FORMAT`; :class:`ProfileError` when it does not answer."""
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", SINFO_FORMAT], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise ProfileError("sinfo is not installed here: run this on the cluster's login node, or copy "
+                           "slurm/profiles/example-a100.yaml and edit it") from None
+    except subprocess.TimeoutExpired:
+        raise ProfileError("sinfo did not answer within 30 s") from None
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no output"])[0]
+        raise ProfileError(f"sinfo failed ({first}): run this where sinfo answers (a login node)")
+    return proc.stdout
+
+
+def profile_text_from_sinfo(name: str, text: str, account: str | None = None) -> str:
+    """A profile (YAML text, commented) for the site whose ``sinfo`` printed ``text``: its partitions (the
+    default one marked ``*`` first, a ``debug`` role for a partition named like one), GPUs, CPUs and memory
+    of a node, and each partition's time limit. The account is a placeholder unless given."""
+    parts = parse_sinfo(text)
+    if not parts:
+        raise ProfileError("sinfo listed no partitions")
+    default = next((p for p in parts if p.default), None) or max(parts, key=lambda p: p.gpus)
+    roles = {"default": default.name}
+    for p in parts:
+        if p is not default and "debug" not in roles and any(w in p.name.lower() for w in ("debug", "dev", "test")):
+            roles["debug"] = p.name
+    for p in parts:
+        if p.name not in roles.values():
+            roles[p.name.replace("-", "_")] = p.name
+    gpus, gpu_type = default.gpus, default.gpu_type
+    limit = default.time_limit_min
+    lines = [
+        f"# Site profile written by `harness cluster init {name}` from sinfo ({len(parts)} partition(s)).",
+        "# Check every value, set the account, then: harness run SPEC --cluster " + name + " --dry-run",
+        f"name: {name}",
+        f"description: from sinfo; default partition {default.name}, {gpus}{' ' + gpu_type if gpu_type else ''} "
+        f"GPU(s) a node",
+        "partitions:",
+        *[f"  {role}: {part}" for role, part in roles.items()],
+        f"account: {account or 'CHANGE-ME'}" + ("" if account else "   # your project / allocation (sacctmgr show assoc user=$USER)"),
+        "qos: null",
+        "constraint: null",
+        f"gpu_type: {gpu_type or 'null'}",
+        "gres: " + ('"gpu:{gpu_type}:{gpus}"' if gpu_type else "null   # GPUs via --gpus-per-node"),
+        f"gpus_per_node: {gpus}",
+        f"cpus_per_node: {default.cpus}",
+        f"mem_per_node_gb: {round(default.mem_gb, 1):g}",
+        f"cpus_per_gpu: {default.cpus // gpus if gpus else 'null'}",
+        f"mem_per_gpu_gb: {int(default.mem_gb // gpus) if gpus else 'null'}",
+        f"cpus_per_task: {min(4, default.cpus)}",
+        "mem_gb: null",
+        f"time_min: {min(720, limit) if limit else 720}",
+        f"max_time_min: {limit if limit else 'null'}   # partition {default.name}",
+        "time_limits:" + ("" if any(p.time_limit_min for p in parts) else " {}"),
+        *[f"  {p.name}: {p.time_limit_min}" for p in parts if p.time_limit_min],
+        "array_parallelism: 32",
+        "setup: []           # e.g. module load cuda",
+        "additional_parameters: {}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ PRELOAD = ("torch", "torchvision", "mmengine.runner", "mmdet.models", "mmdet.dat
            "harness.evaluation", "pycocotools.cocoeval")
 
 
+def local_gpus() -> int:
+    """GPUs torch sees on this machine (0 without a CUDA build or a driver)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install counts as none
+        return 0
+
+
 def local_slots(runs: list[RunSpec]) -> int:
     cores = os.cpu_count() or 1
     per_run = max(r.launch["cpus_per_run"] for r in runs) if runs else 1

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.experiments.spec import Spec, SpecError, load_spec
-from harness.launch import local, slurm
+from harness.launch import local, slurm, submission
 from harness.launch.manifest import submitting
 from harness.launch.plan import Plan, group_by_resources, make_plan
 from harness.launch.wait import wait_for
@@ -53,6 +53,9 @@ class Request:
     wait: bool = False  # block until every run has a row
     dry_run: bool = False
     timeout_min: float | None = None  # with wait
+    cluster: str | None = None  # --cluster / --partition / --account: override the spec's launch section
+    partition: str | None = None
+    account: str | None = None
 
 
 @dataclass
@@ -89,7 +92,16 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
     spec = restrict(spec, tuple(request.only))
-    executor = slurm.resolve_executor(request.executor or spec.launch["executor"])
+    spec = submission.override_launch(spec, cluster=request.cluster, partition=request.partition,
+                                      account=request.account)
+    wanted = request.executor or spec.launch["executor"]
+    executor = slurm.resolve_executor(wanted)
+    if executor in ("local", "debug"):
+        refusal = gpu_refusal(spec, wanted, request.spec)
+        if refusal and wanted == "auto" and request.dry_run:
+            executor = "slurm"  # the dry run shows what a login node would submit, and its cost
+        elif refusal:
+            raise LaunchError(refusal)
     if executor == "slurm" and not request.dry_run and not slurm.slurm_reachable():
         raise LaunchError("--executor slurm but no SLURM controller answers (sinfo fails); start one (make slurm-up, "
                           "then export SLURM_CONF as it prints) or use --executor local")
@@ -100,14 +112,48 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
     return spec, Path(request.results_root) / spec.name, executor
 
 
-def _print_plan(plan: Plan, out: Callable[[str], None]) -> None:
-    for resources, group in group_by_resources(plan.submit).items():
-        cluster, partition, gpus, cpus, mem, minutes, tasks = resources
-        out(f"  array of {len(group)}: cluster {cluster}, partition {partition or 'default'}, {gpus} GPU(s), "
-            f"{cpus} CPU(s), {mem:g} GB, {minutes} min, {tasks} process(es) per run")
-        for r in group:
-            ds = r.dataset["kind"] + (f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
-            out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}  {r.batch.line()}")
+def gpu_refusal(spec: Spec, executor: str, spec_path) -> str | None:
+    """Why ``spec`` cannot train on this machine (its runs want GPUs it lacks), or None."""
+    gpus = max((r.launch["gpus_per_run"] for r in spec.runs()), default=0)
+    if not gpus:
+        return None
+    have = local.local_gpus()
+    if have >= gpus:
+        return None
+    where = ("no SLURM controller answers here (sinfo) and " if executor == "auto" else "")
+    return (f"{spec.name}'s runs need {gpus} GPU(s) each, but {where}this machine has {have}: submit it from the "
+            f"cluster's login node (harness run {spec_path} there), check it here on CPU with --rehearse, or see the "
+            f"submission and its cost with --dry-run")
+
+
+def _print_runs(group, out: Callable[[str], None]) -> None:
+    for r in group:
+        ds = r.dataset["kind"] + (f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
+        out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}  {r.batch.line()}")
+
+
+def _print_plan(spec: Spec, plan: Plan, executor: str, out: Callable[[str], None]) -> list[str]:
+    """The plan; for SLURM each array's sbatch options and cost, and the problems found (returned)."""
+    found: list[str] = []
+    if executor == "slurm" and plan.submit:
+        from harness.launch import cost
+
+        arrays = submission.build_arrays(plan.submit)
+        times = cost.StepTimes()
+        costs = []
+        for array in arrays:
+            out("\n".join(array.describe(spec.name, len(arrays))))
+            costs.append(cost.array_cost(array.runs, times))
+            out(cost.describe(costs[-1], array.gpus, array.time_min))
+            _print_runs(array.runs, out)
+        out(cost.total_line(costs))
+        found = submission.problems(arrays)
+    else:
+        for resources, group in group_by_resources(plan.submit).items():
+            r = group[0]
+            out(f"  {len(group)} run(s): {r.launch['cpus_per_run']} CPU(s), {r.launch['mem_gb']:g} GB, "
+                f"{r.launch['time_min']} min, {r.world_size} process(es) per run")
+            _print_runs(group, out)
     for r in plan.done:
         out(f"  done     {r.run_id}")
     for run_id, why in plan.stale.items():
@@ -116,6 +162,7 @@ def _print_plan(plan: Plan, out: Callable[[str], None]) -> None:
         out(f"  queued   {r.run_id} ({plan.where[r.run_id]})")
     for r in plan.running:
         out(f"  running  {r.run_id} ({plan.where[r.run_id]})")
+    return found
 
 
 def launch(request: Request, out: Callable[[str], None] = print,
@@ -127,7 +174,11 @@ def launch(request: Request, out: Callable[[str], None] = print,
     if request.dry_run:
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
-        _print_plan(plan, out)
+        if executor == "slurm" and not slurm.slurm_reachable():
+            out("  (no SLURM controller answers here: this is what `harness run` submits from a login node)")
+        found = _print_plan(spec, plan, executor, out)
+        if found:  # what sbatch would refuse, before anything is submitted
+            raise LaunchError("\n".join(found))
         return Outcome(spec, results_dir, executor, placed=0, finished=False, failed=[])
     attempt = new_attempt()
     waits = request.wait or executor == "debug"
@@ -136,7 +187,10 @@ def launch(request: Request, out: Callable[[str], None] = print,
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
         if executor == "slurm" and plan.submit:
-            slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt, request.rerun_stale)
+            try:
+                slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt, request.rerun_stale)
+            except submission.SubmissionError as exc:
+                raise LaunchError(str(exc)) from None
         elif executor != "slurm" and plan.submit and waits:
             pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log,
                                    rerun_stale=request.rerun_stale)

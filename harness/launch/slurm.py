@@ -16,7 +16,6 @@ from pathlib import Path
 
 from harness.experiments.spec import RunSpec, Spec
 from harness.launch.manifest import record_submission
-from harness.launch.plan import group_by_resources
 from harness.run.job import RunJob
 
 
@@ -39,37 +38,22 @@ def resolve_executor(kind: str) -> str:
 
 
 def slurm_parameters(run: RunSpec) -> dict:
-    from harness.launch.cluster import load_profile
+    """submitit parameters of a run's job (:func:`harness.launch.submission.slurm_parameters`)."""
+    from harness.launch.submission import slurm_parameters as build
 
-    launch = run.launch
-    profile = load_profile(launch["cluster"])
-    gpus = launch["gpus_per_run"]
-    params = profile.executor_parameters(gpus=gpus, time_min=launch["time_min"], partition=launch["partition"] or "default")
-    params["slurm_array_parallelism"] = launch["array_parallelism"]
-    params["slurm_signal_delay_s"] = 120 if launch["time_min"] > 10 else 30
-    tasks = run.world_size
-    if tasks > 1:  # one task per GPU (or per CPU share) on one node; mmengine's distributed launch inside
-        params["tasks_per_node"] = tasks
-        params["cpus_per_task"] = max(1, launch["cpus_per_run"] // tasks)
-    elif "cpus_per_task" in params or not gpus:
-        params["cpus_per_task"] = launch["cpus_per_run"]
-    if profile.mem_gb is not None or gpus:
-        params["mem_gb"] = launch["mem_gb"]
-    return params
+    return build(run)
 
 
 def submit_slurm(spec: Spec, runs: list[RunSpec], results_dir: Path, force: bool, attempt: str | None = None,
                  rerun_stale: bool = False) -> list:
-    """Submit ``runs`` (one job array per resource shape); returns ``[(run, submitit job)]``."""
-    import submitit
+    """Submit ``runs`` (one job array per resource shape: :mod:`harness.launch.submission`, checked first,
+    stopping at the first array sbatch refuses); the manifest records every array submitted. Returns
+    ``[(run, submitit job)]``."""
+    from harness.launch.submission import build_arrays, submit_arrays
 
-    jobs = []
-    for _, group in group_by_resources(runs).items():
-        # long trainings are resumed across many preemptions / timeouts
-        executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm", slurm_max_num_timeout=20)
-        executor.update_parameters(name=f"{spec.name}", **slurm_parameters(group[0]))
-        with executor.batch():
-            group_jobs = [executor.submit(RunJob(run, results_dir, force, attempt, rerun_stale)) for run in group]
-        jobs.extend(zip(group, group_jobs))
-    record_submission(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in jobs}, attempt=attempt)
-    return jobs
+    def record(submitted):
+        record_submission(results_dir, spec, "slurm", {run.run_id: job.job_id for run, job in submitted},
+                          attempt=attempt)
+
+    return submit_arrays(build_arrays(runs), spec.name, results_dir / "slurm",
+                         lambda run: RunJob(run, results_dir, force, attempt, rerun_stale), record)
