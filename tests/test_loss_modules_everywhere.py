@@ -9,6 +9,7 @@ job's process fails the run before training, the reason in its row.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_spec(folder: Path, name: str, *, losses=("focal", "qfl"), modules=("examples/quality_focal.py",),
-               launch=None) -> Path:
+def write_spec(folder: Path, name: str, *, losses=("focal", "qfl"), modules=None, launch=None) -> Path:
+    if modules is None:  # relative to the spec file's folder, where harness reads a relative path from
+        modules = (os.path.relpath(REPO / "examples" / "quality_focal.py", folder),)
     data = {
         "name": name,
         "loss_modules": list(modules),
@@ -41,7 +43,8 @@ def write_spec(folder: Path, name: str, *, losses=("focal", "qfl"), modules=("ex
 
 
 def harness(*args, timeout=900):
-    """``harness ARGS`` from the repository root, where the spec's relative loss-module path points."""
+    """``harness ARGS`` from the repository root (the spec's relative loss-module path is read from the spec
+    file's folder, not from here)."""
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout)
 

@@ -11,11 +11,14 @@ class UsageError(Exception):
 
 
 def load_loss_modules(targets: list[str]) -> None:
-    """Import external loss modules named on the command line (``--load``); bad ones are usage errors."""
-    from harness.losses import load_loss_module
+    """Import external loss modules named on the command line (``--load``); one that does not exist or
+    fails to import (any error) is a usage error of one line: ``file:line: Error: message``."""
+    from harness.losses import describe_load_error, load_loss_module
 
     for target in targets:
         try:
             load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            raise UsageError(f"--load {target}: {exc}") from None
+        except Exception as exc:
+            raise UsageError(f"--load {target}: {describe_load_error(exc, target)}") from None

@@ -73,6 +73,9 @@ def run(args) -> int:
     except (SpecError, LaunchError) as exc:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
+    if args.tables_only and not (results_dir / "runs").is_dir():
+        raise UsageError(f"{results_dir} holds no results of {spec.name} yet: run it first (harness run {args.spec}, or "
+                         f"make benchmark EXPERIMENT={args.spec}), then make tables EXPERIMENT={args.spec}")
     step = time.time()
     try:
         written = build_all(results_dir, args.metric, spec=spec)

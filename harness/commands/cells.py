@@ -57,14 +57,9 @@ def parse_cells(items) -> list[tuple[str, str]] | None:
 
 
 def load_modules(targets) -> None:
-    from harness.commands import UsageError
-    from harness.losses import load_loss_module
+    from harness.commands import load_loss_modules
 
-    for target in targets:
-        try:
-            load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
+    load_loss_modules(targets)
 
 
 def run(args) -> int:

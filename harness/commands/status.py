@@ -32,6 +32,9 @@ def run(args) -> int:
     folder = Path(args.results_dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder; give results/<experiment> (run `harness run SPEC` first)")
+    if not any((folder / name).exists() for name in ("runs", "manifest.json", "work")):
+        raise UsageError(f"{folder} holds no results (no runs/, manifest.json or work/); give results/<experiment>, "
+                         f"the folder `harness run SPEC` writes")
     spec = None
     if args.spec:
         from harness.experiments.spec import SpecError, load_spec

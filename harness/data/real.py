@@ -1,6 +1,6 @@
 """COCO 2017 and LVIS v1 under a data root (the cluster setting).
 
-The root is an argument (an experiment spec's ``data_root``) or, when that is not given, the environment
+The root is an argument (an experiment spec's ``dataset.root``, the CLI's ``--root``) or, when that is not given, the environment
 variable ``HARNESS_COCO_ROOT`` / ``HARNESS_LVIS_ROOT``. The layouts are mmdet's standard ones::
 
     $HARNESS_COCO_ROOT/                      $HARNESS_LVIS_ROOT/
@@ -45,7 +45,8 @@ def _root(root, env: str, name: str) -> Path:
     if root is None or str(root) == "":
         root = os.environ.get(env)
         if not root:
-            raise DataRootError(f"no {name} data root: pass data_root or set {env} (layout: docs/data-evaluation.md)")
+            raise DataRootError(f"no {name} data root: give dataset.root in the spec (--root on the command line) or set {env} "
+                                f"(layout: docs/data-evaluation.md)")
         origin = f" (from {env})"
     else:
         origin = ""

@@ -15,7 +15,8 @@ and the launch resources, with per-detector overrides::
     overrides:                      # per detector: schedule, launch and backbone_init keys
       solov2: {schedule: {epochs: 3}}
     backbone_init: scratch          # imagenet | scratch | PATH (default: paper imagenet, tiny scratch)
-    loss_modules: []                # external loss modules to import (dotted names or .py paths)
+    loss_modules: []                # external loss modules to import (dotted names or .py paths; a relative
+                                    # path is read from the spec file's folder)
 
 ``backbone_init`` is where a backbone's weights start: ``imagenet`` (the recipe's checkpoint, e.g.
 ``torchvision://resnet50``, with its frozen stages and BatchNorm mode; ``harness weights SPEC``
@@ -137,8 +138,8 @@ class RunSpec:
     # imagenet | scratch | a checkpoint path (resolved: never None). Rows written before the key existed
     # trained from scratch, hence the default.
     backbone_init: str = "scratch"
-    # The folder relative ``.py`` paths of ``loss_modules`` were given from (the spec loader's working
-    # directory): a job process, wherever it starts, imports them from there. Not part of the run's id.
+    # The folder relative ``.py`` paths of ``loss_modules`` are read from (the spec file's folder): a job
+    # process, wherever it starts, imports them from there. Not part of the run's id.
     origin: str = ""
 
     @property
@@ -374,7 +375,8 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
     loss_modules = raw.get("loss_modules") or []
     if not isinstance(loss_modules, list) or not all(isinstance(m, str) for m in loss_modules):
         raise SpecError(f"{where}.loss_modules must be a list of module names or .py paths")
-    valid_losses = losses_loader(loss_modules) if losses_loader else []
+    origin = str(path.resolve().parent) if path else str(Path.cwd())
+    valid_losses = losses_loader(loss_modules, origin) if losses_loader else []
     exp_name = raw.get("name", name)
     if not isinstance(exp_name, str) or not exp_name.replace("_", "").replace("-", "").isalnum():
         raise SpecError(f"{where}.name must be letters, digits, '-' or '_', got {exp_name!r}")
@@ -425,7 +427,7 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         launch=launch,
         overrides=overrides,
         loss_modules=tuple(loss_modules),
-        origin=str(Path.cwd()),
+        origin=origin,
         backbone_init=_backbone_init(f"{where}.backbone_init", raw.get("backbone_init"), profile),
     )
     spec.runs()  # every cell's batch resolves (accumulate auto needs a recipe total that splits)
@@ -474,12 +476,13 @@ def _comparison_losses(valid: list[str]) -> list[str]:
     return [n for n in LOSS_NAMES if n in valid] or list(valid)
 
 
-def _load_losses(modules: list[str]) -> list[str]:
-    """The valid loss names once the spec's loss modules are imported (in the driver: paths from here)."""
+def _load_losses(modules: list[str], origin: str = "") -> list[str]:
+    """The valid loss names once the spec's loss modules are imported (relative paths from ``origin``,
+    the spec file's folder)."""
     from harness.losses import loss_names
 
     try:
-        import_loss_modules(modules)
+        import_loss_modules(modules, origin)
     except ImportError as exc:
         raise SpecError(f"loss_modules: {exc}") from None
     return loss_names()
@@ -490,7 +493,7 @@ def import_loss_modules(modules: Iterable[str], origin: str = "") -> None:
     calls this: the driver when it loads the spec, each job and each task of a multi-process run).
     Relative ``.py`` paths are read from ``origin``, the folder the spec was loaded from. Raises
     ``ImportError`` naming the module and why it cannot be imported here."""
-    from harness.losses import load_loss_module
+    from harness.losses import describe_load_error, load_loss_module
 
     for m in modules:
         target = m
@@ -498,5 +501,8 @@ def import_loss_modules(modules: Iterable[str], origin: str = "") -> None:
             target = str(Path(origin) / m)
         try:
             load_loss_module(target)
+        except FileNotFoundError:
+            raise ImportError(f"loss module {m} cannot be imported here: no file {Path(target).absolute()} "
+                              f"(a relative path is read from the spec file's folder)") from None
         except Exception as exc:
-            raise ImportError(f"loss module {m} cannot be imported here: {type(exc).__name__}: {exc}") from None
+            raise ImportError(f"loss module {m} cannot be imported here: {describe_load_error(exc, target)}") from None

@@ -502,7 +502,7 @@ def profile_text_from_sinfo(name: str, text: str, account: str | None = None) ->
         f"cpus_per_task: {min(4, default.cpus)}",
         "mem_gb: null",
         f"time_min: {min(720, limit) if limit else 720}",
-        f"max_time_min: {limit if limit else 'null'}   # partition {default.name}",
+        "max_time_min: null   # each partition's own limit is under time_limits (none listed: no limit)",
         "time_limits:" + ("" if any(p.time_limit_min for p in parts) else " {}"),
         *[f"  {p.name}: {p.time_limit_min}" for p in parts if p.time_limit_min],
         "array_parallelism: 32",

@@ -172,14 +172,20 @@ def array_cost(runs: list[RunSpec], times: StepTimes) -> ArrayCost:
 
 def describe(cost: ArrayCost, gpus: int, minutes: int) -> str:
     """One line: ``cost: at most ... GPU-h (...); expected ...``."""
-    line = (f"    cost: at most {cost.upper_gpu_h:,.0f} GPU-h ({cost.runs} run(s) x {gpus} GPU(s) x {minutes / 60:g} h "
+    line = (f"    cost: at most {cost.upper_gpu_h:,.0f} GPU-h ({cost.runs} run(s) x {gpus} GPU(s) x {minutes / 60:.3g} h "
             f"limit)")
     if gpus == 0:
         return line + "; CPU only"
     if cost.expected_gpu_h is None:
         return line + "; expected: no step time known for these cells (published or measured)"
     part = "" if cost.covered == cost.runs else f" for {cost.covered} of {cost.runs} run(s)"
-    return line + f"; expected ~{cost.expected_gpu_h:,.0f} GPU-h{part} ({'; '.join(cost.sources)})"
+    line += f"; expected ~{cost.expected_gpu_h:,.0f} GPU-h{part} ({'; '.join(cost.sources)})"
+    per_run_limit = gpus * minutes / 60
+    if cost.expected_gpu_h / cost.covered > per_run_limit:
+        attempts = math.ceil(cost.expected_gpu_h / cost.covered / per_run_limit)
+        line += (f"; a run needs ~{attempts} attempts of its {minutes} min limit (it requeues and resumes; "
+                 f"the bound above counts one)")
+    return line
 
 
 def total_line(costs: Iterable[ArrayCost]) -> str:

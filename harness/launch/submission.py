@@ -18,7 +18,9 @@ on preemption) and calls the run's ``checkpoint``: the job requeues itself, at m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -171,8 +173,8 @@ def submit_arrays(arrays: list[Array], job_name: str, folder: Path, make_job: Ca
     for array in arrays:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(name=job_name, **array.params)
-        try:
-            with executor.batch():
+        try:  # submitit prints sbatch's stderr before raising with it: said once, in the error below
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 jobs = [executor.submit(make_job(run)) for run in array.runs]
         except Exception as exc:  # sbatch's refusal (submitit's FailedJobError / CalledProcessError)
             reason = _first_line(exc)

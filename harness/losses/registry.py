@@ -114,6 +114,22 @@ def loss_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def describe_load_error(exc: BaseException, target: str) -> str:
+    """One line for a loss module that failed to import: ``file:line: Error: message`` at the module's own
+    line (a syntax error's, else the deepest frame in the module's file, else the deepest frame)."""
+    import traceback
+
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = str(Path(target).resolve()) if target.endswith(".py") else None
+    mine = [f for f in frames if own and Path(f.filename).resolve() == Path(own)]
+    outside = [f for f in frames if "importlib" not in f.filename and not f.filename.endswith("registry.py")]
+    frame = (mine or outside or frames or [None])[-1]
+    where = f"{frame.filename}:{frame.lineno}: " if frame is not None else f"{target}: "
+    return f"{where}{type(exc).__name__}: {exc}"
+
+
 def load_loss_module(target: str) -> list[str]:
     """Import an external loss module by dotted name or ``.py`` path; return the names it registered.
 

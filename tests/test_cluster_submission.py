@@ -1,0 +1,257 @@
+"""From laptop to cluster without surprises (issue 17): the dry run is the submission, its problems are
+refused before anything is submitted, sbatch's refusal stops the submission, a GPU spec never trains
+where there is neither SLURM nor a GPU, a site profile from sinfo, the cost, and one-line errors.
+
+SLURM's commands are fakes on PATH (scripts that log their calls), so nothing here needs a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.launch import dispatch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_spec(folder: Path, launch: dict, name: str = "site", detectors=("atss", "yolact"), **extra) -> Path:
+    data = {"name": name, "dataset": {"kind": "coco"}, "profile": "paper", "detectors": list(detectors),
+            "losses": ["rs"], "seeds": [0], "schedule": {"epochs": 12, "batch_per_gpu": 4},
+            "launch": {"executor": "slurm", "cluster": "example-a100", "gpus_per_run": 4, "cpus_per_run": 32,
+                       "mem_gb": 128, "time_min": 1440, **launch},
+            "overrides": {"yolact": {"launch": {"time_min": 2880}}}, **extra}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def fake_slurm(folder: Path, refuse_after: int | None = None) -> Path:
+    """sinfo and sbatch on PATH that log each call to ``calls.log``; sbatch refuses every call after the
+    first ``refuse_after`` (None: never)."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    log = folder / "calls.log"
+    scripts = {
+        "sinfo": f'echo "sinfo $*" >> {log}\necho "gpu*|2-00:00:00|gpu:a100:8(S:0-1)|64|1024000"\n',
+        "sbatch": (f'echo "sbatch $*" >> {log}\nn=$(grep -c ^sbatch {log})\n'
+                   + (f'if [ "$n" -gt {refuse_after} ]; then echo "sbatch: error: Batch job submission failed: '
+                      f'Invalid account or account/partition combination specified" >&2; exit 1; fi\n'
+                      if refuse_after is not None else "")
+                   + 'echo "Submitted batch job $((1000 + n))"\n'),
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/bash\n" + body)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return bin_dir
+
+
+def sbatch_calls(folder: Path) -> list[str]:
+    log = folder / "calls.log"
+    return [line for line in log.read_text().splitlines() if line.startswith("sbatch")] if log.exists() else []
+
+
+def errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def slurm(tmp_path, monkeypatch):
+    bin_dir = fake_slurm(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+BAD = [
+    ({"cluster": "my-site", "account": "p1"}, "no cluster profile 'my-site'", "available: example-a100, example-v100, local"),
+    ({"gpus_per_run": 16, "account": "p1"}, "asks for 16 GPU(s) per node but nodes have 8", "gpus_per_run"),
+    ({"time_min": 99999, "account": "p1"}, "99999 min exceeds partition gpu's limit of 2880 min", "time_min"),
+    ({}, "account 'CHANGE-ME' is a placeholder", "--account"),
+    ({"mem_gb": 2000, "account": "p1"}, "asks for 2000 GB but nodes have 960 GB", "mem_gb"),
+]
+
+
+@pytest.mark.parametrize("launch,problem,fix", BAD, ids=["unknown-profile", "gpus", "time", "placeholder", "memory"])
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "submit"])
+def test_what_sbatch_would_refuse_is_one_line_and_exit_2_before_any_submission(slurm, capsys, launch, problem, fix,
+                                                                                dry_run):
+    spec = write_spec(slurm, launch)
+    argv = ["run", str(spec), "--results", str(slurm / "results")] + (["--dry-run"] if dry_run else [])
+    assert main(argv) == 2
+    lines = errors(capsys)
+    assert lines and all(line.startswith("harness run: error: array ") for line in lines), lines
+    assert problem in lines[0] and fix in lines[0], lines
+    assert sbatch_calls(slurm) == []
+    assert not (slurm / "results" / "site" / "manifest.json").exists()
+
+
+def test_the_dry_run_prints_the_exact_submission_and_its_cost(slurm, capsys):
+    spec = write_spec(slurm, {"account": "p1"})
+    assert main(["run", str(spec), "--dry-run", "--results", str(slurm / "results")]) == 0
+    out = capsys.readouterr().out
+    sbatch = [line.strip() for line in out.splitlines() if line.strip().startswith("sbatch ")]
+    assert len(sbatch) == 2  # ATSS at 24 h, YOLACT at 48 h: two arrays
+    for option in ("--partition=gpu", "--account=p1", "--gres=gpu:a100:4", "--ntasks-per-node=4", "--cpus-per-task=8",
+                   "--mem=128GB", "--array=0-0%1", "--signal=USR2@120", "--constraint=a100_80g"):
+        assert option in sbatch[0], (option, sbatch[0])
+    assert "--time=1440" in sbatch[0] and "--time=2880" in sbatch[1]
+    assert "requeue" in out and "at most 20 times" in out
+    # ATSS RS: 12 epochs x ceil(117266 / 16) iterations x 0.44 s (published) x 4 GPUs = 43.0 GPU-h
+    assert "cost: at most 96 GPU-h (1 run(s) x 4 GPU(s) x 24 h limit); expected ~43 GPU-h" in out
+    assert "published (Bucketed release)" in out
+    assert "expected: no step time known" in out  # YOLACT has no published time
+    assert "cost in all: at most 288 GPU-h by the time limits; expected ~43 GPU-h for the 1 of 2 run(s)" in out
+    assert sbatch_calls(slurm) == []
+
+
+def test_cluster_partition_and_account_override_the_spec(slurm, capsys):
+    spec = write_spec(slurm, {"time_min": 600}, detectors=("atss",), overrides={})
+    argv = ["run", str(spec), "--dry-run", "--cluster", "example-v100", "--partition", "debug", "--account", "lab"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "--partition=devlab" in out and "--account=lab" in out and "--gpus-per-node=4" in out
+    assert "cluster example-v100" in out
+    # the debug role's limit applies to the partition it names
+    assert main(["run", str(spec), "--dry-run", "--partition", "debug", "--account", "lab"]) == 2
+    assert "exceeds partition gpu-dev's limit of 120 min" in errors(capsys)[0]
+
+
+def test_an_sbatch_refusal_names_the_array_and_submits_nothing_after_it(tmp_path, monkeypatch, capsys):
+    bin_dir = fake_slurm(tmp_path, refuse_after=1)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    spec = write_spec(tmp_path, {"account": "p1"}, detectors=("atss", "yolact", "solov2"),
+                      overrides={"yolact": {"launch": {"time_min": 2880}}, "solov2": {"launch": {"time_min": 2000}}})
+    assert main(["run", str(spec), "--results", str(tmp_path / "results")]) == 2
+    lines = errors(capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("harness run: error: sbatch refused array 2 of 3 (1 run(s), partition gpu): "
+                               "sbatch: error: Batch job submission failed: Invalid account"), lines[0]
+    assert "array(s) 1-1 (1 run(s)) were submitted" in lines[0]
+    assert len(sbatch_calls(tmp_path)) == 2  # array 3 was never tried
+    manifest = json.loads((tmp_path / "results" / "site" / "manifest.json").read_text())
+    assert json.dumps(manifest).count("atss-rs-s0") == 1 and "yolact" not in json.dumps(manifest)
+
+
+def test_a_gpu_spec_never_trains_where_there_is_neither_slurm_nor_a_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dispatch, "slurm_reachable", lambda: False)
+    monkeypatch.setattr(dispatch, "local_gpus", lambda: 0)
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(dispatch, "spawn_background_pool", never)
+    monkeypatch.setattr(dispatch, "run_local_pool", never)
+    results = tmp_path / "results"
+    for extra in ([], ["--wait"], ["--executor", "local"], ["--executor", "debug"]):
+        assert main(["run", str(REPO / "experiments" / "coco_1x.yaml"), "--results", str(results), *extra]) == 2
+        line, = errors(capsys)
+        assert "coco_1x's runs need 4 GPU(s) each" in line and "this machine has 0" in line and "--rehearse" in line
+    assert main(["benchmark", str(REPO / "experiments" / "coco_1x.yaml"), "--results", str(results)]) == 2
+    assert "need 4 GPU(s)" in errors(capsys)[0]
+    assert not results.exists()
+    # the dry run shows what a login node would submit, with its cost, and flags the placeholder account
+    assert main(["run", str(REPO / "experiments" / "coco_1x.yaml"), "--dry-run", "--results", str(results)]) == 2
+    captured = capsys.readouterr()
+    assert "executor slurm" in captured.out and "this is what `harness run` submits from a login node" in captured.out
+    assert "cost in all: at most 4,320 GPU-h" in captured.out
+    assert "placeholder" in captured.err
+
+
+SINFO = """gpu*|2-00:00:00|gpu:a100:8(S:0-1)|64|1024000
+gpu|2-00:00:00|gpu:a100:4(S:0)|32|512000
+gpu-debug|2:00:00|gpu:a100:8(S:0-1)|64|1024000
+cpu|infinite|(null)|128|512000
+"""
+
+
+def test_cluster_init_writes_a_profile_from_sinfo(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text(f"#!/bin/bash\ncat <<'EOF'\n{SINFO}EOF\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "mysite.yaml"
+    assert main(["cluster", "init", "mysite", "--out", str(out)]) == 0
+    from harness.launch.cluster import load_profile
+
+    profile = load_profile(out)
+    assert profile.partitions == {"default": "gpu", "debug": "gpu-debug", "cpu": "cpu"}
+    assert (profile.gpus_per_node, profile.gpu_type, profile.gres) == (8, "a100", "gpu:{gpu_type}:{gpus}")
+    assert (profile.cpus_per_node, profile.cpus_per_gpu, profile.mem_per_gpu_gb) == (64, 8, 125)
+    assert profile.time_limits == {"gpu": 2880, "gpu-debug": 120} and profile.time_limit() == 2880
+    assert profile.account == "CHANGE-ME" and profile.placeholders()
+    assert main(["cluster", "init", "mysite", "--out", str(out)]) == 2  # never overwritten silently
+    assert "exists; pass --force" in errors(capsys)[-1]
+    # the loopback cluster's sinfo, saved
+    saved = tmp_path / "sinfo.txt"
+    saved.write_text("debug*|1:00:00|(null)|2|24105\nbatch|infinite|(null)|2|24105\n")
+    assert main(["cluster", "init", "lo", "--out", str(tmp_path / "lo.yaml"), "--sinfo", str(saved),
+                 "--account", "lab"]) == 0
+    lo = load_profile(tmp_path / "lo.yaml")
+    assert lo.partitions == {"default": "debug", "batch": "batch"} and lo.gpus_per_node == 0
+    assert lo.time_limit("default") == 60 and lo.time_limit("batch") is None and lo.account == "lab"
+
+
+def test_cluster_init_where_sinfo_fails_is_one_line(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sinfo").write_text("#!/bin/bash\necho 'sinfo: error: Unable to contact slurm controller' >&2\nexit 1\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["cluster", "init", "x", "--out", str(tmp_path / "x.yaml")]) == 2
+    line, = errors(capsys)
+    assert "sinfo failed (sinfo: error: Unable to contact slurm controller)" in line
+    assert not (tmp_path / "x.yaml").exists()
+
+
+BROKEN = "from harness.losses import LossSpec\n\n\ndef f(x):\n    return x\n\n\nvalue = f(1) + undefined_name\n"
+
+
+@pytest.mark.parametrize("command", [["losses"], ["cells"], ["check-loss", "rs"]])
+@pytest.mark.parametrize("body,where", [(BROKEN, ":8: NameError: name 'undefined_name' is not defined"),
+                                        ("def broken(:\n    pass\n", ":1: SyntaxError: ")])
+def test_a_broken_load_module_is_one_line_with_file_and_line(tmp_path, capsys, command, body, where):
+    module = tmp_path / "broken_loss.py"
+    module.write_text(body)
+    assert main([*command, "--load", str(module)]) == 2
+    line, = errors(capsys)
+    assert line.startswith(f"harness {command[0]}: error: --load {module}: {module}{where}"), line
+
+
+def test_relative_loss_modules_are_read_from_the_spec_files_folder(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    rel = os.path.relpath(REPO / "examples" / "quality_focal.py", folder)
+    spec = folder / "mine.yaml"
+    spec.write_text(yaml.safe_dump({"name": "mine", "loss_modules": [rel], "detectors": ["atss"],
+                                    "losses": ["focal", "qfl"], "launch": {"executor": "local"}}))
+    monkeypatch.chdir(tmp_path)  # not the repository, not the spec's folder
+    assert main(["run", str(spec), "--dry-run", "--results", str(tmp_path / "results")]) == 0
+    assert "atss-qfl-s0" in capsys.readouterr().out
+    spec.write_text(spec.read_text().replace("quality_focal.py", "missing_loss.py"))
+    assert main(["run", str(spec), "--dry-run"]) == 2
+    line, = errors(capsys)
+    tried = (folder / rel.replace("quality_focal.py", "missing_loss.py")).absolute()
+    assert f"no file {tried}" in line and "read from the spec file's folder" in line, line
+
+
+def test_status_of_a_folder_without_results_is_exit_2(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    line, = errors(capsys)
+    assert "holds no results" in line
+    (tmp_path / "runs").mkdir()
+    assert main(["status", str(tmp_path)]) == 0
+
+
+def test_tables_of_a_spec_that_has_not_run_say_so(tmp_path, capsys):
+    assert main(["benchmark", str(REPO / "experiments" / "coco_1x.yaml"), "--tables-only",
+                 "--results", str(tmp_path)]) == 2
+    line, = errors(capsys)
+    assert "holds no results of coco_1x yet" in line and "make benchmark EXPERIMENT=" in line
