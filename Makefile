@@ -43,6 +43,15 @@ slurm-down:  ## stop the SLURM test cluster (state kept, so the next slurm-up is
 bench-tables: setup  ## time all tables for 10 000 synthetic result rows; writes results/bench/tables.md
 	$(PY) -m harness.bench.tables --out results/bench/tables.md
 
+# The rehearsal of the paper grid on this CPU (harness run SPEC --rehearse; docs/cluster.md). Target: the 35
+# cells of coco_1x in <= 20 min on 2 cores.
+REHEARSE ?= experiments/coco_1x.yaml
+.PHONY: bench-rehearse
+bench-rehearse: setup  ## rehearse REHEARSE (default coco_1x) on CPU; copies its report to results/bench/rehearse.md
+	$(PY) -m harness run $(REHEARSE) --rehearse; status=$$?; \
+	name=$$($(PY) -c "import sys; from harness.experiments.spec import load_spec; print(load_spec(sys.argv[1]).name)" $(REHEARSE)); \
+	mkdir -p results/bench && cp results/$$name-rehearsal/rehearse.md results/bench/rehearse.md && exit $$status
+
 .PHONY: bench-steps
 bench-steps: setup  ## median training-step time per detector x loss cell (tiny, CPU); writes results/bench/steps.md
 	$(PY) -m harness bench-steps --out results/bench/steps

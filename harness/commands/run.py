@@ -10,7 +10,11 @@ submitted again. A stale run (done, but by other code: `harness status` says wha
 alone unless `--rerun-stale`, which redoes it from scratch. `--only`, `--force` and `--rerun-stale`
 reach every executor, the background pool too. Exit 1 when a
 waited-for run failed (each listed with its reason), the wait timed out, or the background pool did
-not start. The same path runs `harness benchmark` (harness.launch.orchestrate).
+not start. `--rehearse` runs every run of the spec here on CPU, small, as it would run on the cluster
+(recipe, pipelines, image scale, sampler, evaluator, a checkpoint resumed, its world size as gloo
+processes) into results/<experiment>-rehearsal/, one line per run (ok or the failure, time, peak memory);
+exit 1 when one failed. `--cluster`, `--partition`, `--account` override the spec's launch section (and
+the profile's account). The same path runs `harness benchmark` (harness.launch.orchestrate).
 """
 
 from __future__ import annotations
@@ -49,17 +53,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("spec", help="experiment spec, e.g. experiments/synthetic.yaml")
     add_launch_arguments(parser)
     parser.add_argument("--wait", action="store_true", help="block until the runs placed (and any queued or running elsewhere) have ended, with progress")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and submit nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (SLURM: each array's sbatch options and GPU-hours) and submit nothing")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="run every run here on CPU, small (2 iterations, 1 image a process, synthetic data of "
+                             "the real kind and size, its world size as gloo processes, a checkpoint resumed) into "
+                             "results/<experiment>-rehearsal/")
     parser.add_argument("--timeout", type=float, default=None, metavar="MIN", help="with --wait: give up after MIN minutes (exit 1)")
 
 
 def run(args) -> int:
     from harness.commands import UsageError
-    from harness.launch.orchestrate import LaunchError, Request, launch
+    from harness.launch.orchestrate import LaunchError, Request, launch, rehearse
 
     request = Request(spec=args.spec, wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout,
                       **launch_overrides(args))
     try:
+        if args.rehearse:
+            if args.dry_run or args.wait:
+                raise UsageError("--rehearse runs here and waits; leave out --dry-run and --wait")
+            return 0 if rehearse(request) else 1
         outcome = launch(request)
     except LaunchError as exc:
         raise UsageError(str(exc)) from None

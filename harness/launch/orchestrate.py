@@ -236,3 +236,18 @@ def launch(request: Request, out: Callable[[str], None] = print,
     for f in outcome.failed:
         log(f"failed: {f['run_id']}: {f['reason']}")
     return outcome
+
+
+def rehearse(request: Request, out: Callable[[str], None] = print,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> bool:
+    """``harness run SPEC --rehearse``: every run of the (restricted) spec on this CPU, small
+    (:mod:`harness.launch.rehearse`); True when every run passed."""
+    from harness.launch.rehearse import rehearse as run_rehearsal
+
+    try:
+        spec = load_spec(request.spec)
+    except SpecError as exc:
+        raise LaunchError(str(exc)) from None
+    spec = restrict(spec, tuple(request.only))
+    return all(o.ok for o in run_rehearsal(spec, Path(request.results_root), out=out, log=log))
+

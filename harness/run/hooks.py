@@ -94,6 +94,30 @@ def restore_rng_state(state: dict, log=None) -> None:
         log(f"the checkpoint holds the RNG states of {len(saved)} CUDA device(s) and CUDA is not available here")
 
 
+class Interrupted(BaseException):
+    """Raised by :class:`InterruptAfterEpochHook`: the run stops as a preempted job would (no row), its
+    checkpoint saved, so that the next start resumes from it. A BaseException: not the run's failure."""
+
+
+@HOOKS.register_module(force=True)
+class InterruptAfterEpochHook(Hook):
+    """Stop every process after ``epoch`` epochs, once the epoch's checkpoint is saved (the rehearsal's
+    preemption: ``HARNESS_INTERRUPT_AFTER_EPOCH``, see :mod:`harness.launch.rehearse`)."""
+
+    priority = "LOWEST"  # after the CheckpointHook
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def after_train_epoch(self, runner) -> None:
+        if runner.epoch + 1 >= self.epoch:  # runner.epoch counts finished epochs - 1 here
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # rank 0 has written the checkpoint every rank resumes from
+            raise Interrupted(f"interrupted after epoch {self.epoch}")
+
+
 @HOOKS.register_module(force=True)
 class RNGStateHook(Hook):
     """Save the random number generators' states (:func:`rng_state`: python, numpy, torch on the CPU and

@@ -218,6 +218,9 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
                                                         {"type": "RNGStateHook"}, {"type": "AccumulationHook"}]
     if sched.get("val_every"):
         cfg.custom_hooks.append({"type": "ValCurveHook"})
+    if os.environ.get("HARNESS_INTERRUPT_AFTER_EPOCH"):  # the rehearsal's preemption (harness.launch.rehearse)
+        cfg.custom_hooks.append({"type": "InterruptAfterEpochHook",
+                                 "epoch": int(os.environ["HARNESS_INTERRUPT_AFTER_EPOCH"])})
     cfg.randomness = {"seed": run.seed, "deterministic": False}
     cfg.load_from = None
     # mmengine pretty-prints the config with yapf every time it logs or saves it (the log, the work

@@ -1,0 +1,56 @@
+"""``harness run SPEC --rehearse``: the spec's runs as they would run on the cluster, on CPU, small.
+
+A two-process run (gloo) of a cell whose backbone starts from ImageNet is rehearsed end to end: data in
+COCO's layout with its 80 classes, a torchvision-architecture checkpoint loaded through mmengine's
+Pretrained path, stopped after epoch 1 and resumed from the checkpoint, evaluated, its row in a results
+folder of its own. LVIS's layout carries the 1,203 classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_two_process_imagenet_run_rehearses_with_a_resume(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights-here"))  # the rehearsal writes its own
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "grid", "dataset": {"kind": "coco"}, "profile": "paper", "backbone_init": "imagenet",
+        "detectors": ["atss"], "losses": ["focal"], "schedule": {"epochs": 12, "batch_per_gpu": 4},
+        "launch": {"gpus_per_run": 2, "cpus_per_run": 16, "mem_gb": 64, "time_min": 600}}))
+    results = tmp_path / "results"
+    assert main(["run", str(spec), "--rehearse", "--results", str(results)]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "  1/1 atss          focal        2 process(es)" in out and out.count(" ok") >= 1
+    folder = results / "grid-rehearsal"
+    assert not (results / "grid").exists()  # never the real experiment's folder
+    row, = [json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")]
+    assert row["status"] == "done" and row["provenance"]["world_size"] == 2
+    assert row["dataset"]["kind"] == "coco" and row["backbone_init"] == "imagenet"
+    work = folder / "work" / row["run_id"]
+    logs = "\n".join(p.read_text() for p in work.glob("*/*.log"))
+    assert "load model from: torchvision://resnet50" in logs  # the Pretrained path, from the written file
+    assert "resumed epoch: 1, iter: 1" in logs  # the second start resumed the first one's checkpoint
+    categories = json.loads((folder / "data" / "coco" / "annotations" / "instances_val2017.json").read_text())
+    assert len(categories["categories"]) == 80
+    assert "| atss | focal | 2 | ok |" in (folder / "rehearse.md").read_text()
+
+
+def test_lvis_rehearsal_data_has_the_lvis_classes_in_its_layout(tmp_path):
+    from harness.data.real import lvis_paths
+    from harness.launch.rehearse import write_data
+
+    root = write_data("lvis", 2, tmp_path)
+    paths = lvis_paths(root)  # the real layout's checks pass
+    data = json.loads(paths.val_ann.read_text())
+    assert len(data["categories"]) == 1203 and all("frequency" in c for c in data["categories"])
+    image = data["images"][0]
+    assert (root / image["coco_url"].split("images.cocodataset.org/")[1]).is_file()
