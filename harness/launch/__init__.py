@@ -8,7 +8,10 @@
 * :mod:`harness.launch.scheduler`: which submitted runs are queued or running (locks, squeue / sacct, local pools);
 * :mod:`harness.launch.manifest`: the record of submissions (``results/<experiment>/manifest.json``), under a lock;
 * :mod:`harness.launch.status`: every run's state (rows, manifest, locks, the queues);
-* :mod:`harness.launch.cluster`: cluster profiles and the loopback SLURM test cluster.
+* :mod:`harness.launch.submission`: the job arrays' submitit / sbatch parameters, checked, and submitted;
+* :mod:`harness.launch.cost`: GPU-hours of the arrays (bounded by the time limits, and expected);
+* :mod:`harness.launch.rehearse`: ``--rehearse``, every run small on CPU;
+* :mod:`harness.launch.cluster`: cluster profiles (and one from ``sinfo``) and the loopback SLURM test cluster.
 
 A placed run is a :class:`harness.run.job.RunJob` (the run package trains and evaluates it and writes
 its row). Importing these modules loads no torch or mmdet: that is the job's business.
