@@ -222,7 +222,7 @@ def test_a_broken_load_module_is_one_line_with_file_and_line(tmp_path, capsys, c
     module.write_text(body)
     assert main([*command, "--load", str(module)]) == 2
     line, = errors(capsys)
-    assert line.startswith(f"harness {command[0]}: error: --load {module}: {module}{where}"), line
+    assert line.startswith(f"harness {command[0]}: error: {module}{where}"), line
 
 
 def test_relative_loss_modules_are_read_from_the_spec_files_folder(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,6 @@ def load_loss_modules(targets: list[str]) -> None:
         try:
             load_loss_module(target)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
-            raise UsageError(f"--load {target}: {exc}") from None
+            raise UsageError(str(exc)) from None
         except Exception as exc:
-            raise UsageError(f"--load {target}: {describe_load_error(exc, target)}") from None
+            raise UsageError(describe_load_error(exc, target)) from None
