@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.launch import dispatch
+from harness.launch import local as local_executor
+from harness.launch import slurm as slurm_executor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,14 +141,14 @@ def test_an_sbatch_refusal_names_the_array_and_submits_nothing_after_it(tmp_path
 
 
 def test_a_gpu_spec_never_trains_where_there_is_neither_slurm_nor_a_gpu(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dispatch, "slurm_reachable", lambda: False)
-    monkeypatch.setattr(dispatch, "local_gpus", lambda: 0)
+    monkeypatch.setattr(slurm_executor, "slurm_reachable", lambda: False)
+    monkeypatch.setattr(local_executor, "local_gpus", lambda: 0)
 
     def never(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(dispatch, "spawn_background_pool", never)
-    monkeypatch.setattr(dispatch, "run_local_pool", never)
+    monkeypatch.setattr(local_executor, "spawn_background_pool", never)
+    monkeypatch.setattr(local_executor, "LocalPool", never)
     results = tmp_path / "results"
     for extra in ([], ["--wait"], ["--executor", "local"], ["--executor", "debug"]):
         assert main(["run", str(REPO / "experiments" / "coco_1x.yaml"), "--results", str(results), *extra]) == 2

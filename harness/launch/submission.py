@@ -160,8 +160,8 @@ def problems(arrays: Iterable[Array]) -> list[str]:
 
 def submit_arrays(arrays: list[Array], job_name: str, folder: Path, make_job: Callable[[RunSpec], Any],
                   on_submitted: Callable[[list[tuple[RunSpec, Any]]], None]) -> list[tuple[RunSpec, Any]]:
-    """Submit ``arrays`` in order through submitit; ``on_submitted`` gets every (run, job) submitted so far
-    after each array (the manifest). Raises :class:`SubmissionError` before submitting anything when an
+    """Submit ``arrays`` in order through submitit; ``on_submitted`` gets each array's (run, job) pairs
+    once it is submitted (the manifest). Raises :class:`SubmissionError` before submitting anything when an
     array has a problem, and at the first array sbatch refuses (nothing after it is submitted)."""
     import submitit
 
@@ -184,7 +184,7 @@ def submit_arrays(arrays: list[Array], job_name: str, folder: Path, make_job: Ca
                                   f"partition {array.params.get('slurm_partition')}): {reason}; {before}; "
                                   f"the arrays after it were not submitted") from None
         submitted += list(zip(array.runs, jobs))
-        on_submitted(submitted)
+        on_submitted(list(zip(array.runs, jobs)))
     return submitted
 
 
