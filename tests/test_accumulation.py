@@ -131,14 +131,14 @@ def test_the_dry_run_prints_each_runs_batch_and_lr_beside_the_recipes(tmp_path):
     from harness.launch.orchestrate import Request, launch
 
     lines = []
-    launch(Request(spec=coco_variant(tmp_path, 1), executor="slurm", dry_run=True, results_root=tmp_path / "r"),
+    launch(Request(spec=coco_variant(tmp_path, 1), executor="slurm", dry_run=True, account="p1", results_root=tmp_path / "r"),
            out=lines.append)
     text = "\n".join(lines)
     assert ("atss          rs     seed 0  coco  1 proc x 4 img x 4 accum = 16, lr 0.008 "
             "(recipe 4 proc x 4 img x 1 accum = 16, lr 0.008)") in text
     assert "yolact        ce     seed 0  coco  1 proc x 16 img x 4 accum = 64, lr 0.008 (recipe 4 proc x 16" in text
     lines.clear()
-    launch(Request(spec=coco_variant(tmp_path, 2, accumulate=1), executor="slurm", dry_run=True,
+    launch(Request(spec=coco_variant(tmp_path, 2, accumulate=1), executor="slurm", dry_run=True, account="p1",
                    results_root=tmp_path / "r"), out=lines.append)
     assert ("2 proc x 4 img x 1 accum = 8, lr 0.004 (scaled linearly) (recipe 4 proc x 4 img x 1 accum = 16, "
             "lr 0.008)") in "\n".join(lines)

@@ -83,7 +83,10 @@ BAD = [
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "submit"])
 def test_what_sbatch_would_refuse_is_one_line_and_exit_2_before_any_submission(slurm, capsys, launch, problem, fix,
                                                                                 dry_run):
-    spec = write_spec(slurm, launch)
+    # 16 GPUs x 4 images exceed the recipes' total batch: accumulate 1 states the larger batch on purpose,
+    # so that the one problem left is the node's GPUs
+    extra = {"schedule": {"epochs": 12, "batch_per_gpu": 4, "accumulate": 1}} if launch.get("gpus_per_run") else {}
+    spec = write_spec(slurm, launch, **extra)
     argv = ["run", str(spec), "--results", str(slurm / "results")] + (["--dry-run"] if dry_run else [])
     assert main(argv) == 2
     lines = errors(capsys)

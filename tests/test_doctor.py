@@ -144,6 +144,7 @@ def _spec(tmp_path, launch: str, dataset: str = "{kind: synthetic}") -> str:
         profile: tiny
         detectors: [atss, faster_rcnn]
         losses: [focal, rs]
+        schedule: {{accumulate: 1}}  # the tiny recipe's total batch is 4: several GPUs train a larger one on purpose
         launch: {launch}
         """))
     return str(path)

@@ -25,7 +25,7 @@ def tiny_spec(**over):
            "losses": ["focal"], "seeds": [0, 1], "schedule": {"epochs": 1, "max_iters_per_epoch": 1, "batch_per_gpu": 2}}
     raw.update(over)
     return parse_spec(raw, name="fp", detectors=["atss", "solov2", "mask_rcnn", "yolact"],
-                      losses_loader=lambda mods: ["focal", "rs"])
+                      losses_loader=lambda mods, origin="": ["focal", "rs"])
 
 
 def test_the_current_fingerprint_is_one_per_cell_and_says_what_decides_it():
