@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -36,6 +37,10 @@ def _isolated_loss_registry():
     from harness.losses import registry
 
     saved = dict(registry._REGISTRY)
+    modules = {name for name in sys.modules if name.startswith("harness_external_")}
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(saved)
+    # the external modules imported meanwhile go too: importing one again registers its losses again
+    for name in [n for n in sys.modules if n.startswith("harness_external_") and n not in modules]:
+        del sys.modules[name]

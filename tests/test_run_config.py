@@ -25,7 +25,7 @@ class FakePaths:
 
 def run_of(detector, loss, kind):
     spec = parse_spec({"detectors": [detector], "losses": [loss], "dataset": {"kind": kind}}, name="t",
-                      detectors=[detector], losses_loader=lambda modules: [loss])
+                      detectors=[detector], losses_loader=lambda modules, origin="": [loss])
     return spec.runs()[0]
 
 

@@ -558,7 +558,7 @@ def test_runs_of_the_spec_without_a_row_are_unfinished(tmp_path):
     from harness.experiments.spec import parse_spec
 
     spec = parse_spec({"name": "exp", "dataset": {"kind": "coco"}, "detectors": ["atss"], "losses": ["focal", "ap", "rs"],
-                       "seeds": [0, 1]}, name="exp", detectors=["atss", "paa"], losses_loader=lambda mods: ["focal", "ap", "rs"])
+                       "seeds": [0, 1]}, name="exp", detectors=["atss", "paa"], losses_loader=lambda mods, origin="": ["focal", "ap", "rs"])
     done = {r.run_id: r for r in spec.runs()}
     rows = []
     for run_id, r in done.items():
@@ -620,7 +620,7 @@ def test_two_synthetic_datasets_of_one_kind_stay_apart_through_the_command(tmp_p
     spec = parse_spec({"name": "two", "dataset": [{"kind": "synthetic", "train_images": 8},
                                                    {"kind": "synthetic", "train_images": 12}],
                        "detectors": ["atss"], "losses": ["focal"]}, name="two", detectors=["atss"],
-                      losses_loader=lambda mods: ["focal"])
+                      losses_loader=lambda mods, origin="": ["focal"])
     rows = [make_row("atss", "focal", 0, metrics=box(0.10 if r.dataset["train_images"] == 8 else 0.40),
                      run_id=r.run_id, dataset=dict(r.dataset)) for r in spec.runs()]
     folder = write_experiment(tmp_path / "two", rows)
