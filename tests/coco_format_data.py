@@ -99,7 +99,8 @@ def write_dataset(folder: Path, *, masks: bool = True, train_images: int = 16, v
 
 def spec(name: str, data: dict, detectors, losses=("rs",), **schedule) -> dict:
     """A tiny-profile spec on ``data`` (paths as given: absolute, or relative to where the spec is written)."""
-    return {"name": name, "profile": "tiny", "detectors": list(detectors), "losses": list(losses),
+    return {"name": name, "profile": "tiny", "detectors": detectors if detectors == "all" else list(detectors),
+            "losses": list(losses),
             "dataset": {"kind": "coco_format", "name": "test-parts",
                         "train": {"ann": str(data["train"]), "images": str(data["images"])},
                         "val": {"ann": str(data["val"]), "images": str(data["images"])}},

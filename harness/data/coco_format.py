@@ -134,10 +134,11 @@ def check_file(data: dict, path: str | Path) -> list[str]:
             absent = [k for k in keys if not isinstance(e, dict) or k not in e]
             if absent or not _int(e.get("id")):
                 lacking.append((i, absent or ["id (an integer)"]))
+            if not isinstance(e, dict) or not _int(e.get("id")):
                 continue
             if e["id"] in seen:
                 repeated.append(e["id"])
-            seen[e["id"]] = e
+            seen[e["id"]] = e  # known by its id even when other keys lack (reported once, above)
         if lacking:
             i, absent = lacking[0]
             problems.append(f"{where}: {len(lacking)} of {len(data[name])} {name} lack COCO keys (first: "
@@ -151,14 +152,15 @@ def check_file(data: dict, path: str | Path) -> list[str]:
     cats = entries("categories", _CAT_KEYS)
     if not data["categories"]:
         problems.append(f"{where}: no categories; list the classes in 'categories' ({{id, name}} each)")
-    bad_size = [i["id"] for i in images.values() if not (_int(i["height"]) and _int(i["width"])
-                                                         and i["height"] > 0 and i["width"] > 0)]
+    sized = {k: i for k, i in images.items() if "height" in i and "width" in i}
+    bad_size = [i["id"] for i in sized.values() if not (_int(i["height"]) and _int(i["width"])
+                                                        and i["height"] > 0 and i["width"] > 0)]
     if bad_size:
         problems.append(f"{where}: {len(bad_size)} images have no positive integer height and width (ids "
                         f"{_first(bad_size)}); write each image's size in pixels")
     names: dict = {}
     for c in cats.values():
-        names.setdefault(str(c["name"]), []).append(c["id"])
+        names.setdefault(str(c.get("name")), []).append(c["id"])
     twice = {n: ids for n, ids in names.items() if len(ids) > 1}
     if twice:
         n, ids = next(iter(twice.items()))
@@ -196,12 +198,12 @@ def check_file(data: dict, path: str | Path) -> list[str]:
         if not (isinstance(box, list) and len(box) == 4 and all(_num(v) for v in box)) or box[2] <= 0 or box[3] <= 0:
             bad_box.append(f"annotation {a['id']} {json.dumps(box)[:40]}")
             continue
-        img = images.get(a["image_id"])
+        img = sized.get(a["image_id"])
         if img is not None and a["image_id"] not in bad_size:
             x, y, w, h = box
             t = BORDER_TOLERANCE
             if x < -t or y < -t or x + w > img["width"] + t or y + h > img["height"] + t:
-                outside.append(f"annotation {a['id']} {[round(v, 1) for v in box]} in {img['file_name']} "
+                outside.append(f"annotation {a['id']} {[round(v, 1) for v in box]} in {img.get('file_name')} "
                                f"({img['width']}×{img['height']})")
         if "area" in a and not (_num(a["area"]) and a["area"] >= 0):
             no_area.append(a["id"])
