@@ -298,3 +298,18 @@ def test_the_example_spec_points_at_what_its_documented_command_writes(tmp_path)
     base = REPO / "data" / "example-parts"
     moved = {s: {k: str(out / Path(entry[s][k]).relative_to(base)) for k in ("ann", "images")} for s in ("train", "val")}
     assert check_dataset({**entry, **moved}) == []
+
+
+def test_per_class_ap_comes_from_the_same_evaluation(parts):
+    """Each category's AP: 1 for a class detected perfectly, 0 for one not detected at all; the summary AP
+    is their mean (every class has val ground truth here)."""
+    from harness.evaluation import evaluate, gt_to_detections
+
+    val = parts / "data" / "val.json"
+    dets = [d for d in gt_to_detections(str(val), with_masks=False) if d["category_id"] != 7]
+    per_class: dict = {}
+    metrics = evaluate(str(val), dets, iou_types=("bbox",), per_class=per_class)
+    by_id = {c["id"]: c for c in per_class["bbox"]}
+    assert by_id[7]["AP"] == 0 and by_id[40]["AP"] == pytest.approx(1) and by_id[12]["AP"] == pytest.approx(1)
+    assert by_id[40]["name"] == "washer Ø8"
+    assert metrics["bbox_AP"] == pytest.approx(sum(c["AP"] for c in per_class["bbox"]) / 3)
