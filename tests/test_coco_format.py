@@ -313,3 +313,34 @@ def test_per_class_ap_comes_from_the_same_evaluation(parts):
     assert by_id[7]["AP"] == 0 and by_id[40]["AP"] == pytest.approx(1) and by_id[12]["AP"] == pytest.approx(1)
     assert by_id[40]["name"] == "washer Ø8"
     assert metrics["bbox_AP"] == pytest.approx(sum(c["AP"] for c in per_class["bbox"]) / 3)
+
+
+@pytest.mark.parametrize("n", [1, 1500])
+def test_one_class_or_thousands_with_any_ids(tmp_path, n):
+    """Classes are the file's categories, however many and whatever their ids; every head gets that count
+    at the paper profile too."""
+    from harness.data.coco_format import check_dataset, coco_format_paths
+    from harness.detectors import build_cell_config
+
+    data = write_dataset(tmp_path / "data", train_images=2, val_images=2)
+    for split in ("train", "val"):
+        d = json.loads(data[split].read_text())
+        d["categories"] = [{"id": 1000 + 3 * k, "name": f"class {k}"} for k in range(n)]
+        for a in d["annotations"]:
+            a["category_id"] = 1000
+        data[split].write_text(json.dumps(d))
+    entry = {"kind": "coco_format", "name": "many", **{s: {"ann": str(data[s]), "images": str(data["images"])}
+                                                       for s in ("train", "val")}}
+    assert check_dataset(entry) == []
+    paths = coco_format_paths(entry)
+    assert paths.num_classes == n and paths.category_ids[-1] == 1000 + 3 * (n - 1)
+    cfg = build_cell_config("atss", "rs", classes=paths.classes, num_classes=n, profile="paper")
+    assert cfg.model.bbox_head.num_classes == n
+
+
+def test_doctor_reports_each_data_problem(parts, capsys):
+    from harness.commands.doctor import check_data
+
+    _absent_images(parts)
+    findings = check_data(load_spec(write_spec(parts, "parts", ["atss"])))
+    assert [f.status for f in findings] == ["problem"] and "4 of 16 images listed" in findings[0].text
