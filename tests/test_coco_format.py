@@ -76,7 +76,7 @@ def test_atss_and_mask_rcnn_train_and_evaluate_on_own_data_through_the_local_exe
             assert "segm_AP" in row["metrics"]
     table = harness("table", str(results / "parts"))
     assert table.returncode == 0, table.stderr
-    assert "## Dataset: test-parts" in table.stdout  # the tables are headed with the dataset's name
+    assert "## Dataset: coco_format test-parts" in table.stdout  # the tables are headed with the dataset's name
 
 
 # ------------------------------------------------------------------------------------------------ spec
