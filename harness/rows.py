@@ -6,7 +6,8 @@ a corrupt file (with a warning) instead of dropping it silently.
 
 Row fields: ``run_id``, ``experiment``, ``detector``, ``loss``, ``seed``, ``dataset``, ``profile``,
 ``schedule``, ``status`` (``done`` or ``failed``), ``reason`` (why it failed), ``metrics`` (flat
-name → value), ``curve`` (training loss per logged iteration), ``val_curve`` (with ``schedule.val_every``:
+name → value), ``per_class`` (each IoU type's AP per category: ``{"bbox": [{"id", "name", "AP"}]}``,
+``null`` AP for a category without validation ground truth), ``curve`` (training loss per logged iteration), ``val_curve`` (with ``schedule.val_every``:
 ``{"epoch", "iteration", "metrics"}`` every k epochs), ``fingerprint`` (what decides the result beyond the
 spec: config digest, harness code, loss modules, versions; :mod:`harness.run.fingerprint`) and
 ``provenance`` (git commit and dirty flag, package versions, the batch and lr beside the recipe's, wall

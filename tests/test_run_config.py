@@ -16,6 +16,7 @@ from harness.run.train import build_config
 class FakePaths:
     def __init__(self, tmp_path, kind):
         self.kind, self.classes, self.num_classes = kind, tuple("abcdefgh"), 8
+        self.category_ids = None  # as DatasetPaths: set for coco_format data only
         self.val_ann = tmp_path / "val.json"
         self.val_ann.write_text(json.dumps({"images": [{"id": i} for i in range(10)]}))
 

@@ -1,9 +1,12 @@
-"""Datasets: write the synthetic benchmark, or check a COCO 2017 / LVIS v1 data root.
+"""Datasets: write the synthetic benchmark, check a COCO 2017 / LVIS v1 data root, inspect your own data.
 
 `harness data synthetic [--kind coco|lvis] [--out DIR]` writes the generated dataset to DIR (atomically;
 without --out it is generated into the cache, $HARNESS_DATA_DIR or <repo>/data, and reused when present).
 `harness data check coco|lvis [--root DIR]` checks a real data root (else $HARNESS_COCO_ROOT /
-$HARNESS_LVIS_ROOT) and prints the resolved paths. Layouts: docs/data-evaluation.md.
+$HARNESS_LVIS_ROOT) and prints the resolved paths.
+`harness data inspect SPEC|ANN.json [--json]` prints what to know of COCO-format data before comparing
+losses on it (images, instances per class, objects per image, box sizes, masks, crowd regions) and every
+problem the checks before training would refuse (then exit 2). Layouts and checks: docs/data-evaluation.md.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import time
 
 NAME = "data"
-HELP = "write the synthetic dataset (COCO or LVIS format) or check a COCO / LVIS data root"
+HELP = "write the synthetic dataset, check a COCO / LVIS data root, or inspect your own COCO-format data"
 
 
 def add_arguments(parser) -> None:
@@ -29,6 +32,10 @@ def add_arguments(parser) -> None:
     chk = sub.add_parser("check", help="check a COCO 2017 / LVIS v1 data root", description=__doc__)
     chk.add_argument("dataset", choices=("coco", "lvis"))
     chk.add_argument("--root", metavar="DIR", help="data root (default $HARNESS_COCO_ROOT / $HARNESS_LVIS_ROOT)")
+    ins = sub.add_parser("inspect", help="summarise and check COCO-format data (a spec's coco_format datasets, "
+                                         "or one annotation file)", description=__doc__)
+    ins.add_argument("target", metavar="SPEC|ANN.json", help="an experiment spec (.yaml) or a COCO annotation file")
+    ins.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _params(args):
@@ -110,6 +117,65 @@ def _check(args) -> int:
     return 0
 
 
+def _inspect_targets(target: str):
+    """(label, annotation file, problems) per file to inspect: a spec's coco_format splits, or one file."""
+    from pathlib import Path
+
+    from harness.commands import UsageError
+    from harness.data.coco_format import SPLITS, check_dataset, check_file, read_annotations, DataProblems
+    from harness.experiments.spec import SpecError, load_spec
+
+    path = Path(target)
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist; give an experiment spec (.yaml) or a COCO annotation file (.json)")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+        own = [d for d in spec.datasets if d["kind"] == "coco_format"]
+        if not own:
+            raise UsageError(f"{path} names no coco_format dataset (inspect reads your own COCO-format data; "
+                             f"its kinds: {', '.join(d['kind'] for d in spec.datasets)})")
+        for dataset in own:
+            problems = check_dataset(dataset, spec.path)
+            for split in SPLITS:
+                yield f"{dataset['name']} {split}", dataset[split]["ann"], problems if split == "val" else []
+        return
+    try:
+        data = read_annotations(path)
+    except DataProblems as exc:
+        raise UsageError(str(exc)) from None
+    yield str(path), str(path), check_file(data, path)
+
+
+def _inspect(args) -> int:
+    from harness.data.coco_format import DataProblems, inspect, inspection_lines, read_annotations
+
+    report, problems = [], []
+    for label, ann, found in _inspect_targets(args.target):
+        problems += found
+        try:
+            info = inspect(read_annotations(ann))
+        except DataProblems:
+            info = None  # the problems say why
+        report.append({"dataset": label, "file": ann, "summary": info})
+    if args.json:
+        print(json.dumps({"inspected": report, "problems": problems}, indent=2))
+    else:
+        for item in report:
+            print(f"{item['dataset']}: {item['file']}")
+            lines = inspection_lines(item["summary"]) if item["summary"] else ["(cannot be read: see the problems)"]
+            print("\n".join(f"  {line}" for line in lines))
+    if problems:
+        from harness.commands import UsageError
+
+        raise UsageError("\n".join(problems))
+    if not args.json:
+        print("no problems: the checks before training pass")
+    return 0
+
+
 def run(args) -> int:
     from harness.commands import UsageError
 
@@ -117,4 +183,6 @@ def run(args) -> int:
         return _synthetic(args)
     if args.data_command == "check":
         return _check(args)
-    raise UsageError("name an action: synthetic or check (harness data --help)")
+    if args.data_command == "inspect":
+        return _inspect(args)
+    raise UsageError("name an action: synthetic, check or inspect (harness data --help)")

@@ -347,9 +347,17 @@ def _check_local_resources(gpus: int, world: int, torch_info: TorchInfo) -> list
 def check_data(spec) -> list[Finding]:
     from harness.data.real import DataRootError, real_paths
 
+    from harness.data.coco_format import check_dataset
+
     out = []
     for dataset in spec.datasets:
         kind = dataset["kind"]
+        if kind == "coco_format":
+            problems = check_dataset(dataset, spec.path)
+            out += [Finding("problem", "data", line) for line in problems]  # each line names its fix
+            if not problems:
+                out.append(Finding("ok", "data", f"{dataset['name']}: {dataset['train']['ann']}, {dataset['val']['ann']}"))
+            continue
         if kind not in ("coco", "lvis"):
             out.append(Finding("ok", "data", f"{kind}: generated on first use (under data/)"))
             continue

@@ -22,7 +22,7 @@ class DatasetPaths:
     """A dataset on disk in COCO or LVIS v1 format.
 
     ``kind``: ``"coco"`` (mmdet ``CocoDataset``) or ``"lvis"`` (mmdet ``LVISV1Dataset``);
-    ``source``: ``"synthetic"`` or ``"real"``. Annotation files are absolute paths; ``img_prefix`` is
+    ``source``: ``"synthetic"``, ``"real"`` or ``"coco_format"`` (a user's own data). Annotation files are absolute paths; ``img_prefix`` is
     mmdet's ``data_prefix['img']`` per split, relative to ``root`` (LVIS v1 images name their file through
     ``coco_url``, so their prefix is ``""``). ``classes`` is the class names in label order (``None`` for
     the real datasets: mmdet's own class lists apply); ``num_classes`` is always set.
@@ -38,6 +38,8 @@ class DatasetPaths:
     classes: tuple | None = None
     oversample_thr: float | None = None
     params: dict | None = None  # the generator's parameters (synthetic only)
+    category_ids: tuple | None = None  # each label's category id (coco_format: the train file's, in its order)
+    name: str | None = None  # the dataset's own name (coco_format)
 
     @property
     def train_ann(self) -> Path:
@@ -56,8 +58,11 @@ class DatasetPaths:
         return {"classes": tuple(self.classes)} if self.classes else {}
 
     def label_to_category_id(self) -> list[int] | None:
-        """Category id of each label (synthetic: ids 1..K in label order); ``None`` for the real sets,
-        where it is read from the annotation file (see :func:`harness.evaluation.label_to_category_ids`)."""
+        """Category id of each label (coco_format: :attr:`category_ids`; synthetic: ids 1..K in label order);
+        ``None`` for the real sets, where it is read from the annotation file (see
+        :func:`harness.evaluation.label_to_category_ids`)."""
+        if self.category_ids is not None:
+            return list(self.category_ids)
         return list(range(1, len(self.classes) + 1)) if self.classes else None
 
     def mmdet_dataset(

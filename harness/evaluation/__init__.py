@@ -46,7 +46,7 @@ def _detections_have_masks(dets) -> bool:
     return isinstance(dets, list) and all(isinstance(d, dict) and d.get("segmentation") is not None for d in dets)
 
 
-def evaluate(gt, dets, kind: str = "coco", iou_types=None, tau: float = TAU) -> dict:
+def evaluate(gt, dets, kind: str = "coco", iou_types=None, tau: float = TAU, per_class: dict | None = None) -> dict:
     """Metrics of detections ``dets`` (COCO results list, or a path to its JSON) against ground truth
     ``gt`` (COCO / LVIS v1 annotation dict, or a path).
 
@@ -54,7 +54,9 @@ def evaluate(gt, dets, kind: str = "coco", iou_types=None, tau: float = TAU) -> 
     federated LVISEval, 300 detections per image, with APr / APc / APf). ``iou_types``: any of
     ``"bbox"``, ``"segm"``; ``None`` means box, plus mask when the ground truth and every detection carry
     a segmentation. Raises :class:`EvaluationError` (one-line message) on bad input. An empty detection
-    list scores AP 0 and oLRP 1 wherever there is ground truth.
+    list scores AP 0 and oLRP 1 wherever there is ground truth. ``per_class``: a dict to fill with each
+    IoU type's AP per category, ``{t: [{"id", "name", "AP"}, ...]}`` (NaN for a category without ground
+    truth), from the same evaluation.
     """
     if kind not in KINDS:
         raise EvaluationError(f"unknown kind {kind!r}; choose coco or lvis")
@@ -83,7 +85,8 @@ def evaluate(gt, dets, kind: str = "coco", iou_types=None, tau: float = TAU) -> 
         detections = limit_per_image(detections, LVIS_MAX_DETS)
     out: dict = {}
     for t in iou_types:
-        ap = lvis_ap(checked, detections, t) if kind == "lvis" else coco_ap(checked, detections, t)
+        classes = per_class.setdefault(t, []) if per_class is not None else None
+        ap = lvis_ap(checked, detections, t, classes) if kind == "lvis" else coco_ap(checked, detections, t, classes)
         out.update({f"{t}_{k}": v for k, v in ap.items()})
         out.update(olrp_from_checked(checked, detections, t, tau).as_dict(prefix=f"{t}_"))
     return out

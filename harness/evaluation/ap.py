@@ -80,8 +80,22 @@ def _gt_for_segm(data: dict) -> dict:
     return {**data, "annotations": anns}
 
 
-def coco_ap(gt: GroundTruth, dets: list[dict], iou_type: str) -> dict:
-    """COCO AP, AP50, AP75, APs, APm, APl (100 detections per image and class, pycocotools' COCOeval)."""
+def _per_class(precision: np.ndarray, cat_ids, gt: GroundTruth) -> list[dict]:
+    """Each category's AP (all sizes, the most detections): the mean of its precision over IoU thresholds
+    and recall points, as the summary AP averages it over classes; NaN for a class with no ground truth.
+    ``precision``: the evaluator's [T, R, K, A(, M)] array, -1 where undefined."""
+    out = []
+    for k, cat_id in enumerate(cat_ids):
+        p = precision[:, :, k, 0, -1] if precision.ndim == 5 else precision[:, :, k, 0]
+        p = p[p > -1]
+        out.append({"id": int(cat_id), "name": str(gt.categories.get(cat_id, {}).get("name", cat_id)),
+                    "AP": float(p.mean()) if p.size else math.nan})
+    return out
+
+
+def coco_ap(gt: GroundTruth, dets: list[dict], iou_type: str, per_class: list | None = None) -> dict:
+    """COCO AP, AP50, AP75, APs, APm, APl (100 detections per image and class, pycocotools' COCOeval).
+    ``per_class``: a list to extend with each category's AP (:func:`_per_class`)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -99,12 +113,14 @@ def coco_ap(gt: GroundTruth, dets: list[dict], iou_type: str) -> dict:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    if per_class is not None:
+        per_class.extend(_per_class(ev.eval["precision"], ev.params.catIds, gt))
     return {k: _nan_if_negative(v) for k, v in zip(COCO_AP_KEYS, ev.stats[:6])}
 
 
-def lvis_ap(gt: GroundTruth, dets: list[dict], iou_type: str) -> dict:
+def lvis_ap(gt: GroundTruth, dets: list[dict], iou_type: str, per_class: list | None = None) -> dict:
     """LVIS AP, AP50, AP75, APs, APm, APl, APr, APc, APf (federated: the ``lvis`` package's LVISEval;
-    ``dets`` should already be limited to 300 per image)."""
+    ``dets`` should already be limited to 300 per image). ``per_class``: as :func:`coco_ap`'s."""
     from lvis import LVIS, LVISEval, LVISResults
 
     class _GT(LVIS):
@@ -130,4 +146,6 @@ def lvis_ap(gt: GroundTruth, dets: list[dict], iou_type: str) -> dict:
         ev = LVISEval(lvis_gt, lvis_dt, iou_type)
         ev.params.max_dets = LVIS_MAX_DETS
         ev.run()
+    if per_class is not None:
+        per_class.extend(_per_class(ev.eval["precision"], ev.params.cat_ids, gt))
     return {k: _nan_if_negative(ev.results[k]) for k in LVIS_AP_KEYS}

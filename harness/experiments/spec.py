@@ -4,7 +4,8 @@ A spec names the data, the scale profile, the detectors and losses to cross, the
 and the launch resources, with per-detector overrides::
 
     name: synthetic                 # results go to results/<name>/ (default: the file's stem)
-    dataset: {kind: synthetic}      # synthetic | synthetic_lvis | coco | lvis (+ root for coco / lvis, repeat_factor);
+    dataset: {kind: synthetic}      # synthetic | synthetic_lvis | coco | lvis (+ root for coco / lvis, repeat_factor),
+                                    # or your own data: {kind: coco_format, name, train: {ann, images}, val: ...};
                                     # a list of such mappings crosses every cell with each
     profile: tiny                   # tiny | paper
     detectors: all                  # or a list of detector names
@@ -59,8 +60,8 @@ from harness.experiments.batch import AUTO, BatchError, RunBatch, run_batch
 TOP_KEYS = ("name", "description", "dataset", "profile", "detectors", "losses", "seeds", "schedule", "launch",
             "overrides", "backbone_init", "loss_modules")
 OVERRIDE_KEYS = ("schedule", "launch", "backbone_init")
-DATASET_KEYS = ("kind", "root", "repeat_factor", "train_images", "val_images")
-DATASET_KINDS = ("synthetic", "synthetic_lvis", "coco", "lvis")
+DATASET_KEYS = ("kind", "root", "repeat_factor", "train_images", "val_images", "name", "train", "val")
+DATASET_KINDS = ("synthetic", "synthetic_lvis", "coco", "lvis", "coco_format")
 PROFILES = ("tiny", "paper")
 # Schedule keys; None means "the cell's recipe" (lr and batch from the detector's published recipe).
 SCHEDULE_KEYS = {
@@ -212,6 +213,10 @@ class Spec:
     origin: str = ""  # see RunSpec.origin
     backbone_init: str = "scratch"  # resolved; overrides may name another per detector
     only: frozenset[tuple[str, str]] | None = None  # restrict to these (detector, loss) cells
+    # (detector, dataset index) pairs `detectors: all` leaves out (a mask detector on data without masks),
+    # and the note saying so for each
+    left_out: frozenset[tuple[str, int]] = frozenset()
+    notes: tuple[str, ...] = ()
 
     def runs(self) -> list[RunSpec]:
         out = []
@@ -219,8 +224,10 @@ class Spec:
             over = self.overrides.get(detector, {})
             schedule = {**self.schedule, **over.get("schedule", {})}
             launch = {**self.launch, **over.get("launch", {})}
-            for dataset, loss, seed in itertools.product(self.datasets, self.losses, self.seeds):
+            for (index, dataset), loss, seed in itertools.product(enumerate(self.datasets), self.losses, self.seeds):
                 if self.only is not None and (detector, loss) not in self.only:
+                    continue
+                if (detector, index) in self.left_out:
                     continue
                 out.append(
                     RunSpec(
@@ -326,7 +333,31 @@ def _check_tasks(where: str, launch: Mapping) -> None:
                         f"got {cpus}")
 
 
-def _dataset(where: str, raw: Any) -> dict:
+def _coco_format(where: str, raw: Mapping, base: Path) -> dict:
+    """The ``name`` and the two splits of a ``coco_format`` dataset, paths made absolute (relative ones are
+    read from ``base``, the spec file's folder), so that a job started anywhere (a SLURM node) reads the
+    same files. The files themselves are checked before anything trains (:mod:`harness.data.coco_format`)."""
+    from harness.data.coco_format import SPLIT_KEYS, SPLITS, resolve_paths
+
+    if "root" in raw:
+        raise SpecError(f"{where}.root does not apply to coco_format data: give train.ann, train.images, val.ann "
+                        f"and val.images (relative to the spec's folder, or absolute)")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise SpecError(f"{where}.name: coco_format data needs a name (its label in tables: letters, digits, '.', "
+                        f"'-' or '_'), got {name!r}")
+    if name in DATASET_KINDS:
+        raise SpecError(f"{where}.name: {name!r} is a dataset kind's name; choose another (tables would confuse them)")
+    for split in SPLITS:
+        item = raw.get(split)
+        if not isinstance(item, Mapping) or set(item) != set(SPLIT_KEYS) or not all(
+                isinstance(item[k], str) and item[k] for k in SPLIT_KEYS):
+            raise SpecError(f"{where}.{split} must be {{ann: FILE.json, images: FOLDER}} (paths relative to the spec's "
+                            f"folder, or absolute), got {item!r}")
+    return {"name": name, **resolve_paths(raw, base)}
+
+
+def _dataset(where: str, raw: Any, base: Path | None = None) -> dict:
     if isinstance(raw, str):
         raw = {"kind": raw}
     if not isinstance(raw, Mapping) or "kind" not in raw:
@@ -335,10 +366,16 @@ def _dataset(where: str, raw: Any) -> dict:
     out = {"kind": raw["kind"], "root": raw.get("root"), "repeat_factor": raw.get("repeat_factor")}
     if out["kind"] not in DATASET_KINDS:
         raise SpecError(f"{where}.kind: {out['kind']!r} is not one of {', '.join(DATASET_KINDS)}")
+    if out["kind"] == "coco_format":
+        out.update(_coco_format(where, raw, base or Path.cwd()))
+    else:
+        for key in ("name", "train", "val"):
+            if key in raw:
+                raise SpecError(f"{where}.{key} applies to coco_format data only (your own COCO-format files)")
     if out["repeat_factor"] is not None:
         out["repeat_factor"] = _positive_number(f"{where}.repeat_factor", out["repeat_factor"])
-        if out["kind"] not in ("lvis", "synthetic_lvis"):
-            raise SpecError(f"{where}.repeat_factor applies to lvis and synthetic_lvis data only")
+        if out["kind"] not in ("lvis", "synthetic_lvis", "coco_format"):
+            raise SpecError(f"{where}.repeat_factor applies to lvis, synthetic_lvis and coco_format data only")
     for key in ("train_images", "val_images"):
         if key in raw:
             if not out["kind"].startswith("synthetic"):
@@ -352,14 +389,46 @@ def _dataset(where: str, raw: Any) -> dict:
     return out
 
 
-def _datasets(where: str, raw: Any) -> tuple[dict, ...]:
+def _datasets(where: str, raw: Any, base: Path | None = None) -> tuple[dict, ...]:
     items = raw if isinstance(raw, list) else [raw]
     if not items:
         raise SpecError(f"{where} must not be an empty list")
-    out = tuple(_dataset(f"{where}[{i}]" if isinstance(raw, list) else where, item) for i, item in enumerate(items))
+    out = tuple(_dataset(f"{where}[{i}]" if isinstance(raw, list) else where, item, base)
+                for i, item in enumerate(items))
     if len({json.dumps(d, sort_keys=True) for d in out}) != len(out):
         raise SpecError(f"{where}: the same dataset appears twice")
+    names = [d["name"] for d in out if d.get("name")]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: two datasets are named {next(n for n in names if names.count(n) > 1)!r}; "
+                        f"give each its own name (its label in tables)")
     return out
+
+
+def _mask_detectors_left_out(where: str, datasets: tuple, detectors: tuple, every: bool):
+    """A mask detector (Mask R-CNN, YOLACT, SOLOv2) needs a mask on every annotation. On ``coco_format``
+    data without them it is refused when the spec names it, and left out (with a note) under
+    ``detectors: all``. Returns (left_out, notes). A file that cannot be read here is left to the data
+    checks, which run before anything trains."""
+    from harness.data.coco_format import mask_coverage, masks_missing
+    from harness.detectors.grid import DETECTORS
+
+    masked = [d for d in detectors if d in DETECTORS and "segm" in DETECTORS[d].outputs]
+    left_out, notes = set(), []
+    for index, dataset in enumerate(datasets):
+        if dataset["kind"] != "coco_format" or not masked:
+            continue
+        coverage = mask_coverage(dataset)
+        why = masks_missing(coverage) if coverage else None
+        if not why:
+            continue
+        if not every:
+            raise SpecError(f"{where}.detectors: {', '.join(masked)} {'needs' if len(masked) == 1 else 'need'} a mask "
+                            f"on every annotation, but dataset "
+                            f"{dataset['name']} lacks them ({why}); remove {'it' if len(masked) == 1 else 'them'} from "
+                            f"detectors or add segmentations (`detectors: all` leaves them out of such data)")
+        left_out |= {(d, index) for d in masked}
+        notes.append(f"note: dataset {dataset['name']} has no masks ({why}): {', '.join(masked)} left out of it")
+    return frozenset(left_out), tuple(notes)
 
 
 def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list[str], losses_loader=None) -> Spec:
@@ -414,13 +483,17 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         merged = {**launch, **overrides.get(det, {}).get("launch", {})}
         at = f"{where}.overrides.{det}.launch" if overrides.get(det, {}).get("launch") else f"{where}.launch"
         _check_tasks(at, merged)
+    datasets = _datasets(f"{where}.dataset", raw.get("dataset", "synthetic"), path.parent if path else None)
+    left_out, notes = _mask_detectors_left_out(where, datasets, dets, raw["detectors"] == "all")
     spec = Spec(
         name=exp_name,
         path=path,
         description=str(raw.get("description", "")),
-        datasets=_datasets(f"{where}.dataset", raw.get("dataset", "synthetic")),
+        datasets=datasets,
         profile=profile,
         detectors=dets,
+        left_out=left_out,
+        notes=notes,
         losses=_names(f"{where}.losses", raw["losses"], valid_losses, every=_comparison_losses(valid_losses)),
         seeds=seeds,
         schedule={**SCHEDULE_KEYS, **_schedule(f"{where}.schedule", raw.get("schedule"))},

@@ -3,7 +3,7 @@
 A :class:`Request` names the spec and how to run it (executor, filters, waiting). :func:`launch`:
 
 1. loads and validates the spec (its loss modules imported here, in the driver) and restricts it to the
-   ``--only`` cells;
+   ``--only`` cells; checks the runs' own COCO-format data (every problem one line, before anything trains);
 2. resolves the executor (``auto``: SLURM where a controller answers, else local) and refuses what cannot
    work (SLURM unreachable; a multi-process run on the in-process debug executor);
 3. plans (:mod:`harness.launch.plan`): runs with a ``done`` row are skipped unless ``force``, stale ones
@@ -82,7 +82,23 @@ def restrict(spec: Spec, only: tuple[str, ...]) -> Spec:
         if loss and loss not in spec.losses:
             raise LaunchError(f"--only {item}: loss {loss!r} is not in the spec; valid: {', '.join(spec.losses)}")
         cells |= {(det, loss)} if loss else {(det, name) for name in spec.losses}
-    return dataclasses.replace(spec, only=frozenset(cells))
+    restricted = dataclasses.replace(spec, only=frozenset(cells))
+    if not restricted.runs():
+        raise LaunchError(f"--only {' '.join(only)}: no run of the spec is left ({'; '.join(spec.notes)})")
+    return restricted
+
+
+def check_own_data(spec: Spec) -> None:
+    """The spec's ``coco_format`` datasets pass :func:`harness.data.coco_format.check_dataset`, else
+    :class:`LaunchError` with every problem on its own line (file and fix)."""
+    from harness.data.coco_format import check_dataset
+
+    problems = []
+    for dataset in spec.datasets:
+        if dataset["kind"] == "coco_format":
+            problems += check_dataset(dataset, spec.path)
+    if problems:
+        raise LaunchError("\n".join(problems))
 
 
 def prepare(request: Request) -> tuple[Spec, Path, str]:
@@ -92,6 +108,7 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
     spec = restrict(spec, tuple(request.only))
+    check_own_data(spec)
     spec = submission.override_launch(spec, cluster=request.cluster, partition=request.partition,
                                       account=request.account)
     wanted = request.executor or spec.launch["executor"]
@@ -128,7 +145,8 @@ def gpu_refusal(spec: Spec, executor: str, spec_path) -> str | None:
 
 def _print_runs(group, out: Callable[[str], None]) -> None:
     for r in group:
-        ds = r.dataset["kind"] + (f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
+        ds = (r.dataset.get("name") or r.dataset["kind"]) + (
+            f" rfs={r.dataset['repeat_factor']}" if r.dataset.get("repeat_factor") else "")
         out(f"    {r.run_id:<40} {r.detector:<13} {r.loss:<6} seed {r.seed}  {ds}  {r.batch.line()}")
 
 
@@ -171,6 +189,8 @@ def launch(request: Request, out: Callable[[str], None] = print,
     """Run ``request`` (see the module docstring). ``out``: the plan and summaries; ``log``: progress;
     ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it."""
     spec, results_dir, executor = prepared or prepare(request)
+    for note in spec.notes:  # detectors `detectors: all` left out of a dataset, and why
+        out(note)
     if request.dry_run:
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")

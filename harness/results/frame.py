@@ -116,14 +116,15 @@ _DATASET_LABEL_KEYS = {"name": "", "root": "root ", "train_images": "train ", "v
 def dataset_label(dataset: Mapping[str, Any] | None) -> str:
     """A dataset's identity in the tables: its whole entry (kind, then name, root, sizes, repeat-factor
     threshold and any other key that is set), so rows of different data never share a cell: ``coco``,
-    ``synthetic train 8``, ``lvis root /data/lvis rfs 0.001``. The kind comes first."""
+    ``synthetic train 8``, ``lvis root /data/lvis rfs 0.001``, ``coco_format my-parts`` (your own data: its
+    name, unique in a spec, stands for its files). The kind comes first."""
     if not isinstance(dataset, dict) or not dataset.get("kind"):
         return "unknown"
     parts = [str(dataset["kind"])]
     keys = [k for k in _DATASET_LABEL_KEYS if k in dataset] + sorted(set(dataset) - set(_DATASET_LABEL_KEYS) - {"kind"})
     for key in keys:
         value = dataset[key]
-        if value is None:
+        if value is None or isinstance(value, dict):  # coco_format's train / val files: its name stands for them
             continue
         text = f"{value:g}" if isinstance(value, float) else str(value)
         parts.append(_DATASET_LABEL_KEYS.get(key, f"{key} ") + text)

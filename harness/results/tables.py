@@ -673,10 +673,11 @@ class TableSet:
     summary: str
     values: pd.DataFrame | None = None  # every run's value per metric (:func:`seed_values`), for the plots
     preface: str = ""  # a line under the summary (build_all: the plots to look at first)
+    named: bool = False  # a dataset is the user's own (coco_format): its name heads its section even alone
 
     def markdown(self, title: str = "Results") -> str:
         parts = [f"# {title}", "", self.summary, ""] + ([self.preface, ""] if self.preface else [])
-        multi = len(self.tables) > 1
+        multi = len(self.tables) > 1 or self.named
         for ds, tables in self.tables.items():
             if multi:
                 parts += [f"## Dataset: {ds}", ""]
@@ -730,7 +731,8 @@ def build_tables(frame: pd.DataFrame, metric: str | None = None, n_corrupt: int 
         apart = paper_apart()
     tables = {ds: [grid_table(stats, metric, ds), compare_table(stats, metric, ds, apart), metrics_table(stats, ds)]
               for ds in stats["dataset"].unique()}
-    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics))
+    named = "dataset_kind" in frame.columns and bool((frame["dataset_kind"] == "coco_format").any())
+    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics), named=named)
 
 
 def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: Iterable[str] = FORMATS,

@@ -269,17 +269,18 @@ class HarnessMetric(BaseMetric):
     default_prefix = ""
 
     def __init__(self, ann_file: str, kind: str = "coco", outfile: str | None = None, classes=None,
-                 iou_types=None, **kwargs):
+                 iou_types=None, cat_ids=None, per_class_file: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.ann_file = ann_file
         self.kind = kind
         self.outfile = outfile
+        self.per_class_file = per_class_file  # each class's AP, ``{iou_type: [{id, name, AP}]}``
         self.classes = tuple(classes) if classes else None
         # What the detector predicts ("bbox", "segm"): evaluated whether or not it detected anything, so a
         # mask detector with no detection scores mask AP 0 / oLRP 1 rather than having no mask metrics.
         # None: box, and mask when every detection has one.
         self.iou_types = tuple(iou_types) if iou_types else None
-        self._cat_ids = None
+        self._cat_ids = list(cat_ids) if cat_ids else None  # given: each label's category id
 
     def process(self, data_batch, data_samples):
         """Convert each image's predictions to COCO results at once (no predicted masks kept in memory).
@@ -302,7 +303,12 @@ class HarnessMetric(BaseMetric):
         iou_types = self.iou_types
         if iou_types is None:
             iou_types = ("bbox", "segm") if results and all("segmentation" in d for d in results) else ("bbox",)
-        return evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types)
+        per_class: dict = {}
+        metrics = evaluate(self.ann_file, results, kind=self.kind, iou_types=iou_types, per_class=per_class)
+        if self.per_class_file:
+            clean = {t: [{**c, "AP": None if math.isnan(c["AP"]) else c["AP"]} for c in cs] for t, cs in per_class.items()}
+            write_json_atomic(self.per_class_file, clean)
+        return metrics
 
 
 @MODEL_WRAPPERS.register_module(force=True)

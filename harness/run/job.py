@@ -291,7 +291,8 @@ class RunJob(submitit.helpers.Checkpointable):
         row: dict[str, Any] = row_identity(spec)
         try:
             result = train_and_evaluate(spec, folder)
-            row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve)
+            row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve,
+                       per_class=result.per_class)
             if result.val_curve is not None:  # schedule.val_every
                 row["val_curve"] = result.val_curve
             info = result.info

@@ -39,6 +39,7 @@ from typing import Any
 from harness.experiments.spec import RunSpec, import_loss_modules
 
 PREDICTIONS_FILE = "predictions.json"
+PER_CLASS_FILE = "per_class.json"  # each class's AP, written by the metric, kept in the row
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainResult:
     curve: list
     info: dict = field(default_factory=dict)
     val_curve: list | None = None  # with schedule.val_every: the validation metrics every k epochs
+    per_class: dict = field(default_factory=dict)  # each IoU type's AP per category (the metric's file)
 
 
 class RunFailed(RuntimeError):
@@ -80,6 +82,13 @@ def run_data(run: RunSpec):
         from harness.data.synthetic import ensure_synthetic
 
         return ensure_synthetic(params=params)
+    if kind == "coco_format":  # checked again here: a job may start where the files differ
+        from harness.data.coco_format import DataProblems, coco_format_paths
+
+        try:
+            return coco_format_paths(run.dataset)
+        except DataProblems as exc:
+            raise RunFailed(f"the data does not pass its checks (before training): {'; '.join(exc.problems)}") from None
     from harness.data.real import real_paths
 
     return real_paths(kind, run.dataset.get("root"))
@@ -196,7 +205,10 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
 
     cfg.test_evaluator = {"type": "HarnessMetric", "ann_file": str(paths.val_ann), "kind": paths.kind,
                           "outfile": str(folder / PREDICTIONS_FILE), "classes": paths.classes,
-                          "iou_types": list(get_detector(run.detector).metric_families)}
+                          "iou_types": list(get_detector(run.detector).metric_families),
+                          "per_class_file": str(folder / PER_CLASS_FILE)}
+    if paths.category_ids is not None:  # the labels' ids as the train file orders its categories
+        cfg.test_evaluator["cat_ids"] = list(paths.category_ids)
     cfg.train_dataloader.batch_size = batch.run.per_process
     cfg.optim_wrapper.optimizer.lr = batch.run.lr
     if batch.run.accumulate > 1:  # one optimizer step every `accumulate` iterations (mmengine's OptimWrapper)
@@ -204,7 +216,7 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
     cfg.batch = batch.provenance()
     if sched.get("val_every"):  # mmengine's validation loop on the same split, every k epochs and at the last
         cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
-        cfg.val_evaluator = {k: v for k, v in cfg.test_evaluator.items() if k != "outfile"}
+        cfg.val_evaluator = {k: v for k, v in cfg.test_evaluator.items() if k not in ("outfile", "per_class_file")}
         cfg.val_cfg = {"type": "ValLoop"}
         cfg.train_cfg.val_interval = sched["val_every"]
     else:
@@ -360,4 +372,8 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
     info["timing"] = {k: round(v, 3) for k, v in timing.items()}
     val_curve = read_curve(folder, VAL_CURVE_FILE) if run.schedule.get("val_every") else None
-    return TrainResult(metrics=metrics, curve=read_curve(folder), info=info, val_curve=val_curve)
+    try:
+        per_class = json.loads((folder / PER_CLASS_FILE).read_text())
+    except (OSError, ValueError):
+        per_class = {}
+    return TrainResult(metrics=metrics, curve=read_curve(folder), info=info, val_curve=val_curve, per_class=per_class)
