@@ -59,6 +59,19 @@ def test_the_config_digest_leaves_out_what_is_local_to_one_run():
     assert config_digest(Config(changed), "/data/x") != config_digest(Config(base), "/data/x")
 
 
+@pytest.mark.parametrize("detector", ["atss", "mask_rcnn", "solov2"])
+def test_a_run_built_in_its_job_and_the_one_status_builds_share_a_digest(tmp_path, detector):
+    """The job records the digest of the config it trains (built in its work folder, with this process's
+    set-up); status builds the same run elsewhere without it: equal digests, or every fresh run reads stale."""
+    from harness.run.train import build_config, config_digest, run_data
+
+    run = next(r for r in tiny_spec(detectors=[detector]).runs())
+    paths = run_data(run)
+    in_job = build_config(run, tmp_path / "work" / run.run_id, paths)
+    in_status = build_config(run, Path("work"), paths, runtime=False)
+    assert config_digest(in_job, paths.root) == config_digest(in_status, paths.root)
+
+
 def test_stale_reasons_say_what_changed_in_words():
     (run, _) = tiny_spec().runs()
     now = fpm.current(run)

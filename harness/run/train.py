@@ -216,7 +216,7 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
     cfg.batch = batch.provenance()
     if sched.get("val_every"):  # mmengine's validation loop on the same split, every k epochs and at the last
         cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
-        cfg.val_evaluator = {k: v for k, v in cfg.test_evaluator.items() if k not in ("outfile", "per_class_file")}
+        cfg.val_evaluator = {k: v for k, v in cfg.test_evaluator.items() if k not in EVALUATOR_FILE_KEYS}
         cfg.val_cfg = {"type": "ValLoop"}
         cfg.train_cfg.val_interval = sched["val_every"]
     else:
@@ -255,12 +255,14 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
 
 # Config keys that are local to one run or to its process set-up and never change its result.
 RUN_LOCAL_KEYS = ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")
+# The evaluator's keys that name files the run writes in its work folder (not evaluation settings).
+EVALUATOR_FILE_KEYS = ("outfile", "per_class_file")
 
 
 def config_digest(cfg, data_root: str | Path | None) -> str:
     """Hash (16 hex digits) of a run's mmengine config without what is local to the run and does not
     change its result (:data:`RUN_LOCAL_KEYS`, the distributed backend, the predictions file, the seed,
-    which is in the run's id, and the data's location, written ``<data>``): the ``config`` of the run's
+    which is in the run's id, the files the evaluator writes, and the data's location, written ``<data>``): the ``config`` of the run's
     fingerprint (:mod:`harness.run.fingerprint`)."""
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     for key in RUN_LOCAL_KEYS:
@@ -268,7 +270,8 @@ def config_digest(cfg, data_root: str | Path | None) -> str:
     if isinstance(d.get("env_cfg"), dict):
         d["env_cfg"].pop("dist_cfg", None)
     if isinstance(d.get("test_evaluator"), dict):
-        d["test_evaluator"].pop("outfile", None)
+        for key in EVALUATOR_FILE_KEYS:
+            d["test_evaluator"].pop(key, None)
     if isinstance(d.get("randomness"), dict):
         d["randomness"].pop("seed", None)
     text = json.dumps(d, sort_keys=True, default=repr)
