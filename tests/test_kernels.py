@@ -204,7 +204,49 @@ def test_roi_align_matches_mmcv_in_values_and_input_gradients(sampling_ratio, ou
     assert float(plain[0].abs().max()) > 0.1 and float(plain[1].abs().max()) > 0.1
     for got in (routed, routed_module, switch):
         torch.testing.assert_close(got[0], plain[0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(got[1], plain[1], atol=1e-5, rtol=0)
+        # the CPU backward sums a cell's contributions in another order: float32 rounding, relative
+        torch.testing.assert_close(got[1], plain[1], atol=1e-5, rtol=1e-5)
+
+
+
+def _roi_align_jacobian(features, rois, output_size, scale, sampling_ratio, aligned):
+    """RoIAlign's Jacobian from its forward kernel alone (it is linear): one column per input entry."""
+    from torchvision.ops import roi_align
+
+    columns = []
+    for k in range(features.numel()):
+        unit = torch.zeros(features.numel(), dtype=features.dtype)
+        unit[k] = 1
+        columns.append(roi_align(unit.view_as(features), rois, output_size, scale, sampling_ratio, aligned).reshape(-1))
+    return torch.stack(columns, dim=1)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio,output_size,stride", [(0, (7, 7), 4.0), (2, (7, 7), 8.0), (0, (3, 5), 2.0),
+                                                               (1, (2, 2), 16.0)])
+def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_ratio, output_size, stride):
+    """The CPU backward the plug-in installs (``roi_align_backward_cpu``) is exactly ``Jᵀ · grad`` in
+    float64, with J built from torchvision's forward kernel: RoIs over the border, tiny and unsorted."""
+    assert kernels._TORCHVISION_CPU  # installed by the plug-in
+    g = torch.Generator().manual_seed(7)
+    features = torch.randn(3, 2, 6, 5, dtype=torch.float64, generator=g)
+    rois = _rois(30, 4, 6, 5, images=3, stride=stride).double()
+    rois = torch.cat([rois, torch.tensor([[1.0, 3, 3, 3, 3], [2.0, -50, -50, -40, -40]], dtype=torch.float64)])
+    rows = _roi_align_jacobian(features, rois, output_size, 1 / stride, sampling_ratio, aligned)
+    grad_out = torch.randn(rois.shape[0], 2, *output_size, dtype=torch.float64, generator=g)
+    want = (rows.t() @ grad_out.reshape(-1)).view_as(features)
+    assert float(want.abs().max()) > 0.1
+    args = (1 / stride, *output_size, *features.shape, sampling_ratio, aligned)
+    direct = kernels.roi_align_backward_cpu(grad_out, rois, *args)
+    through_op = torch.ops.torchvision._roi_align_backward(grad_out, rois, *args)
+    x = features.clone().requires_grad_(True)
+    from torchvision.ops import roi_align
+
+    roi_align(x, rois, output_size, 1 / stride, sampling_ratio, aligned).backward(grad_out)
+    for got in (direct, through_op, x.grad):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    empty = kernels.roi_align_backward_cpu(grad_out[:0], rois[:0], *args)
+    assert empty.shape == features.shape and not empty.any()
 
 
 def test_mask_target_crop_matches_mmcv():
