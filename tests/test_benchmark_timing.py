@@ -65,3 +65,49 @@ def test_the_full_run_keeps_its_steps_and_a_runs_split_by_phase(tmp_path):
 def test_a_missed_target_says_by_how_much(tmp_path):
     md = record(1000.0, 105, 105, True, out_dir=tmp_path)
     assert "| 1000.0 | 900 s | **no** (+100 s) |" in md.read_text()
+
+
+def test_a_full_run_is_also_reported_as_a_multiple_of_the_reference_workload(tmp_path):
+    rows = [_row("atss", s, startup_s=0.1, build_s=0.5, train_s=6.0, test_s=1.0, finish_s=0.1) for s in range(2)]
+    reference = {"seconds": 5.0, "repeats": [5.0, 5.2, 4.9], "workload": "the fixed convolutions"}
+    md = record(700.0, 105, 105, True, out_dir=tmp_path, rows=rows, reference=reference,
+                steps={"runs_s": 680.0, "reference_s": 16.0})
+    text = md.read_text()
+    assert "| 700.0 | 900 s | yes | 140.0 |" in text  # 700 s / 5 s
+    assert "## Times that compare across machines" in text and "(the fixed convolutions): **5.00 s**" in text
+    assert "repetitions 5.00, 5.20, 4.90 s" in text
+    assert "| full run (`make benchmark`) | 700.0 | 140.0 |" in text
+    assert "| runs' core-seconds (sum of run totals) | 15 | 3.1 |" in text  # 2 x 7.7 s / 5 s
+    assert "| time the reference workload | 16.0 | 2% |" in text
+    md = record(3.0, 0, 105, False, out_dir=tmp_path)  # a cached rerun has no reference of its own
+    assert "| 3.0 | 15 s | yes |  |" in md.read_text() and "| 700.0 | 900 s | yes | 140.0 |" in md.read_text()
+
+
+def test_without_a_reference_there_is_no_multiple(tmp_path):
+    text = record(700.0, 105, 105, True, out_dir=tmp_path).read_text()
+    assert "| 700.0 | 900 s | yes |  |" in text and "compare across machines" not in text
+
+
+def test_the_reference_workload_is_fixed_work_timed_in_a_fresh_interpreter():
+    from harness.bench import reference
+
+    times = reference.run_workload(steps=1, repeats=2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    measured = reference.measure()
+    assert len(measured["repeats"]) == reference.REPEATS and measured["workload"] == reference.WORKLOAD
+    assert measured["seconds"] == sorted(measured["repeats"])[1] > 0  # the median of 3
+
+
+def test_a_failing_reference_workload_is_one_line(monkeypatch):
+    import subprocess
+
+    import pytest
+
+    from harness.bench import reference
+
+    def failing(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr="Traceback ...\nImportError: no torch")
+
+    monkeypatch.setattr(reference.subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match=r"^the reference workload failed \(exit 1\): ImportError: no torch$"):
+        reference.measure()

@@ -7,6 +7,8 @@ For the latest full run it also keeps the split:
 
 * the benchmark's steps (``steps``, measured by ``harness benchmark``): generating the synthetic data,
   the runs (two at a time), the tables and plots;
+* the reference workload (:mod:`harness.bench.reference`), timed in the same invocation, and the full
+  run's time as a multiple of it: the number that compares across machines;
 * a cell's time by phase, from the ``timing`` each result row carries in its provenance (seconds, as
   measured inside the run's process by :mod:`harness.run`): ``startup`` (process start to the run's
   code: a fresh interpreter and its imports, or a fork of a preloaded worker), ``imports`` (torch,
@@ -35,7 +37,7 @@ BENCH_DIR = Path("results/bench")
 PHASES = ("startup", "imports", "build", "train", "data", "checkpoint", "test", "evaluate", "finish")
 NESTED = {"data": "train", "checkpoint": "train", "evaluate": "test"}
 STEPS = (("data_s", "generate the synthetic data"), ("runs_s", "train and evaluate the runs"),
-         ("tables_s", "tables and plots"))
+         ("tables_s", "tables and plots"), ("reference_s", "time the reference workload"))
 
 
 def process_started_at() -> float:
@@ -78,10 +80,11 @@ def cell_split(rows: Iterable[Mapping]) -> dict:
 
 def record(seconds: float, trained: int, total: int, generated_data: bool, out_dir: str | Path = BENCH_DIR, *,
            steps: Mapping[str, float] | None = None, rows: Iterable[Mapping] | None = None,
-           slots: int | None = None) -> Path | None:
+           slots: int | None = None, reference: Mapping | None = None) -> Path | None:
     """Keep ``seconds`` as the latest full run (every run trained) or cached rerun (none trained).
     ``steps``: seconds of the benchmark's steps (:data:`STEPS` keys); ``rows``: the experiment's result
-    rows, for the split of a cell's time (full runs only); ``slots``: runs at once."""
+    rows, for the split of a cell's time (full runs only); ``slots``: runs at once; ``reference``: the
+    reference workload timed in the same invocation (:func:`harness.bench.reference.measure`)."""
     if trained not in (0, total) or not total:
         return None
     out_dir = Path(out_dir)
@@ -98,6 +101,9 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
         entry["steps"] = {k: round(float(v), 1) for k, v in steps.items()}
     if slots:
         entry["slots"] = slots
+    if reference and reference.get("seconds"):
+        entry["reference"] = {"seconds": round(float(reference["seconds"]), 3),
+                              "repeats": list(reference.get("repeats", [])), "workload": reference.get("workload", "")}
     if kind == "full" and rows is not None:
         entry["cells"] = cell_split(rows)
     data[kind] = entry
@@ -116,23 +122,43 @@ def _title(det: str) -> str:
         return det
 
 
+def _reference_lines(full: Mapping) -> list[str]:
+    """The full run against the reference workload timed in the same invocation."""
+    ref = full.get("reference")
+    if not ref:
+        return []
+    lines = ["", "## Times that compare across machines", "",
+             f"The same invocation timed a fixed reference workload ({ref['workload']}): **{ref['seconds']:.2f} s** "
+             f"(repetitions {', '.join(f'{t:.2f}' for t in ref['repeats'])} s). Measured together, the two "
+             "slow down together on a slower or busier machine, so compare the multiples across machines: a "
+             "larger multiple means the harness, not the machine, got slower.", "",
+             "| measure | seconds | × reference |", "|---|---:|---:|",
+             f"| full run (`make benchmark`) | {full['seconds']:.1f} | {full['seconds'] / ref['seconds']:.1f} |"]
+    runs = (full.get("cells") or {}).get("all", {}).get("total")
+    if runs:
+        lines.append(f"| runs' core-seconds (sum of run totals) | {runs:.0f} | {runs / ref['seconds']:.1f} |")
+    return lines
+
+
 def render(data: dict) -> str:
     lines = ["# `make benchmark`: wall time on this machine", "",
              "Written by `harness benchmark` (what `make benchmark` runs) after each run of the default spec "
              "(`experiments/synthetic.yaml`: 35 cells × 3 seeds, local executor): the latest full run (every "
              "run trained, the synthetic data generated first when it was not cached) and the latest rerun with "
              "everything cached (no run trained: rows read, tables rebuilt, plots reused unless a row changed).", "",
-             "| run | when | runs trained | data generated | cores | seconds | target | met |",
-             "|---|---|---:|:---:|---:|---:|---:|:---:|"]
+             "| run | when | runs trained | data generated | cores | seconds | target | met | × reference |",
+             "|---|---|---:|:---:|---:|---:|---:|:---:|---:|"]
     for kind, target in (("full", FULL_TARGET_S), ("cached", CACHED_TARGET_S)):
         r = data.get(kind)
         if not r:
-            lines.append(f"| {kind} | not measured yet | | | | | {target:g} s | |")
+            lines.append(f"| {kind} | not measured yet | | | | | {target:g} s | | |")
             continue
         met = "yes" if r["seconds"] <= target else f"**no** (+{r['seconds'] - target:.0f} s)"
+        multiple = f"{r['seconds'] / r['reference']['seconds']:.1f}" if r.get("reference") else ""
         lines.append(f"| {kind} | {r['date']} | {r['trained']} of {r['runs']} | {'yes' if r['generated_data'] else 'no'} "
-                     f"| {r['cores']} | {r['seconds']:.1f} | {target:g} s | {met} |")
+                     f"| {r['cores']} | {r['seconds']:.1f} | {target:g} s | {met} | {multiple} |")
     full = data.get("full") or {}
+    lines += _reference_lines(full)
     if full.get("steps"):
         lines += ["", "## Where the full run's time goes", "",
                   "| step | seconds | share |", "|---|---:|---:|"]

@@ -6,8 +6,10 @@ the same path as `harness run` (harness.launch.orchestrate; `--executor`, `--onl
 results/<experiment>/ and prints the Markdown tables with the paths. On a SLURM cluster (a controller
 answers, or `--executor slurm`) it submits the job arrays and returns; `harness benchmark SPEC
 --tables-only` (`make tables`) later builds the tables from whatever has finished. The default grid run
-here records its wall time in results/bench/benchmark.md. Exit 1 when a run it waited for failed (or did
-not end): the tables are still built from what finished, then each failed run is listed with its reason.
+here records its wall time in results/bench/benchmark.md; a full run (every run trained) also times the
+fixed reference workload of harness.bench.reference there, so that its time compares across machines. Exit
+1 when a run it waited for failed (or did not end): the tables are still built from what finished, then
+each failed run is listed with its reason.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ def run(args) -> int:
             print(f"  {path}")
     if timing is not None:
         from harness.bench.benchmark_timing import record
+        from harness.bench.reference import measure
+
+        reference = None
+        if timing[0] == timing[1]:  # a full run: its time as a multiple of a fixed workload timed now, here
+            print("timing the reference workload ...", flush=True)
+            step = time.time()
+            try:
+                reference = measure()
+            except RuntimeError as exc:
+                print(f"warning: {exc}; the full run is recorded without its reference", flush=True)
+            steps["reference_s"] = time.time() - step
 
         from harness.launch.local import local_slots
         from harness.rows import read_rows
@@ -99,9 +112,11 @@ def run(args) -> int:
         ids = {r.run_id for r in spec.runs()}
         rows = [r for r in read_rows(results_dir, warn=False)[0] if r["run_id"] in ids]
         path = record(seconds, *timing, out_dir=Path(args.results) / "bench", steps=steps, rows=rows,
-                      slots=local_slots(spec.runs()))
+                      slots=local_slots(spec.runs()), reference=reference)
         if path:
-            print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained); timings: {path}")
+            multiple = f", {seconds / reference['seconds']:.1f} × the reference workload's {reference['seconds']:.2f} s" \
+                if reference else ""
+            print(f"took {seconds:.1f} s ({timing[0]} of {timing[1]} runs trained{multiple}); timings: {path}")
     if failed_runs is not None:
         for f in failed_runs:
             print(f"failed: {f['run_id']}: {f['reason']}")
