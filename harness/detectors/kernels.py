@@ -197,10 +197,9 @@ def roi_align_backward_cpu(grad_output, rois, spatial_scale: float, pooled_heigh
     if bool((image[1:] < image[:-1]).any()):  # mmdet lists RoIs image by image; otherwise sort them so
         order = torch.argsort(image, stable=True)  # that each image's RoIs are one slice
         image, grad, a_y, a_x = image[order], grad[order], a_y[order], a_x[order]
-    # grad_output[r] · A_x[r]: (R, C * pooled_height, W), then rows (RoI, bin) × (C * W)
-    rows = torch.bmm(grad.reshape(count, channels * pooled_height, pooled_width), a_x)
-    rows = rows.view(count, channels, pooled_height, width).transpose(1, 2).reshape(count * pooled_height,
-                                                                                     channels * width)
+    # grad_output[r] · A_x[r] with the bins before the channels: rows (RoI, bin) × (C * W), no copy of them
+    by_bin = grad.transpose(1, 2).reshape(count, pooled_height * channels, pooled_width)
+    rows = torch.bmm(by_bin, a_x).view(count * pooled_height, channels * width)
     a_y = a_y.reshape(count * pooled_height, height)
     images, sizes = torch.unique_consecutive(image, return_counts=True)
     start = 0
