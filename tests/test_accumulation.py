@@ -99,6 +99,7 @@ def test_the_spec_lr_is_used_as_given(tmp_path):
 
 class FakePaths:
     kind, classes, num_classes = "coco", tuple("abcdefgh"), 8
+    category_ids = None  # as DatasetPaths: set for coco_format data only
 
     def __init__(self, tmp_path):
         self.val_ann = tmp_path / "val.json"
