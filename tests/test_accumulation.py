@@ -225,8 +225,12 @@ wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
 ddp.train_step(batches()[rank], wrapper)
 if rank == 0:
     out = {"params": [p.detach().tolist() for p in model.parameters()], "images_per_call": model.images_per_call}
-    open(os.environ["OUT"], "w").write(json.dumps(out))
+    with open(os.environ["OUT"], "w") as f:
+        f.write(json.dumps(out))
+dist.barrier()  # neither process leaves while the other still talks to it
 dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # skip the interpreter's teardown: gloo's threads there can abort a finished process
 '''
 
 

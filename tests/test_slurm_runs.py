@@ -191,3 +191,23 @@ def test_a_second_run_with_held_jobs_submits_nothing(slurm_cluster, tmp_path, mo
                                                      text=True).stdout.strip():
         time.sleep(1)
     assert "0 queued" in harness("run", str(spec), "--results", str(results), "--dry-run").stdout
+
+
+def test_own_coco_format_data_trains_through_slurm_from_the_spec_folders_paths(slurm_cluster, tmp_path):
+    """A SLURM job reads your own data where the spec named it, relative to the spec's folder: the run
+    spec carries the resolved paths, so the job (another process, another working folder) finds them."""
+    from coco_format_data import spec as own_spec, write_dataset
+
+    write_dataset(tmp_path / "data", train_images=8, val_images=4)
+    data = own_spec("own", {"train": "data/train.json", "val": "data/val.json", "images": "data/images"}, ["atss"])
+    data["launch"].update(executor="slurm", cluster="local")
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    results = tmp_path / "results"
+    proc = harness("run", str(path), "--results", str(results), "--wait", "--timeout", "10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "submitted 1 run(s) as SLURM job arrays" in proc.stdout
+    (row,), corrupt = read_rows(results / "own")
+    assert not corrupt and row["status"] == "done", row.get("reason")
+    assert row["dataset"]["train"]["ann"] == str(tmp_path / "data" / "train.json")
+    assert "bbox_AP" in row["metrics"] and row["per_class"]  # evaluated on the file's own classes
