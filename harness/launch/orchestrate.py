@@ -101,13 +101,18 @@ def check_own_data(spec: Spec) -> None:
         raise LaunchError("\n".join(problems))
 
 
-def prepare(request: Request) -> tuple[Spec, Path, str]:
-    """The validated, restricted spec, its results folder and the executor that will run it."""
+def _load(request: Request) -> Spec:
+    """The request's spec, validated and restricted to its ``--only`` cells."""
     try:
         spec = load_spec(request.spec)
     except SpecError as exc:
         raise LaunchError(str(exc)) from None
-    spec = restrict(spec, tuple(request.only))
+    return restrict(spec, tuple(request.only))
+
+
+def prepare(request: Request) -> tuple[Spec, Path, str]:
+    """The validated, restricted spec, its results folder and the executor that will run it."""
+    spec = _load(request)
     check_own_data(spec)
     spec = submission.override_launch(spec, cluster=request.cluster, partition=request.partition,
                                       account=request.account)
@@ -264,10 +269,6 @@ def rehearse(request: Request, out: Callable[[str], None] = print,
     (:mod:`harness.launch.rehearse`); True when every run passed."""
     from harness.launch.rehearse import rehearse as run_rehearsal
 
-    try:
-        spec = load_spec(request.spec)
-    except SpecError as exc:
-        raise LaunchError(str(exc)) from None
-    spec = restrict(spec, tuple(request.only))
+    spec = _load(request)
     return all(o.ok for o in run_rehearsal(spec, Path(request.results_root), out=out, log=log))
 

@@ -70,8 +70,10 @@ def pool_lock(results_dir: str | Path, pool: str) -> RunLock:
     return RunLock(Path(results_dir) / "local" / "pools" / pool)
 
 
-def live_runs(results_dir: str | Path, run_ids=None, manifest: dict | None = None) -> dict[str, Live]:
-    """The runs (of ``run_ids``, else every run in the manifest) queued or running now, with where."""
+def live_runs(results_dir: str | Path, run_ids=None, manifest: dict | None = None,
+              states: dict[str, JobState] | None = None) -> dict[str, Live]:
+    """The runs (of ``run_ids``, else every run in the manifest) queued or running now, with where
+    (``states``: what :func:`slurm_states` answered for the manifest's jobs, when already asked)."""
     results_dir = Path(results_dir)
     entries = (manifest or read_manifest(results_dir))["runs"]
     ids = set(entries) if run_ids is None else set(run_ids)
@@ -81,7 +83,8 @@ def live_runs(results_dir: str | Path, run_ids=None, manifest: dict | None = Non
             live[run_id] = Live("running", "a live process holds its lock")
     slurm = {run_id: str(e["job_id"]) for run_id, e in entries.items()
              if run_id in ids and run_id not in live and e.get("executor") == "slurm" and e.get("job_id")}
-    states = slurm_states(sorted(set(slurm.values())))
+    if states is None:
+        states = slurm_states(sorted(set(slurm.values())))
     for run_id, job_id in slurm.items():
         job = states.get(job_id, JobState("UNKNOWN"))
         if job.state in SLURM_ALIVE:

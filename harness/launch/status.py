@@ -48,10 +48,10 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
     if spec is not None:
         for run in spec.runs():
             known.setdefault(run.run_id, {"detector": run.detector, "loss": run.loss, "seed": run.seed, "never": True})
-    live = live_runs(results_dir, known, manifest=manifest)
-    ended_jobs = [str(m["job_id"]) for run_id, m in known.items()
-                  if run_id not in live and run_id not in by_id and m.get("executor") == "slurm" and m.get("job_id")]
-    slurm = slurm_states(ended_jobs)
+    # SLURM is asked once: for the queue (live) and for how the jobs that left no row ended (lost)
+    slurm = slurm_states(sorted({str(m["job_id"]) for m in known.values()
+                                 if m.get("executor") == "slurm" and m.get("job_id")}))
+    live = live_runs(results_dir, known, manifest=manifest, states=slurm)
     out = []
     for run_id, meta in sorted(known.items(), key=lambda kv: (kv[1].get("detector") or "", kv[1].get("loss") or "", kv[0])):
         st = RunStatus(run_id, meta.get("detector"), meta.get("loss"), meta.get("seed"), "missing", job_id=meta.get("job_id"))

@@ -242,7 +242,7 @@ class RunJob(submitit.helpers.Checkpointable):
             existing = row_path(self.results_dir, spec.run_id)
             why = "--force: the old row, checkpoints and curve deleted"
             if self.rerun_stale and not self.force:
-                stale = self._stale(spec, existing, folder)
+                stale = self._stale(spec, existing)
                 self.rerun_stale = False  # a requeued instance resumes this new attempt
                 if stale:  # made by other code: redo it from scratch, like --force
                     self.force, why = True, f"--rerun-stale: stale ({stale}); the old row, checkpoints and curve deleted"
@@ -268,10 +268,10 @@ class RunJob(submitit.helpers.Checkpointable):
         finally:
             lock.release()
 
-    @staticmethod
-    def _stale(spec: RunSpec, existing: Path, folder: Path) -> str:
-        """What changed since the run's ``done`` row was made ("" when it is current, or not done)."""
-        from harness.run.fingerprint import current, stale_reasons
+    def _stale(self, spec: RunSpec, existing: Path) -> str:
+        """What changed since the run's ``done`` row was made ("" when it is current, or not done): the
+        same comparison as ``harness status`` and the plan (:func:`harness.run.fingerprint.staleness`)."""
+        from harness.run.fingerprint import staleness
 
         try:
             row = json.loads(existing.read_text())
@@ -279,7 +279,7 @@ class RunJob(submitit.helpers.Checkpointable):
             return ""
         if not isinstance(row, dict) or row.get("status") != "done":
             return ""
-        return "; ".join(stale_reasons(row.get("fingerprint"), current(spec, folder.parent)))
+        return "; ".join(staleness(row, self.results_dir, spec)[0])
 
     def _execute(self, spec: RunSpec, folder: Path) -> dict:
         from harness.run.train import RunFailed, train_and_evaluate
