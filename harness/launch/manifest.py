@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from harness.files import write_json_atomic
+from harness.files import FILE_MODE, write_json_atomic
 
 FILE = "manifest.json"
 
@@ -61,7 +61,7 @@ def read_manifest(results_dir: str | Path) -> dict:
 def _flock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (blocks until free; freed when the holder dies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the user's umask applies
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)  # the umask decides
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
