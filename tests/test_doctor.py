@@ -258,3 +258,23 @@ def test_usage_errors(node, tmp_path, capsys):
     assert main(["doctor", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown key 'gpus'" in err
+
+
+def test_cluster_partition_and_account_override_the_specs_launch(node, tmp_path, capsys):
+    """`doctor SPEC --cluster NAME --partition P` checks the profile and partition `run` would use."""
+    _sinfo(node, ["gpu", "gpu-dev"])
+    spec = _spec(tmp_path, "{executor: slurm, cluster: example-a100, gpus_per_run: 1}")
+    code, out = _doctor(capsys, spec, "--cluster", "no-such-site")
+    assert code == 1
+    assert "no-such-site" in _lines(out, "PROBLEM", "cluster")[0]
+    code, out = _doctor(capsys, spec, "--partition", "debug")  # example-a100's debug role is gpu-dev
+    assert code == 0, out
+    assert "profile example-a100: partition(s) gpu-dev" in _lines(out, "ok", "cluster")[0]
+
+
+def test_cluster_without_a_spec_is_a_usage_error(node, capsys):
+    from harness.cli import main
+
+    assert main(["doctor", "--cluster", "example-a100"]) == 2
+    err = capsys.readouterr().err
+    assert "give the spec too" in err and len(err.strip().splitlines()) == 1

@@ -221,17 +221,29 @@ def _roi_align_jacobian(features, rois, output_size, scale, sampling_ratio, alig
     return torch.stack(columns, dim=1)
 
 
+# how the CPU backward sums: every RoI over the whole map, every RoI over its own window only, or each
+# group of RoIs by its windows' size (the kernel's own thresholds, for a large map)
+_SUMMING = {"dense": {"_DENSE_MAP": 10 ** 9}, "windows": {"_DENSE_MAP": 0, "_DENSE_AREA": 0},
+            "by size": {"_DENSE_MAP": 0, "_DENSE_AREA": 2}}
+
+
+@pytest.mark.parametrize("summing", sorted(_SUMMING))
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio,output_size,stride", [(0, (7, 7), 4.0), (2, (7, 7), 8.0), (0, (3, 5), 2.0),
                                                                (1, (2, 2), 16.0)])
-def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_ratio, output_size, stride):
+def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_ratio, output_size, stride, summing,
+                                                          monkeypatch):
     """The CPU backward the plug-in installs (``roi_align_backward_cpu``) is exactly ``Jᵀ · grad`` in
-    float64, with J built from torchvision's forward kernel: RoIs over the border, tiny and unsorted."""
+    float64, with J built from torchvision's forward kernel: RoIs over the border, tiny and unsorted; summed
+    densely, by windows, or by the window size of each group."""
     assert kernels._TORCHVISION_CPU  # installed by the plug-in
+    for name, value in _SUMMING[summing].items():
+        monkeypatch.setattr(kernels, name, value)
     g = torch.Generator().manual_seed(7)
-    features = torch.randn(3, 2, 6, 5, dtype=torch.float64, generator=g)
-    rois = _rois(30, 4, 6, 5, images=3, stride=stride).double()
-    rois = torch.cat([rois, torch.tensor([[1.0, 3, 3, 3, 3], [2.0, -50, -50, -40, -40]], dtype=torch.float64)])
+    features = torch.randn(3, 2, 12, 10, dtype=torch.float64, generator=g)
+    rois = _rois(30, 4, 12, 10, images=3, stride=stride).double()
+    whole = [0.0, 0, 0, 10 * stride, 12 * stride]  # a RoI over the whole map: summed densely when by size
+    rois = torch.cat([rois, torch.tensor([[1.0, 3, 3, 3, 3], [2.0, -50, -50, -40, -40], whole], dtype=torch.float64)])
     rows = _roi_align_jacobian(features, rois, output_size, 1 / stride, sampling_ratio, aligned)
     grad_out = torch.randn(rois.shape[0], 2, *output_size, dtype=torch.float64, generator=g)
     want = (rows.t() @ grad_out.reshape(-1)).view_as(features)

@@ -4,7 +4,8 @@ Checks Python, the pinned packages (torch and its CUDA build, torchvision's kern
 mmengine, mmdet), the NVIDIA driver against torch's CUDA build, the visible GPUs, NCCL and SLURM
 (``sinfo``). With SPEC it also checks what the spec's runs need where they would run: SLURM when it
 submits there (the cluster profile and its partition), else GPUs and NCCL on this node; the data roots
-of COCO / LVIS; the backbone weights. Prints one line per check (``ok``, ``note`` or ``PROBLEM``; a
+of COCO / LVIS; the backbone weights (``--cluster``, ``--partition``, ``--account`` override the spec's
+launch section as ``harness run`` takes them). Prints one line per check (``ok``, ``note`` or ``PROBLEM``; a
 problem says how to fix it) and a summary. Exits 1 when there is a problem (the spec cannot run here),
 0 otherwise, 2 when the spec itself does not validate.
 """
@@ -400,6 +401,12 @@ def diagnose(spec=None) -> list[Finding]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", nargs="?", help="an experiment spec (experiments/*.yaml): also check what its runs need")
+    parser.add_argument("--cluster", default=None, metavar="NAME",
+                        help="with SPEC: cluster profile (slurm/profiles/NAME.yaml or a path) instead of the spec's "
+                             "launch.cluster, as `harness run --cluster` would use")
+    parser.add_argument("--partition", default=None, metavar="NAME",
+                        help="with SPEC: partition (a role of the profile or a partition name) for every run")
+    parser.add_argument("--account", default=None, metavar="NAME", help="with SPEC: SLURM account instead of the profile's")
 
 
 def run(args) -> int:
@@ -415,6 +422,12 @@ def run(args) -> int:
             spec = load_spec(args.spec)
         except SpecError as exc:
             raise UsageError(str(exc)) from None
+        from harness.launch.submission import override_launch
+
+        spec = override_launch(spec, cluster=args.cluster, partition=args.partition, account=args.account)
+    elif args.cluster or args.partition or args.account:
+        raise UsageError("--cluster, --partition and --account check a spec's runs: give the spec too "
+                         "(harness doctor SPEC --cluster NAME)")
     findings = diagnose(spec)
     for finding in findings:
         print(finding.line())

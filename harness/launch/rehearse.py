@@ -17,10 +17,15 @@ initialisation) and its world size; what changes is only what makes it small and
   saved), the second resumes from that checkpoint, trains iteration 2 and evaluates :data:`VAL_IMAGES`
   images;
 * **processes**: the run's world size as gloo processes on CPU (submitit's LocalExecutor, one task per
-  process, as a SLURM job has one per GPU).
+  process, as a SLURM job has one per GPU). The runs of one world size go one after the other through
+  one job, whose processes start, import torch and mmdet and join their gloo group once for all of them
+  (about 20 s of a Faster R-CNN run's 95 s on 2 cores when each run started its own); each run still builds its model, loads its
+  weights and resumes from its own checkpoint. A run that raises fails alone; one that kills its job's
+  processes (out of memory, a crash) fails, and a new job goes on with the runs after it.
 
 Rows go to ``<results>/<name>-rehearsal/`` (never the real experiment's folder). It prints one line per
-run: ok or the failure's one line, the time and the peak memory of its largest process.
+run as it ends: ok or the failure's one line, its time (the first run of a job includes the processes'
+start) and the peak memory of its largest process (that run's own peak, on Linux).
 """
 
 from __future__ import annotations
@@ -166,39 +171,154 @@ def rehearsal_run(run: RunSpec, name: str, roots: dict[str, Path], backbone_path
                 "time_min": max(run.launch["time_min"], 30)})
 
 
+OUTCOMES = "outcomes"  # <folder>/outcomes/<run_id>.<rank>.json: one per run and process, as each run ends
+
+
+def _reset_peak_memory() -> None:
+    """Start this process's peak resident memory afresh (Linux: ``clear_refs`` 5), so that each run of a
+    job reports its own peak; elsewhere the peak stays the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_memory_mb() -> float:
+    """Peak resident memory of this process since :func:`_reset_peak_memory` (``VmHWM``), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rank() -> int:
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:
+        return 0
+
+
+def _job_id() -> str:
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:
+        return "0"
+
+
+def outcome_path(folder: Path, run_id: str, rank: int) -> Path:
+    return Path(folder) / OUTCOMES / f"{run_id}.{rank}.json"
+
+
+def pid_path(folder: Path, job_id: str, rank: int) -> Path:
+    """Where a job's process ``rank`` writes its process id: the driver tells a dead process by it."""
+    return Path(folder) / OUTCOMES / f"job-{job_id}.{rank}.pid"
+
+
+def _dead_process(folder: Path, job_id: str, run: RunSpec) -> int | None:
+    """The rank of a process of job ``job_id`` that has ended without writing its outcome of ``run``."""
+    for rank in range(run.world_size):
+        if outcome_path(folder, run.run_id, rank).exists():
+            continue
+        try:
+            pid = int(pid_path(folder, job_id, rank).read_text())
+        except (OSError, ValueError):
+            continue  # not started yet
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return rank
+        except PermissionError:
+            pass
+    return None
+
+
 class RehearsalJob:
-    """One rehearsal run in one task of a LocalExecutor job: a start stopped after epoch 1 (the
-    checkpoint saved), then a second start that resumes, finishes and evaluates."""
+    """Rehearsal runs of one world size, one after the other, in the tasks of one LocalExecutor job (its
+    processes and their imports, and the gloo group, serve every run). Each run: a start stopped after
+    epoch 1 (the checkpoint saved), then a second start that resumes, finishes and evaluates; each process
+    then writes the run's outcome (:func:`outcome_path`). A run that already has this process's outcome is
+    skipped, so a job resubmitted after a crash goes on with the runs after the one that crashed."""
 
-    def __init__(self, run: RunSpec, results_dir: Path):
-        self.run, self.results_dir = run.to_dict(), str(results_dir)
+    def __init__(self, runs: list[RunSpec], results_dir: Path):
+        self.runs, self.results_dir = [run.to_dict() for run in runs], str(results_dir)
 
-    def __call__(self) -> dict:
+    def __call__(self) -> int:
+        from harness.files import write_json_atomic
+
+        rank = _rank()
+        pid = pid_path(Path(self.results_dir), _job_id(), rank)
+        pid.parent.mkdir(parents=True, exist_ok=True)
+        pid.write_text(str(os.getpid()))
+        done = 0
+        for data in self.runs:
+            spec = RunSpec.from_dict(data)
+            path = outcome_path(Path(self.results_dir), spec.run_id, rank)
+            if path.exists():
+                continue
+            _reset_peak_memory()
+            begun = time.time()
+            row = self._rehearse(spec)
+            write_json_atomic(path, {"status": row.get("status"), "reason": row.get("reason"),
+                                     "peak_mb": _peak_memory_mb(), "seconds": time.time() - begun})
+            done += 1
+        return done
+
+    def _rehearse(self, spec: RunSpec) -> dict:
         from harness.run.hooks import Interrupted
         from harness.run.job import RunJob, work_dir
 
-        spec = RunSpec.from_dict(self.run)
         os.environ["HARNESS_INTERRUPT_AFTER_EPOCH"] = "1"
         try:
             first = RunJob(spec, self.results_dir)()
         except Interrupted:
             first = None
+        except Exception as exc:  # noqa: BLE001 - the run's failure, reported as its outcome; the next run goes on
+            first = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         finally:
             os.environ.pop("HARNESS_INTERRUPT_AFTER_EPOCH", None)
         resumed_from = work_dir(self.results_dir, spec.run_id) / "last_checkpoint"
         if first is not None:  # it ended before the interruption: a failure, or skipped
-            row = first
-        elif not resumed_from.exists():
-            row = {"status": "failed", "reason": "no checkpoint after epoch 1 to resume from"}
-        else:
-            row = RunJob(spec, self.results_dir)()
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"status": row.get("status"), "reason": row.get("reason"), "peak_mb": peak_mb}
+            return first
+        if not resumed_from.exists():
+            return {"status": "failed", "reason": "no checkpoint after epoch 1 to resume from"}
+        try:
+            return RunJob(spec, self.results_dir)()
+        except Exception as exc:  # noqa: BLE001
+            return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def _outcomes(folder: Path, run: RunSpec) -> list[dict] | None:
+    """Every process's outcome of ``run`` once all have written theirs, else None."""
+    found = []
+    for rank in range(run.world_size):
+        try:
+            found.append(json.loads(outcome_path(folder, run.run_id, rank).read_text()))
+        except (OSError, ValueError):
+            return None
+    return found
+
+
+def _job_failure(job) -> str:
+    try:
+        job.result()
+    except Exception as exc:  # noqa: BLE001 - how the job's processes ended, in one line
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[-1] if text else ''}"
+    return "its processes ended before it did"
 
 
 def rehearse(spec: Spec, results_root: Path, out: Callable[[str], None] = print,
-             log: Callable[[str], None] = print) -> list[Outcome]:
-    """Rehearse every run of ``spec`` (see the module docstring); one line per run on ``out``."""
+             log: Callable[[str], None] = print, poll_s: float = 0.5) -> list[Outcome]:
+    """Rehearse every run of ``spec`` (see the module docstring); one line per run on ``out``, as it ends.
+    Runs of one world size share one job (its processes start once); a job whose processes die (killed,
+    out of memory) fails the run it was in, and a new job goes on with the runs after it."""
     import submitit
 
     name = rehearsal_name(spec)
@@ -214,36 +334,72 @@ def rehearse(spec: Spec, results_root: Path, out: Callable[[str], None] = print,
     backbone_path = env.pop("path", None)
     os.environ.update(env)
     log(f"ready in {time.time() - started:.0f} s")
+    small = {run.run_id: rehearsal_run(run, name, roots, backbone_path) for run in runs}
     executor = submitit.LocalExecutor(folder=folder / "local" / "%j")
-    outcomes = []
-    for i, run in enumerate(runs, start=1):
-        small = rehearsal_run(run, name, roots, backbone_path)
-        shutil.rmtree(folder / "work" / small.run_id, ignore_errors=True)  # every rehearsal starts afresh
-        (folder / "runs" / f"{small.run_id}.json").unlink(missing_ok=True)
-        executor.update_parameters(timeout_min=small.launch["time_min"], tasks_per_node=small.world_size)
-        begun = time.time()
-        job = executor.submit(RehearsalJob(small, folder))
-        try:
-            results = job.results()
-            head = results[0]
-            ok = head["status"] == "done"
-            message = "ok" if ok else f"failed: {head.get('reason')}"
-            peak = max(r["peak_mb"] for r in results)
-        except Exception as exc:  # a task died (killed, out of memory)
-            ok, peak = False, None
-            text = str(exc).strip().splitlines()
-            message = f"failed: {type(exc).__name__}: {text[-1] if text else ''}"
-        outcome = Outcome(run, ok, message, time.time() - begun, peak)
-        outcomes.append(outcome)
-        memory = f"{peak:,.0f} MB" if peak is not None else "? MB"
-        out(f"{i:>3}/{len(runs)} {run.detector:<13} {run.loss:<12} {run.world_size} process(es)  "
-            f"{outcome.seconds:6.1f} s  {memory:>9}  {message}")
-    failed = sum(not o.ok for o in outcomes)
+    by_world: dict[int, list[RunSpec]] = {}
+    for run in runs:
+        by_world.setdefault(run.world_size, []).append(run)
+    outcomes: dict[str, Outcome] = {}
+
+    def report(run: RunSpec, outcome: Outcome) -> None:
+        outcomes[run.run_id] = outcome
+        memory = f"{outcome.peak_mb:,.0f} MB" if outcome.peak_mb is not None else "? MB"
+        out(f"{len(outcomes):>3}/{len(runs)} {run.detector:<13} {run.loss:<12} {run.world_size} process(es)  "
+            f"{outcome.seconds:6.1f} s  {memory:>9}  {outcome.message}")
+
+    for world, group in by_world.items():
+        pending = list(group)
+        while pending:
+            for run in pending:  # afresh; after a death, the job's other processes may have begun the next run
+                shutil.rmtree(folder / "work" / run.run_id, ignore_errors=True)
+                (folder / "runs" / f"{run.run_id}.json").unlink(missing_ok=True)
+                for rank in range(world):
+                    outcome_path(folder, run.run_id, rank).unlink(missing_ok=True)
+            longest = max(small[r.run_id].launch["time_min"] for r in pending)
+            executor.update_parameters(timeout_min=longest * len(pending), tasks_per_node=world)
+            job = executor.submit(RehearsalJob([small[r.run_id] for r in pending], folder))
+            mark = time.time()  # a run's time: from the previous run's end (the first: from the job's start)
+            while pending:
+                head = small[pending[0].run_id]
+                found = _outcomes(folder, head)
+                dead = None if found is not None else _dead_process(folder, job.job_id, head)
+                if found is None and (dead is not None or job.done()):
+                    found = _outcomes(folder, head)  # written just before the end
+                    if found is None:  # a process died in this run: it failed, a new job goes on after it
+                        if not job.done():  # the others wait for the dead one in gloo: stop them
+                            job.cancel()
+                            while not job.done():
+                                time.sleep(poll_s)
+                        if dead is not None:
+                            why = (f"process {dead} of {world} died without a Python error (killed, out of memory "
+                                   f"or a crash); its log: {job.task(dead).paths.stderr}")
+                        else:
+                            why = f"the job's processes ended ({_job_failure(job)})"
+                        run = pending.pop(0)
+                        report(run, Outcome(run, False, f"failed: {why}", time.time() - mark, None))
+                        break
+                if found is None:
+                    time.sleep(poll_s)
+                    continue
+                run = pending.pop(0)
+                head = found[0]
+                ok = head["status"] == "done"
+                message = "ok" if ok else f"failed: {head.get('reason')}"
+                now = time.time()
+                report(run, Outcome(run, ok, message, now - mark, max(o["peak_mb"] for o in found)))
+                mark = now
+            if not pending:
+                try:
+                    job.result()
+                except Exception:  # noqa: BLE001 - every run has its outcome already
+                    pass
+    ordered = [outcomes[r.run_id] for r in runs]
+    failed = sum(not o.ok for o in ordered)
     seconds = time.time() - started
-    report = write_report(folder / "rehearse.md", spec, outcomes, seconds, load_before)
-    out(f"rehearsal of {spec.name}: {len(outcomes) - failed} ok, {failed} failed, {seconds:.0f} s in all; "
-        f"rows under {folder / 'runs'}; report {report}")
-    return outcomes
+    report_path = write_report(folder / "rehearse.md", spec, ordered, seconds, load_before)
+    out(f"rehearsal of {spec.name}: {len(ordered) - failed} ok, {failed} failed, {seconds:.0f} s in all; "
+        f"rows under {folder / 'runs'}; report {report_path}")
+    return ordered
 
 
 def write_report(path: Path, spec: Spec, outcomes: list[Outcome], seconds: float, load_before: float) -> Path:
