@@ -314,6 +314,60 @@ def _job_failure(job) -> str:
     return "its processes ended before it did"
 
 
+def _submit(executor, folder: Path, runs: list[RunSpec], world: int):
+    """One job rehearsing ``runs`` (of world size ``world``) one after the other, each from scratch (after
+    a death, the job's other processes may have begun the next run)."""
+    for run in runs:
+        shutil.rmtree(folder / "work" / run.run_id, ignore_errors=True)
+        (folder / "runs" / f"{run.run_id}.json").unlink(missing_ok=True)
+        for rank in range(world):
+            outcome_path(folder, run.run_id, rank).unlink(missing_ok=True)
+    longest = max(run.launch["time_min"] for run in runs)
+    executor.update_parameters(timeout_min=longest * len(runs), tasks_per_node=world)
+    return executor.submit(RehearsalJob(runs, folder))
+
+
+def _follow(job, folder: Path, pending: list[RunSpec], small: dict[str, RunSpec],
+            report: Callable[[RunSpec, Outcome], None], poll_s: float) -> None:
+    """Report ``pending``'s runs (removing them) as ``job`` writes their outcomes; returns when all are
+    reported, or after failing the run a process died in (the job stopped). A run's time runs from the
+    previous run's end (the first's: from the job's start, its processes' start included)."""
+    world = small[pending[0].run_id].world_size
+    mark = time.time()
+    while pending:
+        head = small[pending[0].run_id]
+        found = _outcomes(folder, head)
+        dead = None if found is not None else _dead_process(folder, job.job_id, head)
+        if found is None and (dead is not None or job.done()):
+            found = _outcomes(folder, head)  # written just before the end
+            if found is None:
+                if not job.done():  # the others wait for the dead one in gloo: stop them
+                    job.cancel()
+                    while not job.done():
+                        time.sleep(poll_s)
+                if dead is not None:
+                    why = (f"process {dead} of {world} died without a Python error (killed, out of memory or a "
+                           f"crash); its log: {job.task(dead).paths.stderr}")
+                else:
+                    why = f"the job's processes ended ({_job_failure(job)})"
+                run = pending.pop(0)
+                report(run, Outcome(run, False, f"failed: {why}", time.time() - mark, None))
+                return
+        if found is None:
+            time.sleep(poll_s)
+            continue
+        run = pending.pop(0)
+        ok = found[0]["status"] == "done"
+        message = "ok" if ok else f"failed: {found[0].get('reason')}"
+        now = time.time()
+        report(run, Outcome(run, ok, message, now - mark, max(o["peak_mb"] for o in found)))
+        mark = now
+    try:
+        job.result()
+    except Exception:  # noqa: BLE001 - every run has its outcome already
+        pass
+
+
 def rehearse(spec: Spec, results_root: Path, out: Callable[[str], None] = print,
              log: Callable[[str], None] = print, poll_s: float = 0.5) -> list[Outcome]:
     """Rehearse every run of ``spec`` (see the module docstring); one line per run on ``out``, as it ends.
@@ -349,50 +403,9 @@ def rehearse(spec: Spec, results_root: Path, out: Callable[[str], None] = print,
 
     for world, group in by_world.items():
         pending = list(group)
-        while pending:
-            for run in pending:  # afresh; after a death, the job's other processes may have begun the next run
-                shutil.rmtree(folder / "work" / run.run_id, ignore_errors=True)
-                (folder / "runs" / f"{run.run_id}.json").unlink(missing_ok=True)
-                for rank in range(world):
-                    outcome_path(folder, run.run_id, rank).unlink(missing_ok=True)
-            longest = max(small[r.run_id].launch["time_min"] for r in pending)
-            executor.update_parameters(timeout_min=longest * len(pending), tasks_per_node=world)
-            job = executor.submit(RehearsalJob([small[r.run_id] for r in pending], folder))
-            mark = time.time()  # a run's time: from the previous run's end (the first: from the job's start)
-            while pending:
-                head = small[pending[0].run_id]
-                found = _outcomes(folder, head)
-                dead = None if found is not None else _dead_process(folder, job.job_id, head)
-                if found is None and (dead is not None or job.done()):
-                    found = _outcomes(folder, head)  # written just before the end
-                    if found is None:  # a process died in this run: it failed, a new job goes on after it
-                        if not job.done():  # the others wait for the dead one in gloo: stop them
-                            job.cancel()
-                            while not job.done():
-                                time.sleep(poll_s)
-                        if dead is not None:
-                            why = (f"process {dead} of {world} died without a Python error (killed, out of memory "
-                                   f"or a crash); its log: {job.task(dead).paths.stderr}")
-                        else:
-                            why = f"the job's processes ended ({_job_failure(job)})"
-                        run = pending.pop(0)
-                        report(run, Outcome(run, False, f"failed: {why}", time.time() - mark, None))
-                        break
-                if found is None:
-                    time.sleep(poll_s)
-                    continue
-                run = pending.pop(0)
-                head = found[0]
-                ok = head["status"] == "done"
-                message = "ok" if ok else f"failed: {head.get('reason')}"
-                now = time.time()
-                report(run, Outcome(run, ok, message, now - mark, max(o["peak_mb"] for o in found)))
-                mark = now
-            if not pending:
-                try:
-                    job.result()
-                except Exception:  # noqa: BLE001 - every run has its outcome already
-                    pass
+        while pending:  # one job for the runs left; after a death, a new one for those after it
+            _follow(_submit(executor, folder, [small[r.run_id] for r in pending], world), folder, pending,
+                    small, report, poll_s)
     ordered = [outcomes[r.run_id] for r in runs]
     failed = sum(not o.ok for o in ordered)
     seconds = time.time() - started
