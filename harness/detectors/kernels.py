@@ -181,7 +181,8 @@ def _windows(weights, length: int):
 
 def _window_buckets(span_y, span_x) -> list:
     """RoIs grouped by window size, a power of two (at least 4) per axis, so that a group's windows, padded
-    to its largest, waste at most half of the work. Each entry: the RoIs' indices."""
+    to its largest, are at most twice as long as a RoI's own along each axis. Each entry: the indices of
+    one group's RoIs (RoIs with no weight on the map in none)."""
     import torch
 
     def level(span):

@@ -19,8 +19,8 @@ initialisation) and its world size; what changes is only what makes it small and
 * **processes**: the run's world size as gloo processes on CPU (submitit's LocalExecutor, one task per
   process, as a SLURM job has one per GPU). The runs of one world size go one after the other through
   one job, whose processes start, import torch and mmdet and join their gloo group once for all of them
-  (about 20 s of a Faster R-CNN run's 95 s on 2 cores when each run started its own); each run still builds its model, loads its
-  weights and resumes from its own checkpoint. A run that raises fails alone; one that kills its job's
+  (about 20 s of a Faster R-CNN run's 95 s on 2 cores when each run started its own); each run still
+  builds its model, loads its weights and resumes from its own checkpoint. A run that raises fails alone; one that kills its job's
   processes (out of memory, a crash) fails, and a new job goes on with the runs after it.
 
 Rows go to ``<results>/<name>-rehearsal/`` (never the real experiment's folder). It prints one line per
@@ -194,24 +194,6 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rank() -> int:
-    try:
-        import submitit
-
-        return submitit.JobEnvironment().global_rank
-    except RuntimeError:
-        return 0
-
-
-def _job_id() -> str:
-    try:
-        import submitit
-
-        return str(submitit.JobEnvironment().job_id)
-    except RuntimeError:
-        return "0"
-
-
 def outcome_path(folder: Path, run_id: str, rank: int) -> Path:
     return Path(folder) / OUTCOMES / f"{run_id}.{rank}.json"
 
@@ -249,14 +231,14 @@ class RehearsalJob:
     def __init__(self, runs: list[RunSpec], results_dir: Path):
         self.runs, self.results_dir = [run.to_dict() for run in runs], str(results_dir)
 
-    def __call__(self) -> int:
+    def __call__(self) -> None:
         from harness.files import write_json_atomic
+        from harness.run.job import _job_id, _rank
 
         rank = _rank()
         pid = pid_path(Path(self.results_dir), _job_id(), rank)
         pid.parent.mkdir(parents=True, exist_ok=True)
         pid.write_text(str(os.getpid()))
-        done = 0
         for data in self.runs:
             spec = RunSpec.from_dict(data)
             path = outcome_path(Path(self.results_dir), spec.run_id, rank)
@@ -267,8 +249,6 @@ class RehearsalJob:
             row = self._rehearse(spec)
             write_json_atomic(path, {"status": row.get("status"), "reason": row.get("reason"),
                                      "peak_mb": _peak_memory_mb(), "seconds": time.time() - begun})
-            done += 1
-        return done
 
     def _rehearse(self, spec: RunSpec) -> dict:
         from harness.run.hooks import Interrupted
