@@ -105,12 +105,21 @@ def test_queued_array_tasks_are_pending_not_lost(slurm_cluster, tmp_path):
 
 
 def test_a_cancelled_run_is_reported(slurm_cluster, tmp_path):
-    spec = load_spec(spec_file(tmp_path, "cancel", losses=("focal",), epochs=20, iters=3))
+    # Cancelled once its first checkpoint exists, and far from its end: a run of 20 x 3 steps once ended
+    # before submitit's cached job state read RUNNING, and the cancel then found nothing to cancel.
+    path = spec_file(tmp_path, "cancel", losses=("focal",), epochs=400, iters=3)
+    data = yaml.safe_load(path.read_text())
+    data["schedule"]["checkpoint_every"] = 400  # one checkpoint, at the end: no 400 saves
+    path.write_text(yaml.safe_dump(data))
+    spec = load_spec(path)
+    (run,) = spec.runs()
     results = tmp_path / "results" / "cancel"
-    (job,) = [j for _, j in slurm.submit_slurm(spec, spec.runs(), results, force=False)]
-    deadline = time.time() + 120
-    while time.time() < deadline and job.state not in ("RUNNING", "COMPLETED"):
-        time.sleep(1)
+    (job,) = [j for _, j in slurm.submit_slurm(spec, [run], results, force=False)]
+    curve = results / "work" / run.run_id / "curve.json"  # written at the end of epoch 1
+    deadline = time.time() + 300
+    while time.time() < deadline and not curve.exists() and not job.done():
+        time.sleep(0.2)
+    assert curve.exists() and not job.done(), f"the run did not start training; job state {job.state}"
     subprocess.run(["scancel", job.job_id], check=True, timeout=30)
     deadline = time.time() + 120
     while time.time() < deadline:
