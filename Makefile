@@ -52,6 +52,10 @@ bench-rehearse: setup  ## rehearse REHEARSE (default coco_1x) on CPU; copies its
 	name=$$($(PY) -c "import sys; from harness.experiments.spec import load_spec; print(load_spec(sys.argv[1]).name)" $(REHEARSE)); \
 	mkdir -p results/bench && cp results/$$name-rehearsal/rehearse.md results/bench/rehearse.md && exit $$status
 
+.PHONY: bench-phases
+bench-phases: setup  ## where a grid run's time goes, part by part (tiny, CPU); writes results/bench/phases.md
+	$(PY) -m harness bench-phases --out results/bench/phases
+
 .PHONY: bench-steps
 bench-steps: setup  ## median training-step time per detector x loss cell (tiny, CPU); writes results/bench/steps.md
 	$(PY) -m harness bench-steps --out results/bench/steps

@@ -1,0 +1,64 @@
+"""Train and test cells of the embedded default with a timer on each part of the model, and write where a
+training iteration's and a test image's time goes: `<out>.md` and `<out>.csv` (harness.bench.phases).
+"""
+
+from __future__ import annotations
+
+NAME = "bench-phases"
+HELP = "where a grid run's time goes, part by part (tiny profile, CPU); writes results/bench/phases.md"
+DEFAULT_CELLS = ["faster_rcnn:rs", "cascade_rcnn:rs", "mask_rcnn:rs", "yolact:rs", "atss:rs", "paa:rs", "solov2:rs"]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="results/bench/phases", help="output prefix (.md and .csv)")
+    parser.add_argument("--only", action="append", default=None, metavar="DETECTOR:LOSS",
+                        help=f"only these cells (default: {' '.join(DEFAULT_CELLS)})")
+    parser.add_argument("--spec", default=None, help="the spec whose seed-0 runs are timed "
+                        "(default experiments/synthetic.yaml)")
+    parser.add_argument("--max-iters", type=int, default=None, metavar="N",
+                        help="at most N training iterations an epoch (default: the spec's schedule)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from harness.commands import UsageError
+    from harness.commands.cells import parse_cells
+    from harness.experiments.spec import SpecError, load_spec
+
+    if args.max_iters is not None and args.max_iters < 1:
+        raise UsageError("--max-iters must be at least 1")
+    from harness.bench.phases import DEFAULT_SPEC, profile_cell, write_report
+
+    spec_path = args.spec or DEFAULT_SPEC
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
+    cells = parse_cells(args.only or DEFAULT_CELLS)
+    have = {(r.detector, r.loss) for r in spec.runs()}
+    missing = [f"{d}:{lo}" for d, lo in cells if (d, lo) not in have]
+    if missing:
+        raise UsageError(f"{spec_path} has no run of {', '.join(missing)}; pick cells the spec runs")
+    import sys
+    import tempfile
+    import warnings
+
+    from harness.detectors.check import quiet_mmengine
+
+    results = []
+    with warnings.catch_warnings(), quiet_mmengine(), tempfile.TemporaryDirectory(prefix="harness-phases-") as tmp:
+        warnings.simplefilter("ignore")
+        for det, loss in cells:
+            try:
+                cell = profile_cell(det, loss, Path(tmp), spec_path, max_iters=args.max_iters)
+            except Exception as exc:  # the run's own error; its log is in the folder about to be removed
+                print(f"{det}:{loss} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
+            results.append(cell)
+            top = cell.train[0][2], cell.test[0][2]
+            print(f"{det:<13} {loss:<6} {cell.iterations} iterations of {top[0]:.1f} ms, "
+                  f"{cell.test_images} test images of {top[1]:.1f} ms", flush=True)
+    write_report(Path(args.out), results, spec_path)
+    print(f"wrote {args.out}.md and {args.out}.csv")
+    return 0
