@@ -35,10 +35,9 @@ CONVERT, EVALUATE = "results converted for COCO (masks to RLE)", "COCO / oLRP ev
 
 @dataclass
 class Phases:
-    """Inclusive seconds and calls per phase path (``("training iteration", "RPN", ...)``)."""
+    """Inclusive seconds per phase path (``("training iteration", "RPN", ...)``)."""
 
     seconds: dict = field(default_factory=lambda: defaultdict(float))
-    calls: dict = field(default_factory=lambda: defaultdict(int))
     counts: dict = field(default_factory=lambda: defaultdict(int))  # iterations, test images
     order: dict = field(default_factory=dict)  # path -> when it was first entered (the report's order)
     _stack: list = field(default_factory=list)
@@ -62,7 +61,6 @@ class Phases:
                 return original(*args, **kwargs)
             finally:
                 self.seconds[path] += time.perf_counter() - start
-                self.calls[path] += 1
                 self._stack.pop()
 
         timed._phase_label = label
@@ -100,20 +98,20 @@ class Phases:
         total = self.seconds.get((root,), 0.0) + sum(s for _, s in extra)
         paths = sorted((p for p in self.seconds if p[0] == root and len(p) > 1),
                        key=lambda p: tuple(self.order.get(p[:i], 0) for i in range(1, len(p) + 1)))
-        rows = [(0, root, 1000 * total / unit, 1.0)]
-        for path in paths + [(root, label) for label, _ in extra]:
-            s = self.seconds[path] if path in self.seconds else dict(extra)[path[-1]]
-            rows.append((len(path) - 1, path[-1], 1000 * s / unit, s / total if total else 0.0))
-        return rows
+        parts = [(len(p) - 1, p[-1], self.seconds[p]) for p in paths] + [(1, label, s) for label, s in extra]
+        return [(0, root, 1000 * total / unit, 1.0)] + [
+            (depth, label, 1000 * s / unit, s / total if total else 0.0) for depth, label, s in parts]
 
 
 def _stages(roi_head, name: str) -> list:
     """``roi_head.<name>`` as a list of (stage label, module): one entry for a standard head, one per stage
     for a cascade."""
+    from torch import nn
+
     value = getattr(roi_head, name, None)
     if value is None:
         return []
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ModuleList":
+    if isinstance(value, (list, tuple, nn.ModuleList)):
         return [(f"stage {i + 1}: ", v) for i, v in enumerate(value)]
     return [("", value)]
 
