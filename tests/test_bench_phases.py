@@ -119,6 +119,7 @@ def test_bench_phases_reports_where_mask_rcnn_and_yolact_runs_spend_their_time(t
     (["--max-iters", "0"], "--max-iters must be at least 1"),
     (["--only", "atss"], "expected DETECTOR:LOSS"),
     (["--spec", "experiments/example_new_loss.yaml", "--only", "yolact:rs"], "has no run of yolact:rs"),
+    (["--spec", "experiments/coco_1x.yaml", "--only", "atss:rs"], "atss:rs trains in 4 processes"),
 ])
 def test_bench_phases_usage_errors_are_one_line_and_exit_2(args, says, tmp_path):
     proc = harness("bench-phases", *args, "--out", str(tmp_path / "p"))

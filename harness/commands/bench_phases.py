@@ -36,10 +36,14 @@ def run(args) -> int:
     except SpecError as exc:
         raise UsageError(str(exc)) from None
     cells = parse_cells(args.only or DEFAULT_CELLS)
-    have = {(r.detector, r.loss) for r in spec.runs()}
-    missing = [f"{d}:{lo}" for d, lo in cells if (d, lo) not in have]
+    world = {(r.detector, r.loss): r.world_size for r in spec.runs()}
+    missing = [f"{d}:{lo}" for d, lo in cells if (d, lo) not in world]
     if missing:
         raise UsageError(f"{spec_path} has no run of {', '.join(missing)}; pick cells the spec runs")
+    several = [f"{d}:{lo} trains in {world[(d, lo)]} processes" for d, lo in cells if world[(d, lo)] > 1]
+    if several:
+        raise UsageError(f"{spec_path}: {'; '.join(several)}; bench-phases times a run in its own single process "
+                         "(use a spec whose runs have one GPU or task each)")
     import sys
     import tempfile
     import warnings
