@@ -125,3 +125,12 @@ def test_bench_phases_usage_errors_are_one_line_and_exit_2(args, says, tmp_path)
     proc = harness("bench-phases", *args, "--out", str(tmp_path / "p"))
     assert proc.returncode == 2 and says in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_that_fails_is_exit_1_with_its_error_and_its_log_kept(tmp_path):
+    spec = tmp_path / "nodata.yaml"
+    spec.write_text("name: nodata\ndataset: {kind: coco, root: /nonexistent}\nprofile: tiny\ndetectors: [atss]\n"
+                    "losses: [rs]\nlaunch: {executor: local, cpus_per_run: 1}\n")
+    proc = harness("bench-phases", "--spec", str(spec), "--only", "atss:rs", "--out", str(tmp_path / "p"))
+    assert proc.returncode == 1 and "atss:rs failed: DataRootError" in proc.stderr, proc.stderr[-2000:]
+    assert (tmp_path / "p.atss-rs.log").is_file() and not (tmp_path / "p.md").exists()

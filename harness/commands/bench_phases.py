@@ -44,6 +44,7 @@ def run(args) -> int:
     if several:
         raise UsageError(f"{spec_path}: {'; '.join(several)}; bench-phases times a run in its own single process "
                          "(use a spec whose runs have one GPU or task each)")
+    import shutil
     import sys
     import tempfile
     import warnings
@@ -56,8 +57,14 @@ def run(args) -> int:
         for det, loss in cells:
             try:
                 cell = profile_cell(det, loss, Path(tmp), spec_path, max_iters=args.max_iters)
-            except Exception as exc:  # the run's own error; its log is in the folder about to be removed
-                print(f"{det}:{loss} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            except Exception as exc:  # the run's own error: its log is kept beside the report's prefix
+                log = Path(f"{args.out}.{det}-{loss}.log")
+                logs = sorted(Path(tmp).glob(f"{det}-{loss}-*.log"))
+                if logs:
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(logs[-1], log)
+                print(f"{det}:{loss} failed: {type(exc).__name__}: {exc}" + (f" (its log: {log})" if logs else ""),
+                      file=sys.stderr)
                 return 1
             results.append(cell)
             top = cell.train[0][2], cell.test[0][2]
