@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli import harness
 from coco_format_data import CATEGORIES, spec, write_dataset
 from harness.experiments.spec import SpecError, load_spec
 from harness.rows import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def harness(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900)
 
 
 def relative(folder: Path) -> dict:

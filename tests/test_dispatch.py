@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli import harness as run_cli
 from harness.cli import main
 from harness.rows import read_rows
 
@@ -35,10 +36,6 @@ def spec_file(tmp_path, name="smoke", **overrides):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
 def test_run_writes_rows_and_reruns_skip_done_cells(tmp_path):

@@ -7,13 +7,12 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli import harness
 from harness.experiments.spec import parse_spec
 from harness.run import fingerprint as fpm
 
@@ -130,11 +129,6 @@ def test_a_mask_detector_without_detections_gets_mask_metrics():
 
 # ------------------------------------------------------------------------------------------------
 # Through the command line: a real (one-iteration) run, then its loss module edited
-
-
-def harness(*args):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
 
 
 @pytest.mark.slow

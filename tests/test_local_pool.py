@@ -8,13 +8,12 @@ row's), and `--wait` / `harness benchmark` report the runs they ran, exit 1 when
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli import harness
 from harness.bench.benchmark_timing import PHASES
 from harness.experiments.spec import load_spec
 from harness.rows import read_rows, write_row
@@ -33,11 +32,6 @@ def spec_file(folder: Path, name: str, losses=("focal", "rs"), modules=()) -> Pa
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def harness(*args):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
 
 
 def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_path):

@@ -10,14 +10,13 @@ job's process fails the run before training, the reason in its row.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli import harness
 from harness.rows import read_rows
 
 pytestmark = pytest.mark.slow
@@ -40,13 +39,6 @@ def write_spec(folder: Path, name: str, *, losses=("focal", "qfl"), modules=None
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def harness(*args, timeout=900):
-    """``harness ARGS`` from the repository root (the spec's relative loss-module path is read from the spec
-    file's folder, not from here)."""
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
 
 
 def rows_by_loss(results: Path) -> dict[str, dict]:

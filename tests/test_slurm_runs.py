@@ -8,13 +8,12 @@ import io
 import json
 import pickle
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
+from cli import harness
 from harness.experiments.spec import load_spec
 from harness.launch import slurm
 from harness.launch.orchestrate import Request, launch
@@ -22,7 +21,6 @@ from harness.launch.status import experiment_status
 from harness.rows import read_rows
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
 def spec_file(tmp_path, name, losses=("focal", "rs"), epochs=1, iters=2):
@@ -39,11 +37,6 @@ def spec_file(tmp_path, name, losses=("focal", "rs"), epochs=1, iters=2):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def harness(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
 
 
 def test_a_spec_runs_as_a_job_array(slurm_cluster, tmp_path):
