@@ -4,15 +4,11 @@ inclusive and in call order, and the report of a real Mask R-CNN and YOLACT run 
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from cli import harness
 from harness.bench import phases as ph
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -81,11 +77,6 @@ def test_nested_phases_are_inclusive_in_call_order_and_roots_only_at_the_top(mon
     assert by[ph.TRAIN] == (pytest.approx(1000 * 12.5 / 2), 1.0)  # 11.5 s of steps + 1 s outside, per iteration
     assert by["head"] == (pytest.approx(3000), pytest.approx(6 / 12.5))
     assert by["outside"][1] == pytest.approx(1 / 12.5)
-
-
-def harness(*args):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=900)
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Where a grid run's time goes (``make bench-phases``): each part of a training iteration and of a test image.
 
-A cell of the embedded default (``experiments/synthetic.yaml``: its dataset, schedule and overrides, seed 0)
+A cell of the embedded default (``experiments/synthetic.yaml``: its dataset, schedule and overrides, its first seed)
 is trained and tested by the same code as any run (:func:`harness.run.train.train_and_evaluate`), with a
 timer around each part of the model that its detector has:
 
@@ -81,16 +81,14 @@ class Phases:
 
     def time_whole(self, obj, name: str, label: str) -> None:
         """Add the wall time of every call of ``obj.<name>`` to ``label`` (a loop around the timed phases)."""
-        original = getattr(obj, name)
+        from harness.run.train import _timed
 
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[(label,)] += time.perf_counter() - start
+        _timed(obj, name, self.seconds, (label,))
 
-        setattr(obj, name, timed)
+    def wrap_all(self, obj, labels: dict) -> None:
+        """:meth:`wrap` each ``{method: label}`` of ``obj``."""
+        for name, label in labels.items():
+            self.wrap(obj, name, label)
 
     def table(self, root: str, unit: int, extra: list) -> list:
         """``(depth, label, ms per unit, share of the root)`` rows of ``root`` and the phases under it,
@@ -134,18 +132,14 @@ def instrument_model(phases: Phases, model) -> None:
     p.wrap(model, "extract_feat", "backbone + neck forward")
     rpn = getattr(model, "rpn_head", None)
     if rpn is not None:
-        p.wrap(rpn, "loss_and_predict", "RPN")
-        p.wrap(rpn, "predict", "RPN")
-        p.wrap(rpn, "forward", "RPN head forward")
-        p.wrap(rpn, "loss_by_feat", "RPN targets + loss")
-        p.wrap(rpn, "predict_by_feat", "RPN proposals (decode + NMS)")
+        p.wrap_all(rpn, {"loss_and_predict": "RPN", "predict": "RPN", "forward": "RPN head forward",
+                         "loss_by_feat": "RPN targets + loss", "predict_by_feat": "RPN proposals (decode + NMS)"})
         _loss_parts(p, rpn, "RPN ")
     roi = getattr(model, "roi_head", None)
     if roi is not None:
-        p.wrap(roi, "loss", "RoI heads")
-        p.wrap(roi, "predict", "RoI heads")
-        p.wrap(roi, "predict_bbox", "box predictions (decode + NMS)")
-        p.wrap(roi, "predict_mask", "mask predictions")
+        p.wrap_all(roi, {"loss": "RoI heads", "predict": "RoI heads", "predict_bbox": "box predictions (decode + NMS)",
+                         "predict_mask": "mask predictions",
+                         "_mask_term": "mask branch (RoI features, head, targets, Dice)"})
         for stage, assigner in _stages(roi, "bbox_assigner"):
             p.wrap(assigner, "assign", f"{stage}RoI assignment")
         for stage, sampler in _stages(roi, "bbox_sampler"):
@@ -153,39 +147,31 @@ def instrument_model(phases: Phases, model) -> None:
         for stage, extractor in _stages(roi, "bbox_roi_extractor"):
             p.wrap(extractor, "forward", f"{stage}box RoI features (RoIAlign)")
         for stage, head in _stages(roi, "bbox_head"):
-            p.wrap(head, "forward", f"{stage}box head forward")
-            p.wrap(head, "loss_and_target", f"{stage}box targets + loss")
-            p.wrap(head, "loss_terms", f"{stage}box loss terms")
+            p.wrap_all(head, {"forward": f"{stage}box head forward", "loss_and_target": f"{stage}box targets + loss",
+                              "loss_terms": f"{stage}box loss terms"})
             _loss_parts(p, head, f"{stage}box ")
-        p.wrap(roi, "_mask_term", "mask branch (RoI features, head, targets, Dice)")
         roi_module = sys.modules.get(type(roi).__module__)
         if roi_module is not None:
             p.wrap(roi_module, "mask_target", "mask targets")
         for stage, extractor in _stages(roi, "mask_roi_extractor"):
             p.wrap(extractor, "forward", f"{stage}mask RoI features (RoIAlign)")
         for stage, head in _stages(roi, "mask_head"):
-            p.wrap(head, "forward", f"{stage}mask head forward")
-            p.wrap(head, "loss_and_target", f"{stage}mask targets + loss")
-            p.wrap(head, "get_targets", f"{stage}mask targets")
-            p.wrap(head, "dice_values", f"{stage}mask Dice loss")
-            p.wrap(head, "predict_by_feat", f"{stage}mask decoding + pasting into the image")
+            p.wrap_all(head, {"forward": f"{stage}mask head forward", "loss_and_target": f"{stage}mask targets + loss",
+                              "get_targets": f"{stage}mask targets", "dice_values": f"{stage}mask Dice loss",
+                              "predict_by_feat": f"{stage}mask decoding + pasting into the image"})
     for attr, title in (("bbox_head", "dense head"), ("mask_head", "mask head")):
         head = getattr(model, attr, None)
         if head is None:
             continue
-        p.wrap(head, "loss", title)
-        p.wrap(head, "predict", title)
-        p.wrap(head, "forward", f"{title} forward")
-        p.wrap(head, "loss_by_feat", f"{title} targets + loss")
-        p.wrap(head, "prepare_losses", f"{title} targets + box term")
-        p.wrap(head, "mask_term", f"{title}: prototypes, crops, Dice")
+        p.wrap_all(head, {"loss": title, "predict": title, "forward": f"{title} forward",
+                          "loss_by_feat": f"{title} targets + loss", "prepare_losses": f"{title} targets + box term",
+                          "mask_term": f"{title}: prototypes, crops, Dice",
+                          "predict_by_feat": f"{title} decoding (+ NMS, masks pasted)"})
         _loss_parts(p, head, f"{title} ")
-        p.wrap(head, "predict_by_feat", f"{title} decoding (+ NMS, masks pasted)")
 
 
 def instrument_optimizer(phases: Phases, optim_wrapper) -> None:
-    phases.wrap(optim_wrapper, "backward", "backward")
-    phases.wrap(optim_wrapper, "step", "optimizer step")
+    phases.wrap_all(optim_wrapper, {"backward": "backward", "step": "optimizer step"})
 
 
 def instrument_evaluator(phases: Phases, evaluator) -> None:
@@ -252,30 +238,24 @@ class CellPhases:
     test: list  # (depth, label, ms per image, share of a test image)
 
 
-def profile_cell(detector: str, loss: str, folder: Path, spec_path: str | Path = DEFAULT_SPEC,
-                 max_iters: int | None = None) -> CellPhases:
-    """Train and test ``detector`` x ``loss`` as the spec's seed-0 run (``max_iters``: at most that many
-    iterations an epoch) in ``folder``/<run id>, with timers on its parts; the run's output goes to
-    ``folder``/<run id>.log."""
-    import dataclasses
+def run_log(run, folder: Path) -> Path:
+    """Where :func:`profile_run` writes the output of ``run``."""
+    return folder / f"{run.run_id}.log"
+
+
+def profile_run(run, folder: Path) -> CellPhases:
+    """Train and test ``run`` (a :class:`~harness.experiments.spec.RunSpec` of one process) in
+    ``folder``/<run id> with timers on its parts; its output goes to :func:`run_log`."""
     from contextlib import redirect_stderr, redirect_stdout
 
-    from harness.experiments.spec import load_spec
     from harness.run.train import train_and_evaluate
 
-    spec = load_spec(spec_path)
-    runs = [r for r in spec.runs() if (r.detector, r.loss) == (detector, loss)]
-    if not runs:
-        raise ValueError(f"{spec_path} has no run of {detector}:{loss}")
-    run = runs[0]
-    if max_iters:
-        run = dataclasses.replace(run, schedule={**run.schedule, "max_iters_per_epoch": max_iters})
     phases = Phases()
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{run.run_id}.log").open("w") as log, redirect_stdout(log), redirect_stderr(log), \
+    with run_log(run, folder).open("w") as log, redirect_stdout(log), redirect_stderr(log), \
             instrumented_runs(phases):
         train_and_evaluate(run, folder / run.run_id)
-    return cell_phases(phases, detector, loss)
+    return cell_phases(phases, run.detector, run.loss)
 
 
 def cell_phases(phases: Phases, detector: str, loss: str) -> CellPhases:
@@ -308,7 +288,7 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
     lines = [
         "# Where a grid run's time goes, part by part",
         "",
-        f"Each cell trained and tested as the seed-0 run of `{spec_path}` (its dataset, schedule and "
+        f"Each cell trained and tested as its first seed's run in `{spec_path}` (its dataset, schedule and "
         "overrides), by the same code as every run, with a timer around each part of the model "
         "(harness/bench/phases.py). Times are inclusive: a line contains the lines indented under it. "
         f"1 torch thread; {platform.processor() or platform.machine()}, torch {torch.__version__}. Written by "

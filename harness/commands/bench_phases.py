@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/bench/phases", help="output prefix (.md and .csv)")
     parser.add_argument("--only", action="append", default=None, metavar="DETECTOR:LOSS",
                         help=f"only these cells (default: {' '.join(DEFAULT_CELLS)})")
-    parser.add_argument("--spec", default=None, help="the spec whose seed-0 runs are timed "
+    parser.add_argument("--spec", default=None, help="the spec whose runs are timed, each cell's first seed "
                         "(default experiments/synthetic.yaml)")
     parser.add_argument("--max-iters", type=int, default=None, metavar="N",
                         help="at most N training iterations an epoch (default: the spec's schedule)")
@@ -28,7 +28,7 @@ def run(args) -> int:
 
     if args.max_iters is not None and args.max_iters < 1:
         raise UsageError("--max-iters must be at least 1")
-    from harness.bench.phases import DEFAULT_SPEC, profile_cell, write_report
+    from harness.bench.phases import DEFAULT_SPEC, profile_run, run_log, write_report
 
     spec_path = args.spec or DEFAULT_SPEC
     try:
@@ -36,14 +36,18 @@ def run(args) -> int:
     except SpecError as exc:
         raise UsageError(str(exc)) from None
     cells = parse_cells(args.only or DEFAULT_CELLS)
-    world = {(r.detector, r.loss): r.world_size for r in spec.runs()}
-    missing = [f"{d}:{lo}" for d, lo in cells if (d, lo) not in world]
+    first: dict = {}  # each cell's first run (its first seed)
+    for r in spec.runs():
+        first.setdefault((r.detector, r.loss), r)
+    missing = [f"{d}:{lo}" for d, lo in cells if (d, lo) not in first]
     if missing:
         raise UsageError(f"{spec_path} has no run of {', '.join(missing)}; pick cells the spec runs")
-    several = [f"{d}:{lo} trains in {world[(d, lo)]} processes" for d, lo in cells if world[(d, lo)] > 1]
+    several = [f"{d}:{lo} trains in {first[(d, lo)].world_size} processes" for d, lo in cells
+               if first[(d, lo)].world_size > 1]
     if several:
         raise UsageError(f"{spec_path}: {'; '.join(several)}; bench-phases times a run in its own single process "
                          "(use a spec whose runs have one GPU or task each)")
+    import dataclasses
     import shutil
     import sys
     import tempfile
@@ -55,16 +59,16 @@ def run(args) -> int:
     with warnings.catch_warnings(), quiet_mmengine(), tempfile.TemporaryDirectory(prefix="harness-phases-") as tmp:
         warnings.simplefilter("ignore")
         for det, loss in cells:
+            run = first[(det, loss)]
+            if args.max_iters:
+                run = dataclasses.replace(run, schedule={**run.schedule, "max_iters_per_epoch": args.max_iters})
             try:
-                cell = profile_cell(det, loss, Path(tmp), spec_path, max_iters=args.max_iters)
+                cell = profile_run(run, Path(tmp))
             except Exception as exc:  # the run's own error: its log is kept beside the report's prefix
                 log = Path(f"{args.out}.{det}-{loss}.log")
-                logs = sorted(Path(tmp).glob(f"{det}-{loss}-*.log"))
-                if logs:
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(logs[-1], log)
-                print(f"{det}:{loss} failed: {type(exc).__name__}: {exc}" + (f" (its log: {log})" if logs else ""),
-                      file=sys.stderr)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run_log(run, Path(tmp)), log)
+                print(f"{det}:{loss} failed: {type(exc).__name__}: {exc} (its log: {log})", file=sys.stderr)
                 return 1
             results.append(cell)
             top = cell.train[0][2], cell.test[0][2]
