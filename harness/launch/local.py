@@ -33,7 +33,7 @@ from harness.files import FILE_MODE
 from harness.launch.manifest import record_ended, record_submission
 from harness.launch.scheduler import pool_lock
 from harness.rows import write_row
-from harness.run.job import RunJob, RunLock, attempt_outcome, row_identity, work_dir
+from harness.run.job import RunJob, RunLock, attempt_outcome, freeze_imported, row_identity, work_dir
 
 POOL_ENV = "HARNESS_POOL_ID"  # the id a background pool takes (its parent waits for that pool's lock)
 
@@ -87,6 +87,7 @@ def _run_in_worker(run: dict, results_dir: str, force: bool, attempt: str, threa
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    freeze_imported(collect=False)  # what the server imported
     os.environ["HARNESS_NUM_THREADS"] = str(threads)
     job = RunJob(run, results_dir, force, attempt, rerun_stale)
     os.environ["HARNESS_LOCAL_RUN"] = job.spec.run_id  # the run's own process (its row says how it started)

@@ -221,21 +221,6 @@ def _dead_process(folder: Path, job_id: str, run: RunSpec) -> int | None:
     return None
 
 
-def _freeze_imports() -> None:
-    """Import what every run needs (torch, mmengine, mmdet, the harness's modules) and move those objects
-    out of the garbage collector's reach (``gc.freeze``): they live as long as the process, and mmengine's
-    datasets call ``gc.collect()`` as they are built (three times a start), each call walking about
-    500,000 of them (0.5 s a call with 4 processes on 2 cores)."""
-    import gc
-
-    import mmengine.runner  # noqa: F401
-
-    import harness.detectors.plugin  # noqa: F401
-
-    gc.collect()
-    gc.freeze()
-
-
 class RehearsalJob:
     """Rehearsal runs of one world size, one after the other, in the tasks of one LocalExecutor job (its
     processes and their imports, and the gloo group, serve every run). Each run: a start stopped after
@@ -248,13 +233,13 @@ class RehearsalJob:
 
     def __call__(self) -> None:
         from harness.files import write_json_atomic
-        from harness.run.job import _job_id, _rank
+        from harness.run.job import _job_id, _rank, freeze_imported
 
         rank = _rank()
         pid = pid_path(Path(self.results_dir), _job_id(), rank)
         pid.parent.mkdir(parents=True, exist_ok=True)
         pid.write_text(str(os.getpid()))
-        _freeze_imports()
+        freeze_imported("mmengine.runner", "harness.detectors.plugin")  # imported once for all the runs
         for data in self.runs:
             spec = RunSpec.from_dict(data)
             path = outcome_path(Path(self.results_dir), spec.run_id, rank)

@@ -99,6 +99,24 @@ class RunLock:
         return False
 
 
+def freeze_imported(*modules: str, collect: bool = True) -> None:
+    """Import ``modules``, then move every object this process holds out of the garbage collector's walk
+    (``gc.freeze``). For a process that trains run after run (a rehearsal job) or a fork of one that
+    imported the training stack (a local run): those objects live as long as the process, yet mmengine's
+    datasets call ``gc.collect()`` as they are built (three times a run), each call walking about 500,000
+    of them (0.2-0.5 s; in a fork it also copies the memory pages it walks). Call it once, before any run:
+    what it freezes is never freed (``collect``: collect the garbage first, which a fresh fork of a server
+    that only imported need not do)."""
+    import gc
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+    if collect:
+        gc.collect()
+    gc.freeze()
+
+
 def _job_id() -> str | None:
     try:
         return submitit.JobEnvironment().job_id
