@@ -306,7 +306,7 @@ def stop_loader_workers(runner) -> None:
     """Stop the worker processes of ``runner``'s built data loaders now (one with ``persistent_workers``
     keeps them until its iterator is freed). mmengine's Runner sits in reference cycles, so without this
     they are stopped by some later garbage collection, in the same process when it goes on to another run
-    (a rehearsal job, a local pool); torch's stop message, put from inside a collection, does not reach
+    (a rehearsal job, the debug executor); torch's stop message, put from inside a collection, does not reach
     the workers, and it waits 5 s for each (``MP_STATUS_CHECK_INTERVAL``) before killing it: 5-11 s a run,
     measured. Loops not built yet (still config dicts) and loaders without workers are left alone."""
     for loop in (runner._train_loop, runner._val_loop, runner._test_loop):
