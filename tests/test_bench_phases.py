@@ -104,6 +104,7 @@ def test_bench_phases_reports_where_mask_rcnn_and_yolact_runs_spend_their_time(t
             assert all(0 <= float(r["share"]) <= 1.0001 for r in table)
     text = out.with_suffix(".md").read_text()
     assert "## Mask R-CNN × rs" in text and "## YOLACT × rs" in text and "2 training iterations" in text
+    assert text.count("1 torch thread(s)") == 2  # the default spec's runs: cpus_per_run 1
 
 
 @pytest.mark.parametrize("args, says", [

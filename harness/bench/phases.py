@@ -236,6 +236,7 @@ class CellPhases:
     test_images: int
     train: list  # (depth, label, ms per iteration, share of an iteration)
     test: list  # (depth, label, ms per image, share of a test image)
+    threads: int  # torch threads the run trained with (its spec's cpus_per_run)
 
 
 def run_log(run, folder: Path) -> Path:
@@ -248,6 +249,8 @@ def profile_run(run, folder: Path) -> CellPhases:
     ``folder``/<run id> with timers on its parts; its output goes to :func:`run_log`."""
     from contextlib import redirect_stderr, redirect_stdout
 
+    import torch
+
     from harness.run.train import train_and_evaluate
 
     phases = Phases()
@@ -255,10 +258,10 @@ def profile_run(run, folder: Path) -> CellPhases:
     with run_log(run, folder).open("w") as log, redirect_stdout(log), redirect_stderr(log), \
             instrumented_runs(phases):
         train_and_evaluate(run, folder / run.run_id)
-    return cell_phases(phases, run.detector, run.loss)
+    return cell_phases(phases, run.detector, run.loss, torch.get_num_threads())
 
 
-def cell_phases(phases: Phases, detector: str, loss: str) -> CellPhases:
+def cell_phases(phases: Phases, detector: str, loss: str, threads: int) -> CellPhases:
     """The two tables of one instrumented run: the loops' time outside the timed parts is its own line."""
     sec = phases.seconds.get
     iters, images = phases.counts[TRAIN], phases.counts[TEST]
@@ -269,7 +272,7 @@ def cell_phases(phases: Phases, detector: str, loss: str) -> CellPhases:
                                                  train_outside)])
     test = phases.table(TEST, max(images, 1), test_parts + [("outside the model: data loading, hooks",
                                                              test_outside)])
-    return CellPhases(detector, loss, iters, images, train, test)
+    return CellPhases(detector, loss, iters, images, train, test, threads)
 
 
 def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -> None:
@@ -291,7 +294,7 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
         f"Each cell trained and tested as its first seed's run in `{spec_path}` (its dataset, schedule and "
         "overrides), by the same code as every run, with a timer around each part of the model "
         "(harness/bench/phases.py). Times are inclusive: a line contains the lines indented under it. "
-        f"1 torch thread; {platform.processor() or platform.machine()}, torch {torch.__version__}. Written by "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}. Written by "
         "`make bench-phases` (`harness bench-phases`). One run each on this machine's load at the time: "
         "compare within this file.",
         "",
@@ -299,7 +302,8 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
     for c in cells:
         title = DETECTORS[c.detector].title
         lines += [f"## {title} × {c.loss}", "",
-                  f"{c.iterations} training iterations, {c.test_images} test images.", ""]
+                  f"{c.iterations} training iterations, {c.test_images} test images, {c.threads} torch "
+                  f"thread(s).", ""]
         for table, unit in ((c.train, "iteration"), (c.test, "test image")):
             lines += [f"| part | ms per {unit} | share |", "|---|---:|---:|"]
             for depth, label, ms, share in table:
