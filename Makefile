@@ -7,6 +7,9 @@ export HARNESS_WHEELHOUSE ?= $(if $(wildcard ../shared/wheels),$(abspath ../shar
 PYTEST_ARGS ?=
 
 EXPERIMENT ?= experiments/synthetic.yaml
+# Extra flags for `harness benchmark` (make benchmark) and `harness doctor` (make doctor), e.g.
+# ARGS="--cluster mysite --account myproj" to use a site's profile without editing the spec.
+ARGS ?=
 
 .PHONY: help setup test bench-losses benchmark tables
 
@@ -21,8 +24,8 @@ $(VENV)/.harness-setup: requirements.txt scripts/setup.sh pyproject.toml
 test: setup  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-benchmark: setup  ## run EXPERIMENT (default: the embedded synthetic grid) and print its tables
-	$(PY) -m harness benchmark $(EXPERIMENT)
+benchmark: setup  ## run EXPERIMENT (default: the embedded synthetic grid) and print its tables; ARGS="--cluster NAME ..." adds flags
+	$(PY) -m harness benchmark $(EXPERIMENT) $(ARGS)
 
 tables: setup  ## rebuild EXPERIMENT's tables and plots from whatever has finished
 	$(PY) -m harness benchmark $(EXPERIMENT) --tables-only
@@ -62,9 +65,9 @@ bench-steps: setup  ## median training-step time per detector x loss cell (tiny,
 
 # GPU nodes (README, "On a cluster").
 .PHONY: doctor gpu-wheels gpu-check
-doctor:  ## preflight of this node (torch + CUDA vs driver, GPUs, NCCL, mmcv/mmdet, sinfo); with EXPERIMENT=SPEC also its data, weights, SLURM
+doctor:  ## preflight of this node (torch + CUDA vs driver, GPUs, NCCL, mmcv/mmdet, sinfo); with EXPERIMENT=SPEC also its data, weights, SLURM (ARGS="--cluster NAME")
 	@test -x $(PY) || { echo "no $(VENV): run make setup first" >&2; exit 1; }
-	$(PY) -m harness doctor $(if $(filter-out file,$(origin EXPERIMENT)),$(EXPERIMENT))
+	$(PY) -m harness doctor $(if $(filter-out file,$(origin EXPERIMENT)),$(EXPERIMENT)) $(ARGS)
 
 gpu-wheels:  ## fetch the wheels the GPU check needs into wheelhouse/gpu (CPython 3.12; see scripts/gpu-wheels.sh)
 	bash scripts/gpu-wheels.sh
