@@ -157,7 +157,7 @@ def _sinfo(node, partitions: list[str], code: int = 0) -> None:
 
 def test_a_login_node_that_submits_to_slurm(node, tmp_path, capsys):
     _sinfo(node, ["gpu", "gpu-dev"])
-    spec = _spec(tmp_path, "{executor: auto, cluster: example-a100, gpus_per_run: 4, cpus_per_run: 32}")
+    spec = _spec(tmp_path, "{executor: auto, cluster: example-a100, account: proj, gpus_per_run: 4, cpus_per_run: 32}")
     code, out = _doctor(capsys, spec)
     assert code == 0, out
     assert "executor slurm" in _lines(out, "ok", "spec")[0]
@@ -169,7 +169,7 @@ def test_a_login_node_that_submits_to_slurm(node, tmp_path, capsys):
 
 def test_a_profile_partition_sinfo_does_not_list(node, tmp_path, capsys):
     _sinfo(node, ["batch"])
-    spec = _spec(tmp_path, "{executor: slurm, cluster: example-a100, gpus_per_run: 1}")
+    spec = _spec(tmp_path, "{executor: slurm, cluster: example-a100, account: proj, gpus_per_run: 1}")
     code, out = _doctor(capsys, spec)
     assert code == 1
     line = _lines(out, "PROBLEM", "cluster")[0]
@@ -263,13 +263,40 @@ def test_usage_errors(node, tmp_path, capsys):
 def test_cluster_partition_and_account_override_the_specs_launch(node, tmp_path, capsys):
     """`doctor SPEC --cluster NAME --partition P` checks the profile and partition `run` would use."""
     _sinfo(node, ["gpu", "gpu-dev"])
-    spec = _spec(tmp_path, "{executor: slurm, cluster: example-a100, gpus_per_run: 1}")
+    spec = _spec(tmp_path, "{executor: slurm, cluster: example-a100, account: proj, gpus_per_run: 1}")
     code, out = _doctor(capsys, spec, "--cluster", "no-such-site")
     assert code == 1
     assert "no-such-site" in _lines(out, "PROBLEM", "cluster")[0]
     code, out = _doctor(capsys, spec, "--partition", "debug")  # example-a100's debug role is gpu-dev
     assert code == 0, out
     assert "profile example-a100: partition(s) gpu-dev" in _lines(out, "ok", "cluster")[0]
+
+
+@pytest.mark.parametrize("sinfo_answers", [True, False])
+def test_what_the_dry_run_refuses_is_a_problem(node, tmp_path, capsys, sinfo_answers):
+    """doctor runs the dry run's checks of the submission: a placeholder account, more GPUs than a node has,
+    a time over the partition's limit, an unknown profile; each one PROBLEM line, exit 1 (where sinfo
+    answers, and on a machine without SLURM when the command line names the cluster)."""
+    if sinfo_answers:
+        _sinfo(node, ["gpu", "gpu-dev"])
+    cases = [
+        ("{executor: auto, cluster: example-a100, gpus_per_run: 4}", "account 'CHANGE-ME' is a placeholder"),
+        ("{executor: auto, cluster: example-a100, account: proj, gpus_per_run: 16}",
+         "asks for 16 GPU(s) per node but nodes have 8"),
+        ("{executor: auto, cluster: example-a100, account: proj, gpus_per_run: 4, time_min: 99999}",
+         "99999 min exceeds partition gpu's limit of 2880 min"),
+    ]
+    for launch, expected in cases:
+        spec = _spec(tmp_path, launch)
+        code, out = _doctor(capsys, spec, *([] if sinfo_answers else ["--cluster", "example-a100"]))
+        assert code == 1, out
+        assert any(expected in line for line in _lines(out, "PROBLEM", "cluster")), out
+        assert out[-1].startswith("1 problem(s)" if sinfo_answers else "3 problem(s)"), out  # + no sinfo, no GPUs
+    code, out = _doctor(capsys, _spec(tmp_path, "{executor: auto, cluster: example-a100, gpus_per_run: 4}"),
+                        "--cluster", "my-site")
+    assert code == 1
+    line = _lines(out, "PROBLEM", "cluster")[0]
+    assert "no cluster profile 'my-site'" in line and "harness cluster init" in line
 
 
 def test_cluster_without_a_spec_is_a_usage_error(node, capsys):

@@ -3,9 +3,11 @@
 Checks Python, the pinned packages (torch and its CUDA build, torchvision's kernels, mmcv with its ops,
 mmengine, mmdet), the NVIDIA driver against torch's CUDA build, the visible GPUs, NCCL and SLURM
 (``sinfo``). With SPEC it also checks what the spec's runs need where they would run: SLURM when it
-submits there (the cluster profile and its partition), else GPUs and NCCL on this node; the data roots
-of COCO / LVIS; the backbone weights (``--cluster``, ``--partition``, ``--account`` override the spec's
-launch section as ``harness run`` takes them). Prints one line per check (``ok``, ``note`` or ``PROBLEM``; a
+submits there (every job array as the dry run checks it: the cluster profile, GPUs, CPUs and memory
+of a node, the partition's time limit, placeholders; and the partitions against sinfo's), else GPUs
+and NCCL on this node; the data roots of COCO / LVIS; the backbone weights. ``--cluster``,
+``--partition``, ``--account`` override the spec's launch section as ``harness run`` takes them, and
+naming one also checks the submission on a machine without SLURM. Prints one line per check (``ok``, ``note`` or ``PROBLEM``; a
 problem says how to fix it) and a summary. Exits 1 when there is a problem (the spec cannot run here),
 0 otherwise, 2 when the spec itself does not validate.
 """
@@ -283,9 +285,10 @@ def _spec_executor(spec, reachable: bool) -> str:
     return ("slurm" if reachable else "local") if kind == "auto" else kind
 
 
-def check_spec(spec, torch_info: TorchInfo, slurm: tuple[bool, str]) -> list[Finding]:
-    """What the spec's runs need: SLURM and a valid cluster profile when they are submitted from here,
-    GPUs and NCCL when they run here; data roots; backbone weights."""
+def check_spec(spec, torch_info: TorchInfo, slurm: tuple[bool, str], cluster_named: bool = False) -> list[Finding]:
+    """What the spec's runs need: SLURM and a submission its cluster profile accepts when they are submitted
+    from here (or when ``cluster_named``: the command line named a cluster, partition or account), GPUs and
+    NCCL when they run here; data roots; backbone weights."""
     out = []
     runs = spec.runs()
     reachable, detail = slurm
@@ -294,31 +297,40 @@ def check_spec(spec, torch_info: TorchInfo, slurm: tuple[bool, str]) -> list[Fin
     world = max((r.world_size for r in runs), default=1)
     where = f"{len(runs)} run(s), executor {executor}, up to {gpus} GPU(s) and {world} process(es) per run"
     out.append(Finding("ok", "spec", f"{spec.path or spec.name}: {where}"))
-    if executor == "slurm":
-        out += _check_submission(spec, runs, reachable, detail)
-    else:
+    if executor == "slurm" or cluster_named:
+        out += _check_submission(runs, reachable, detail)
+    if executor != "slurm":
         out += _check_local_resources(gpus, world, torch_info)
     out += check_data(spec)
     out += check_weights(spec)
     return out
 
 
-def _check_submission(spec, runs, reachable: bool, detail: str) -> list[Finding]:
-    if not reachable:
-        return [Finding("problem", "slurm", f"the spec submits to SLURM, but {detail}",
-                        "run from a login node where sinfo answers, or pass --executor local to harness run")]
-    out = []
-    from harness.launch.cluster import ProfileError, load_profile
+def _check_submission(runs, reachable: bool, detail: str) -> list[Finding]:
+    """The dry run's checks of every job array against its cluster profile (unknown profile, GPUs, CPUs or
+    memory beyond a node, time over the partition's limit, placeholders), then, where sinfo answers, the
+    profiles' partitions against sinfo's."""
+    from harness.launch.submission import build_arrays, problems
 
+    out = []
+    if not reachable:
+        out.append(Finding("problem", "slurm", f"the runs are submitted to SLURM, but {detail}",
+                           "run from a login node where sinfo answers, or pass --executor local to harness run"))
+    arrays = build_arrays(runs)
+    for line in problems(arrays):
+        fix = ("write one with `harness cluster init NAME`, or copy slurm/profiles/example-a100.yaml"
+               if "no cluster profile" in line else "")  # the other lines say what to change
+        out.append(Finding("problem", "cluster", line, fix))
+    if not reachable:
+        return out
     known = {line.split()[0].rstrip("*") for line in detail.splitlines() if line.strip()}
-    for name in sorted({r.launch["cluster"] for r in runs}):
-        try:
-            profile = load_profile(name)
-        except ProfileError as exc:
-            out.append(Finding("problem", "cluster", str(exc), "copy slurm/profiles/example-a100.yaml for your site"))
-            continue
-        wanted = {r.launch.get("partition") or profile.partition for r in runs if r.launch["cluster"] == name}
-        wanted = {profile.partitions.get(p, p) for p in wanted}
+    loaded = {}
+    for array in arrays:
+        if array.profile is not None:
+            loaded.setdefault(array.cluster, (array.profile, set()))[1].update(
+                array.profile.partitions.get(p, p) for p in
+                {r.launch.get("partition") or array.profile.partition for r in array.runs})
+    for name, (profile, wanted) in sorted(loaded.items()):
         missing = sorted(wanted - known) if known else []
         if missing:
             out.append(Finding("problem", "cluster", f"profile {name}: partition(s) {', '.join(missing)} not in sinfo's "
@@ -385,15 +397,15 @@ def check_weights(spec) -> list[Finding]:
     return [Finding("ok", "weights", "every backbone checkpoint the runs start from is here")]
 
 
-def diagnose(spec=None) -> list[Finding]:
-    """Every check, in order (the spec's last)."""
+def diagnose(spec=None, cluster_named: bool = False) -> list[Finding]:
+    """Every check, in order (the spec's last); ``cluster_named``: see :func:`check_spec`."""
     torch_info = probe_torch()
     driver = probe_driver()
     slurm = probe_slurm()
     findings = check_python() + check_packages() + check_gpu(torch_info, driver) + check_nccl(torch_info)
     findings += check_slurm(*slurm)
     if spec is not None:
-        findings += check_spec(spec, torch_info, slurm)
+        findings += check_spec(spec, torch_info, slurm, cluster_named)
     return findings
 
 
@@ -428,7 +440,7 @@ def run(args) -> int:
     elif args.cluster or args.partition or args.account:
         raise UsageError("--cluster, --partition and --account check a spec's runs: give the spec too "
                          "(harness doctor SPEC --cluster NAME)")
-    findings = diagnose(spec)
+    findings = diagnose(spec, cluster_named=bool(args.cluster or args.partition or args.account))
     for finding in findings:
         print(finding.line())
     problems = [f for f in findings if f.status == "problem"]
