@@ -44,8 +44,18 @@ def write_spec(folder: Path, name: str, detectors, **kw) -> Path:
 # ------------------------------------------------------------------------------------------------ training
 
 
+def drop_area(path: Path, every: int = 2) -> None:
+    """Leave ``area`` out of every ``every``-th annotation of an annotation file, as some exporters do."""
+    data = json.loads(path.read_text())
+    for a in data["annotations"][::every]:
+        del a["area"]
+    path.write_text(json.dumps(data))
+
+
 @pytest.mark.slow
 def test_atss_and_mask_rcnn_train_and_evaluate_on_own_data_through_the_local_executor(parts):
+    for split in ("train", "val"):  # the format's optional area: half the annotations leave it out
+        drop_area(parts / "data" / f"{split}.json")
     spec_path = write_spec(parts, "parts", ["atss", "mask_rcnn"])
     results = parts / "results"
     # run from another folder: the spec's relative paths are read from the spec's own folder
@@ -110,6 +120,34 @@ def test_the_run_gets_the_classes_of_the_file_and_each_label_its_category_id(par
                 if a["image_id"] == first["img_id"] and not a["iscrowd"]]
     assert sorted(i["bbox_label"] for i in first["instances"] if not i["ignore_flag"]) == sorted(expected)
     assert any(i["ignore_flag"] for d in range(len(ds)) for i in ds.get_data_info(d)["instances"])  # the crowd
+
+
+def test_annotations_without_area_take_their_boxs(parts):
+    """mmdet's CocoDataset reads ann['area']; the run's dataset (CocoFormatDataset) takes the box's where
+    the file has none, and gives the same instances as CocoDataset on the file with the areas written."""
+    from mmengine.registry import init_default_scope
+
+    import harness.detectors.plugin  # noqa: F401  (registers CocoFormatDataset)
+    from harness.data.coco_format import coco_format_paths
+    from harness.experiments.spec import RunSpec
+    from harness.run.train import build_config
+    from mmdet.datasets import CocoDataset
+    from mmdet.registry import DATASETS
+
+    init_default_scope("mmdet")
+    run = load_spec(write_spec(parts, "parts", ["atss"])).runs()[0]
+    cfg = build_config(RunSpec.from_dict(run.to_dict()), parts / "work", coco_format_paths(run.dataset))
+    train = dict(cfg.train_dataloader.dataset)
+    assert train["type"] == "CocoFormatDataset" and cfg.test_dataloader.dataset["type"] == "CocoFormatDataset"
+    train.update(pipeline=[])
+    with_area = CocoDataset(**{k: v for k, v in train.items() if k != "type"})
+    expected = [with_area.get_data_info(i)["instances"] for i in range(len(with_area))]
+    drop_area(parts / "data" / "train.json", every=1)
+    without = DATASETS.build(train)
+    got = [without.get_data_info(i)["instances"] for i in range(len(without))]
+    assert got == expected and sum(map(len, got)) > 0
+    with pytest.raises(KeyError, match="area"):  # what it replaces: mmdet's own dataset fails on the file
+        CocoDataset(**{k: v for k, v in train.items() if k != "type"})
 
 
 @pytest.mark.parametrize("change, message", [

@@ -53,6 +53,14 @@ class DatasetPaths:
         """The folder holding a split's images (for LVIS v1 the root: files are named ``train2017/...``)."""
         return self.root / self.img_prefix[split]
 
+    @property
+    def dataset_type(self) -> str:
+        """The mmdet dataset: ``LVISV1Dataset``, ``CocoDataset``, or for your own files the harness's
+        ``CocoFormatDataset`` (``CocoDataset`` that takes a box's area where an annotation has none)."""
+        if self.kind == "lvis":
+            return "LVISV1Dataset"
+        return "CocoFormatDataset" if self.source == "coco_format" else "CocoDataset"
+
     def metainfo(self) -> dict:
         """mmdet ``metainfo`` (``{"classes": (...)}``), empty for the real datasets (mmdet's lists apply)."""
         return {"classes": tuple(self.classes)} if self.classes else {}
@@ -85,7 +93,7 @@ class DatasetPaths:
             raise KeyError(f"split {split!r} is not part of this dataset (have: {', '.join(self.ann_files)})")
         train = split == "train"
         cfg = {
-            "type": "CocoDataset" if self.kind == "coco" else "LVISV1Dataset",
+            "type": self.dataset_type,
             "data_root": str(self.root),
             "ann_file": str(self.ann_files[split]),
             "data_prefix": {"img": self.img_prefix[split]},

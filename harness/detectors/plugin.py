@@ -5,13 +5,14 @@ config does); then ``type='HarnessLoss'`` (or ``'RankSortLoss'``, ``'APLoss'``, 
 ``'RankATSSHead'``, ``'RankPAAHead'``, ``'RankRPNHead'``, ``'RankBBoxHead'``, ``'DiceMaskHead'``,
 ``'RankRoIHead'``, ``'RankYOLACTHead'``, ``'RankYOLACTProtonet'``, ``'RankYOLACT'``,
 ``'RankSOLOv2Head'``, ``'SigmoidClassesLoss'``, ``'AllProposalsSampler'``, ``'RecipeCheckHook'`` and
-``'SelfBalanceHook'`` resolve like mmdet's own.
+``'SelfBalanceHook'`` resolve like mmdet's own, and so does ``'CocoFormatDataset'`` (your own COCO-format
+files, :mod:`harness.detectors.datasets`).
 
 Importing it also routes mmcv's NMS, RoIAlign and sigmoid focal loss through torchvision / torch
 (:mod:`harness.detectors.kernels`), so that no cell needs mmcv's compiled kernels: an mmcv built without
 CUDA serves GPU nodes.
 """
 
-from harness.detectors import dense_heads, head_loss, hooks, kernels, roi_heads  # noqa: F401  (registration)
+from harness.detectors import datasets, dense_heads, head_loss, hooks, kernels, roi_heads  # noqa: F401  (registration)
 
 kernels.install()
