@@ -9,8 +9,6 @@ metric the runs have, the curve grid and one curve figure per cell. See docs/tab
 
 from __future__ import annotations
 
-from pathlib import Path
-
 NAME = "plot"
 HELP = "every seed's value per detector and loss, and training-loss curves (PNG) into results/<experiment>/plots/"
 
@@ -25,11 +23,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.commands.table import load
+    from harness.commands import UsageError
+    from harness.commands.table import load, out_folder
     from harness.results.plots import write_plots
 
     folder, _, rows, tset = load(args)
-    out = Path(args.out) if args.out else folder / "plots"
-    for path in write_plots(rows, tset, out, title=folder.name).values():
+    out = out_folder(args, folder, "plots", "the plots")
+    try:
+        written = write_plots(rows, tset, out, title=folder.name)
+    except OSError as exc:
+        raise UsageError(f"cannot write the plots into {out}: {exc}") from None
+    for path in written.values():
         print(path)
     return 0

@@ -62,13 +62,34 @@ def load(args):
     return folder, frame, rows, tset
 
 
+def out_folder(args, folder: Path, default: str, what: str) -> Path:
+    """The folder the table and plot commands write ``what`` into: ``--out`` or ``folder / default``. One
+    that is a file (or lies under a file) is a usage error, raised before anything is written."""
+    from harness.commands import UsageError
+
+    out = Path(args.out) if args.out else folder / default
+    given = f"--out {out}" if args.out else f"{out} (the default folder)"
+    fix = "give --out a folder (it is created when missing)" if args.out else "move that file away or give --out DIR"
+    for path in (out, *out.parents):
+        if path.is_dir():
+            return out
+        if path.exists():
+            place = "is a file" if path == out else f"lies under {path}, which is a file"
+            raise UsageError(f"{given} {place}, not a folder to write {what} into; {fix}")
+    return out
+
+
 def run(args) -> int:
+    from harness.commands import UsageError
     from harness.results.tables import FORMATS, write_tables
 
     folder, frame, _, tset = load(args)
     formats = FORMATS if args.format == "all" else (args.format,)
-    out = Path(args.out) if args.out else folder / "tables"
-    written = write_tables(tset, frame, out, formats, title=f"Results: {folder.name}")
+    out = out_folder(args, folder, "tables", "the tables")
+    try:
+        written = write_tables(tset, frame, out, formats, title=f"Results: {folder.name}")
+    except OSError as exc:
+        raise UsageError(f"cannot write the tables into {out}: {exc}") from None
     if args.format in ("md", "all"):
         print(tset.markdown(f"Results: {folder.name}"))
     elif args.format == "latex":
