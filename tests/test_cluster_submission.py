@@ -76,10 +76,12 @@ BAD = [
     ({"time_min": 99999, "account": "p1"}, "99999 min exceeds partition gpu's limit of 2880 min", "time_min"),
     ({}, "account 'CHANGE-ME' is a placeholder", "--account"),
     ({"mem_gb": 2000, "account": "p1"}, "asks for 2000 GB but nodes have 960 GB", "mem_gb"),
+    ({"partition": "nosuch", "account": "p1"}, "no partition 'nosuch'", "roles: debug, default, partitions: gpu"),
 ]
 
 
-@pytest.mark.parametrize("launch,problem,fix", BAD, ids=["unknown-profile", "gpus", "time", "placeholder", "memory"])
+@pytest.mark.parametrize("launch,problem,fix", BAD,
+                         ids=["unknown-profile", "gpus", "time", "placeholder", "memory", "partition"])
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "submit"])
 def test_what_sbatch_would_refuse_is_one_line_and_exit_2_before_any_submission(slurm, capsys, launch, problem, fix,
                                                                                 dry_run):

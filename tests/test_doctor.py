@@ -28,6 +28,7 @@ def node(tmp_path, monkeypatch):
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)  # a login node unless a test says otherwise
     monkeypatch.delenv("HARNESS_COCO_ROOT", raising=False)
     state = types.SimpleNamespace(bin=bin_dir, torch=TorchInfo(version="2.14.1+cu130", cuda="13.0"))
     monkeypatch.setattr(doctor, "probe_torch", lambda: state.torch)
@@ -297,6 +298,33 @@ def test_what_the_dry_run_refuses_is_a_problem(node, tmp_path, capsys, sinfo_ans
     assert code == 1
     line = _lines(out, "PROBLEM", "cluster")[0]
     assert "no cluster profile 'my-site'" in line and "harness cluster init" in line
+
+
+def test_an_array_with_problems_is_not_also_ok(node, tmp_path, capsys):
+    _sinfo(node, ["gpu", "gpu-dev"])
+    for flags, problem in ([], "account 'CHANGE-ME' is a placeholder"), (["--partition", "nosuch"], "no partition 'nosuch'"):
+        code, out = _doctor(capsys, _spec(tmp_path, "{executor: auto, cluster: example-a100, gpus_per_run: 4}"), *flags)
+        assert code == 1
+        assert problem in _lines(out, "PROBLEM", "cluster")[0]
+        assert not _lines(out, "ok", "cluster"), out
+
+
+def test_inside_a_slurm_job_the_nodes_gpus_are_checked_against_the_runs(node, tmp_path, capsys, monkeypatch):
+    """`srun --gres=gpu:4 harness doctor SPEC` on a compute node: sinfo answers there too, but the node's GPUs
+    are the runs' (a login node only gets the note to check one)."""
+    _sinfo(node, ["gpu", "gpu-dev"])
+    spec = _spec(tmp_path, "{executor: auto, cluster: example-a100, account: proj, gpus_per_run: 4, cpus_per_run: 32}")
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    code, out = _doctor(capsys, spec)
+    assert code == 1
+    assert "need 4 GPU(s) on this node, torch sees 0" in _lines(out, "PROBLEM", "gpus")[0]
+    assert not _lines(out, "note", "gpus")
+    node.gpus("580.82.07", "13.0", ["NVIDIA A100"] * 4)
+    node.torch = TorchInfo(version="2.14.1+cu130", cuda="13.0", cuda_available=True, devices=["NVIDIA A100"] * 4,
+                           nccl="2.27.3")
+    code, out = _doctor(capsys, spec)
+    assert code == 0, out
+    assert "4 of 4 GPU(s) per run" in _lines(out, "ok", "gpus")[0]
 
 
 def test_cluster_without_a_spec_is_a_usage_error(node, capsys):

@@ -297,16 +297,17 @@ def check_spec(spec, torch_info: TorchInfo, slurm: tuple[bool, str], cluster_nam
     world = max((r.world_size for r in runs), default=1)
     where = f"{len(runs)} run(s), executor {executor}, up to {gpus} GPU(s) and {world} process(es) per run"
     out.append(Finding("ok", "spec", f"{spec.path or spec.name}: {where}"))
+    in_job = bool(os.environ.get("SLURM_JOB_ID"))  # a compute node, in a job (`srun ... harness doctor SPEC`)
     if executor == "slurm" or cluster_named:
-        out += _check_submission(runs, reachable, detail)
-    if executor != "slurm":
+        out += _check_submission(runs, reachable, detail, in_job)
+    if executor != "slurm" or in_job:
         out += _check_local_resources(gpus, world, torch_info)
     out += check_data(spec)
     out += check_weights(spec)
     return out
 
 
-def _check_submission(runs, reachable: bool, detail: str) -> list[Finding]:
+def _check_submission(runs, reachable: bool, detail: str, in_job: bool = False) -> list[Finding]:
     """The dry run's checks of every job array against its cluster profile (unknown profile, GPUs, CPUs or
     memory beyond a node, time over the partition's limit, placeholders), then, where sinfo answers, the
     profiles' partitions against sinfo's."""
@@ -326,7 +327,7 @@ def _check_submission(runs, reachable: bool, detail: str) -> list[Finding]:
     known = {line.split()[0].rstrip("*") for line in detail.splitlines() if line.strip()}
     loaded = {}
     for array in arrays:
-        if array.profile is not None:
+        if array.profile is not None and not array.problems:  # an array with problems has its lines above
             loaded.setdefault(array.cluster, (array.profile, set()))[1].update(
                 array.profile.partitions.get(p, p) for p in
                 {r.launch.get("partition") or array.profile.partition for r in array.runs})
@@ -338,8 +339,9 @@ def _check_submission(runs, reachable: bool, detail: str) -> list[Finding]:
                                f"set partitions in {profile.source or name}"))
         else:
             out.append(Finding("ok", "cluster", f"profile {name}: partition(s) {', '.join(sorted(wanted))}"))
-    out.append(Finding("note", "gpus", "the runs' GPUs, driver and NCCL are the compute nodes': check one with "
-                                       "`srun --gres=gpu:1 .venv/bin/harness doctor SPEC`"))
+    if not in_job:  # in a job, this node's GPUs are checked against the runs' next
+        out.append(Finding("note", "gpus", "the runs' GPUs, driver and NCCL are the compute nodes': check one with "
+                                           "`srun --gres=gpu:N .venv/bin/harness doctor SPEC` (N: the runs' GPUs)"))
     return out
 
 

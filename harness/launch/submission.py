@@ -140,7 +140,11 @@ def build_arrays(runs: Iterable[RunSpec]) -> list[Array]:
         except ProfileError as exc:
             arrays.append(Array(index, group, launch["cluster"], None, {}, [f"array {index}: {exc}"]))
             continue
-        params = slurm_parameters(group[0], profile)
+        try:
+            params = slurm_parameters(group[0], profile)
+        except ProfileError as exc:  # a partition the profile does not name: nothing to build the array from
+            arrays.append(Array(index, group, launch["cluster"], None, {}, [f"array {index}: {exc}"]))
+            continue
         if launch.get("account"):
             profile = dataclasses.replace(profile, account=launch["account"])
         cpus = params.get("cpus_per_task", 1) * params.get("tasks_per_node", 1)
