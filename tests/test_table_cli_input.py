@@ -41,3 +41,49 @@ def test_default_tables_folder_that_is_a_file_is_one_line_exit_2(exp, capsys):
     assert main(["table", str(exp), "--format", "md"]) == 2
     assert "move that file away or give --out DIR" in _one_line(capsys, "table")
     assert (exp / "tables").read_text() == "not a folder\n"
+
+
+def _spec(folder, name: str):
+    import yaml
+
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "dataset": {"kind": "coco"}, "detectors": ["atss"],
+                                    "losses": ["focal", "rs"], "seeds": [0, 1]}))
+    return path
+
+
+@pytest.mark.parametrize("command", ["table", "plot"])
+def test_spec_of_another_experiment_is_one_line_exit_2_naming_both(exp, tmp_path, capsys, command):
+    """The rows say experiment 'exp'; a spec named 'other' would show its runs as unfinished and drop the
+    real rows as superseded (rc 0)."""
+    other = _spec(tmp_path, "other")
+    assert main([command, str(exp), "--spec", str(other), "--out", str(tmp_path / "out")]) == 2
+    err = _one_line(capsys, command)
+    assert f"--spec {other} is experiment 'other'" in err and f"{exp} holds the results of experiment 'exp'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_spec_of_the_folders_experiment_still_shows_its_unfinished_runs(exp, tmp_path, capsys):
+    from harness.experiments.spec import load_spec
+
+    spec = _spec(tmp_path, "exp")
+    ids = {(r.loss, r.seed): r.run_id for r in load_spec(spec).runs()}
+    for (loss, seed), run_id in ids.items():  # the rows are the spec's runs, but for one seed of RS
+        if (loss, seed) != ("rs", 1):
+            (exp / "runs" / f"atss-{loss}-s{seed}-coco000000.json").rename(exp / "runs" / f"{run_id}.json")
+            text = (exp / "runs" / f"{run_id}.json").read_text()
+            (exp / "runs" / f"{run_id}.json").write_text(text.replace(f"atss-{loss}-s{seed}-coco000000", run_id))
+    (exp / "runs" / "atss-rs-s1-coco000000.json").unlink()
+    assert main(["table", str(exp), "--spec", str(spec), "--format", "md", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "1 unfinished" in out and "older row" not in out
+
+
+def test_a_folder_without_rows_knows_its_experiment_from_the_manifest(tmp_path, capsys):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"experiment": "exp", "runs": {}, "submissions": []}')
+    assert main(["table", str(folder), "--spec", str(_spec(tmp_path, "other"))]) == 2
+    assert "holds the results of experiment 'exp'" in _one_line(capsys, "table")
+    assert main(["table", str(folder), "--spec", str(_spec(tmp_path, "exp")), "--format", "md"]) == 0
+    assert "unfinished" in capsys.readouterr().out

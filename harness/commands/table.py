@@ -51,6 +51,8 @@ def load(args):
         except (SpecError, ImportError) as exc:
             raise UsageError(f"--spec {args.spec}: {exc}") from None
     frame, rows, corrupt = load_experiment(folder, spec, getattr(args, "all_fingerprints", False))
+    if spec is not None:
+        _check_spec_matches(folder, spec, args.spec, frame.attrs["experiments"])
     for c in corrupt:
         print(f"warning: corrupt row {c.path} left out: {c.reason}", file=sys.stderr)
     if frame.empty:
@@ -60,6 +62,24 @@ def load(args):
     except TablesError as exc:
         raise UsageError(str(exc)) from None
     return folder, frame, rows, tset
+
+
+def _check_spec_matches(folder: Path, spec, spec_arg: str, experiments: list[str]) -> None:
+    """A ``--spec`` of another experiment than the folder's is a usage error (its runs would show as
+    unfinished and the folder's rows as superseded). The folder's experiment is what its rows record, else
+    what its manifest records (runs submitted, no row yet); a folder with neither takes any spec."""
+    from harness.commands import UsageError
+
+    if not experiments:
+        from harness.launch.manifest import read_manifest
+
+        named = read_manifest(folder).get("experiment")
+        experiments = [str(named)] if named else []
+    if experiments and spec.name not in experiments:
+        theirs = " and ".join(repr(e) for e in experiments)
+        raise UsageError(f"--spec {spec_arg} is experiment {spec.name!r} but {folder} holds the results of experiment "
+                         f"{theirs}; give that experiment's spec, or the results folder of {spec.name!r} "
+                         f"(results/{spec.name})")
 
 
 def out_folder(args, folder: Path, default: str, what: str) -> Path:

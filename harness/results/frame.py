@@ -318,9 +318,11 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     So are a cell's finished rows of older fingerprints (:func:`newest_fingerprint`): their number is
     ``frame.attrs["other_fingerprints"]``, per cell ``frame.attrs["left_out"]``; ``all_fingerprints``
     keeps them (the tables then mark cells that mix fingerprints). Reads the rows only (and ``spec``, a
-    :class:`~harness.experiments.spec.Spec`, for its runs without a row, which appear as ``unfinished``)."""
+    :class:`~harness.experiments.spec.Spec`, for its runs without a row, which appear as ``unfinished``).
+    ``frame.attrs["experiments"]``: the experiment names every row (superseded or not) records."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
+    experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
     rows, superseded = current_rows(rows, spec)
     left_out: list[dict] = []
     if not all_fingerprints:
@@ -337,4 +339,5 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
         counts[cell_key(r)] = counts.get(cell_key(r), 0) + 1
     frame.attrs["left_out"] = counts
     frame.attrs["all_fingerprints"] = all_fingerprints
+    frame.attrs["experiments"] = experiments
     return frame, rows, corrupt
