@@ -133,6 +133,8 @@ class SyntheticParams:
             raise ValueError(f"unknown synthetic kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if not 32 <= self.image_size <= 2048:
             raise ValueError(f"image_size must be in [32, 2048], got {self.image_size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more (a non-negative integer), got {self.seed}")
         if self.train_images < 1 or self.val_images < 1:
             raise ValueError("train_images and val_images must be at least 1")
         if not 1 <= self.min_objects <= self.max_objects <= 50:
