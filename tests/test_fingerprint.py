@@ -33,7 +33,7 @@ def test_the_current_fingerprint_is_one_per_cell_and_says_what_decides_it():
     assert fa == fb  # seeds share a config (the seed is in the run's id, not in its fingerprint)
     comp = fa["components"]
     assert set(comp) == {"config", "harness_version", "harness_tree", "harness_changes", "loss_modules", "versions",
-                         "generator_version"}
+                         "generator_version", "data_files"}
     assert comp["config"] and comp["harness_tree"] and comp["generator_version"] == 2
     assert set(comp["versions"]) == {"torch", "torchvision", "mmcv", "mmengine", "mmdet"}
     assert comp["versions"]["mmdet"] == "3.3.0" and fa["git_commit"] == fpm.LOADED["git_commit"]
@@ -173,3 +173,31 @@ def test_editing_a_loss_module_makes_its_runs_stale_and_only_rerun_stale_redoes_
     assert new["status"] == "done" and new["fingerprint"]["digest"] != fp["digest"]
     proc = harness("status", str(results / "fp"))
     assert proc.stdout.startswith("done") and "1 done" in proc.stdout, proc.stdout
+
+
+def test_editing_your_own_annotation_files_makes_the_runs_on_them_stale(tmp_path):
+    """The spec names a coco_format dataset by its paths only: the files' content is in the fingerprint,
+    so a relabelled annotation file shows as stale (in words), an untouched one does not."""
+    from coco_format_data import spec as data_spec, write_dataset
+    from harness.experiments.spec import load_spec
+
+    files = write_dataset(tmp_path / "data", masks=False, train_images=4, val_images=2)
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(data_spec("own", {"train": str(files["train"]), "val": str(files["val"]),
+                                                     "images": str(files["images"])}, ["atss"])))
+    run = load_spec(path).runs()[0]
+    recorded = fpm.recorded(run, config="c" * 16)
+    now = fpm.current(run)
+    now["components"]["config"] = "c" * 16  # compare the data alone
+    assert fpm.stale_reasons(recorded, now) == []
+    data = json.loads(files["val"].read_text())
+    data["annotations"][0]["bbox"][2] += 3  # one box relabelled
+    files["val"].write_text(json.dumps(data))
+    now = fpm.current(run)
+    now["components"]["config"] = "c" * 16
+    assert fpm.stale_reasons(recorded, now) == ["val annotation file changed"]
+    files["train"].unlink()
+    now = fpm.current(run)
+    now["components"]["config"] = "c" * 16
+    assert fpm.stale_reasons(recorded, now) == ["train annotation file not found", "val annotation file changed"]
+    assert fpm.current(tiny_spec().runs()[0])["components"]["data_files"] is None  # generated data: its entry

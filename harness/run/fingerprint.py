@@ -15,7 +15,11 @@ backbone start). The fingerprint covers the rest, as :func:`recorded` takes it i
   a git checkout, a hash of every file under ``harness/``; ``harness_version``;
 * ``loss_modules``: the sha256 of every external loss module's file as it was imported;
 * ``versions``: torch, torchvision, mmcv, mmengine, mmdet;
-* ``generator_version``: the synthetic generator's version (synthetic data only; None for real data).
+* ``generator_version``: the synthetic generator's version (synthetic data only; None for real data);
+* ``data_files``: for your own COCO-format data, the sha256 of the train and val annotation files (the
+  spec names only their paths, so a relabelled file makes the runs on it stale; the image files are not
+  hashed). None for the other kinds: synthetic data is set by its entry and the generator version,
+  COCO / LVIS are fixed releases.
 
 The code part is taken once per process, when this module is imported: the moment the run's code is
 loaded (a SLURM job unpickling its RunJob, the local pool's preloaded server, the driver for the debug
@@ -150,6 +154,31 @@ def _generator_version(run: RunSpec) -> int | None:
     return GENERATOR_VERSION
 
 
+_FILE_SHAS: dict[tuple, str] = {}  # (path, size, mtime) → sha256 of the file's bytes, in this process
+
+
+def _file_sha(path: str) -> str | None:
+    try:
+        stat = Path(path).stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in _FILE_SHAS:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _FILE_SHAS[key] = h.hexdigest()[:16]
+        return _FILE_SHAS[key]
+    except OSError:
+        return None
+
+
+def _data_files(run: RunSpec) -> dict | None:
+    """Split → sha256 of its annotation file, for ``coco_format`` data (None for the other kinds)."""
+    if run.dataset.get("kind") != "coco_format":
+        return None
+    return {split: _file_sha(run.dataset[split]["ann"]) for split in ("train", "val") if split in run.dataset}
+
+
 def _assemble(run: RunSpec, code: Mapping, loss_modules: Mapping, config: str | None) -> dict:
     components = {
         "config": config,
@@ -159,6 +188,7 @@ def _assemble(run: RunSpec, code: Mapping, loss_modules: Mapping, config: str | 
         "loss_modules": dict(loss_modules),
         "versions": {p: code["versions"].get(p) for p in FINGERPRINT_PACKAGES},
         "generator_version": _generator_version(run),
+        "data_files": _data_files(run),
     }
     return {"digest": _sha(json.dumps(components, sort_keys=True)), "components": components,
             "git_commit": code["git_commit"], "origin": run.origin}
@@ -286,6 +316,12 @@ def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]
             out.append(f"loss module {name} changed")
     if r.get("generator_version") != c.get("generator_version"):
         out.append(f"synthetic generator version {r.get('generator_version')} -> {c.get('generator_version')}")
+    rd, cd = r.get("data_files") or {}, c.get("data_files") or {}
+    for split in sorted(set(rd) | set(cd)):
+        if split in cd and cd[split] is None:
+            out.append(f"{split} annotation file not found")
+        elif rd.get(split) != cd.get(split):
+            out.append(f"{split} annotation file changed")
     if c.get("config") is not None and r.get("config") != c.get("config"):
         out.append("config changed" if r.get("config") else "no config recorded (the run failed before building it)")
     return out
