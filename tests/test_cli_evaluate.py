@@ -99,6 +99,6 @@ def test_data_synthetic_command(tmp_path, capsys, monkeypatch):
 def test_data_check_command(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HARNESS_LVIS_ROOT", raising=False)
     assert main(["data", "check", "lvis"]) == 2
-    assert capsys.readouterr().err == "harness data: error: no LVIS v1 data root: give dataset.root in the spec (--root on the command line) or set HARNESS_LVIS_ROOT (layout: docs/data-evaluation.md)\n"
+    assert capsys.readouterr().err == "harness data: error: no LVIS v1 data root: give dataset.root in the spec (`harness data check`: --root) or set HARNESS_LVIS_ROOT (layout: docs/data-evaluation.md)\n"
     assert main(["data", "check", "coco", "--root", str(tmp_path)]) == 2
     assert f"expected {tmp_path}/annotations/instances_train2017.json" in capsys.readouterr().err

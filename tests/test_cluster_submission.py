@@ -110,11 +110,43 @@ def test_the_dry_run_prints_the_exact_submission_and_its_cost(slurm, capsys):
     assert "--time=1440" in sbatch[0] and "--time=2880" in sbatch[1]
     assert "requeue" in out and "at most 20 times" in out
     # ATSS RS: 12 epochs x ceil(117266 / 16) iterations x 0.44 s (published) x 4 GPUs = 43.0 GPU-h
-    assert "cost: at most 96 GPU-h (1 run(s) x 4 GPU(s) x 24 h limit); expected ~43 GPU-h" in out
+    assert ("cost: at most 2,016 GPU-h (1 run(s) x 4 GPU(s) x 21 attempts x 24 h limit: the first and up to 20 "
+            "requeues; 96 GPU-h an attempt); expected ~43 GPU-h") in out
     assert "published (Bucketed release)" in out
     assert "expected: no step time known" in out  # YOLACT has no published time
-    assert "cost in all: at most 288 GPU-h by the time limits; expected ~43 GPU-h for the 1 of 2 run(s)" in out
+    assert ("cost in all: at most 6,048 GPU-h by the time limits (21 attempts of each run; 288 GPU-h an attempt of "
+            "each); expected ~43 GPU-h for the 1 of 2 run(s)") in out
     assert sbatch_calls(slurm) == []
+
+
+def cost_lines(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.strip().startswith(("cost:", "cost in all:"))]
+
+
+def gpu_h(line: str, before: str) -> float:
+    return float(line.split(before, 1)[1].split(" GPU-h", 1)[0].replace(",", ""))
+
+
+@pytest.mark.parametrize("minutes", [120, 10])
+def test_the_cost_bound_counts_every_attempt_a_requeuing_run_may_take(slurm, capsys, minutes):
+    # ATSS RS expects ~43 GPU-h; a short limit makes it requeue and resume, each attempt booking up to the limit
+    from harness.launch.submission import MAX_TIMEOUTS
+
+    spec = write_spec(slurm, {"account": "p1", "time_min": minutes}, detectors=("atss",), overrides={})
+    assert main(["run", str(spec), "--dry-run", "--results", str(slurm / "results")]) == 0, capsys.readouterr().err
+    line, total = cost_lines(capsys.readouterr().out)
+    attempt = 4 * minutes / 60
+    bound, expected = gpu_h(line, "at most "), gpu_h(line, "expected ~")
+    assert bound == pytest.approx((1 + MAX_TIMEOUTS) * attempt, abs=0.5), line
+    assert f"x {1 + MAX_TIMEOUTS} attempts x" in line and f"{attempt:,.0f} GPU-h an attempt" in line
+    assert gpu_h(total, "at most ") == bound and gpu_h(total, "expected ~") == expected
+    if minutes == 120:  # 6 attempts of 8 GPU-h: the bound is above the expected figure
+        assert bound >= expected and "a run needs ~6 attempts of its 120 min limit" in line, line
+        assert "the bound above counts one" not in line and "more than the bound" not in total
+    else:  # 21 attempts of 40 GPU-min cannot finish 43 GPU-h: said, with why the expected figure is higher
+        assert bound < expected
+        assert "more than the 21 it may take: it stops unfinished" in line and "raise launch.time_min" in line, line
+        assert "more than the bound: some runs need more attempts than they may take" in total, total
 
 
 def test_cluster_partition_and_account_override_the_spec(slurm, capsys):
@@ -166,7 +198,7 @@ def test_a_gpu_spec_never_trains_where_there_is_neither_slurm_nor_a_gpu(tmp_path
     assert main(["run", str(REPO / "experiments" / "coco_1x.yaml"), "--dry-run", "--results", str(results)]) == 2
     captured = capsys.readouterr()
     assert "executor slurm" in captured.out and "this is what `harness run` submits from a login node" in captured.out
-    assert "cost in all: at most 4,320 GPU-h" in captured.out
+    assert "cost in all: at most 90,720 GPU-h by the time limits (21 attempts of each run; 4,320 GPU-h" in captured.out
     assert "placeholder" in captured.err
 
 
@@ -260,4 +292,11 @@ def test_tables_of_a_spec_that_has_not_run_say_so(tmp_path, capsys):
     assert main(["benchmark", str(REPO / "experiments" / "coco_1x.yaml"), "--tables-only",
                  "--results", str(tmp_path)]) == 2
     line, = errors(capsys)
-    assert "holds no results of coco_1x yet" in line and "make benchmark EXPERIMENT=" in line
+    spec = REPO / "experiments" / "coco_1x.yaml"
+    assert "holds no results of coco_1x yet" in line, line
+    # the commands it names look in the same results root (make's targets read results/ only)
+    assert f"harness run {spec} --results {tmp_path})" in line, line
+    assert line.endswith(f"then harness benchmark {spec} --tables-only --results {tmp_path}"), line
+    from harness.commands.benchmark import tables_command
+
+    assert tables_command("experiments/x.yaml", "results") == "make tables EXPERIMENT=experiments/x.yaml"

@@ -32,6 +32,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metric", default=None, help="metric of the main table (default bbox_AP)")
 
 
+def tables_command(spec: str, results: str) -> str:
+    """The command that builds the tables of ``spec`` from what has finished under ``results``."""
+    if Path(results).resolve() == Path("results").resolve():
+        return f"make tables EXPERIMENT={spec}"
+    return f"harness benchmark {spec} --tables-only --results {results}"
+
+
 def run(args) -> int:
     from harness.bench.benchmark_timing import process_started_at
     from harness.commands import UsageError
@@ -65,7 +72,7 @@ def run(args) -> int:
             steps["runs_s"] = time.time() - step
             spec = outcome.spec
             if outcome.executor == "slurm":
-                print(f"then: make tables EXPERIMENT={args.spec}")
+                print(f"then: {tables_command(args.spec, args.results)}")
                 return 0
             if not outcome.finished or outcome.failed:  # the tables are still built, from what finished
                 failed_runs = outcome.failed
@@ -76,8 +83,9 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     results_dir = Path(args.results) / spec.name
     if args.tables_only and not (results_dir / "runs").is_dir():
-        raise UsageError(f"{results_dir} holds no results of {spec.name} yet: run it first (harness run {args.spec}, or "
-                         f"make benchmark EXPERIMENT={args.spec}), then make tables EXPERIMENT={args.spec}")
+        raise UsageError(f"{results_dir} holds no results of {spec.name} yet: run it first (harness run {args.spec}"
+                         f"{'' if args.results == 'results' else ' --results ' + args.results}), then "
+                         f"{tables_command(args.spec, args.results)}")
     step = time.time()
     try:
         written = build_all(results_dir, args.metric, spec=spec)

@@ -45,7 +45,7 @@ def _root(root, env: str, name: str) -> Path:
     if root is None or str(root) == "":
         root = os.environ.get(env)
         if not root:
-            raise DataRootError(f"no {name} data root: give dataset.root in the spec (--root on the command line) or set {env} "
+            raise DataRootError(f"no {name} data root: give dataset.root in the spec (`harness data check`: --root) or set {env} "
                                 f"(layout: docs/data-evaluation.md)")
         origin = f" (from {env})"
     else:
