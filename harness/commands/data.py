@@ -117,8 +117,15 @@ def _check(args) -> int:
     return 0
 
 
+# What a lone annotation file leaves unchecked: checks that need the spec's image folder and both splits.
+NOT_CHECKED = ("not checked: whether the images it lists are on disk (a file alone names no image folder), nor its "
+               "categories against the other split's; inspect a spec naming this file and its image folder "
+               "(harness data inspect SPEC) to run every check before training")
+
+
 def _inspect_targets(target: str):
-    """(label, annotation file, problems) per file to inspect: a spec's coco_format splits, or one file."""
+    """(dataset label, annotation file, problems) per file to inspect: a spec's coco_format splits (every
+    check, images included), or one file (label None: its own checks only, :data:`NOT_CHECKED`)."""
     from pathlib import Path
 
     from harness.commands import UsageError
@@ -146,33 +153,38 @@ def _inspect_targets(target: str):
         data = read_annotations(path)
     except DataProblems as exc:
         raise UsageError(str(exc)) from None
-    yield str(path), str(path), check_file(data, path)
+    yield None, str(path), check_file(data, path)
 
 
 def _inspect(args) -> int:
     from harness.data.coco_format import DataProblems, inspect, inspection_lines, read_annotations
 
-    report, problems = [], []
+    report, problems, alone = [], [], False
     for label, ann, found in _inspect_targets(args.target):
+        alone = label is None
         problems += found
         try:
             info = inspect(read_annotations(ann))
         except DataProblems:
             info = None  # the problems say why
-        report.append({"dataset": label, "file": ann, "summary": info})
+        report.append({"dataset": label, "file": ann, "images_checked": not alone, "summary": info})
     if args.json:
-        print(json.dumps({"inspected": report, "problems": problems}, indent=2))
+        print(json.dumps({"inspected": report, "problems": problems,
+                          "not_checked": NOT_CHECKED.removeprefix("not checked: ") if alone else None}, indent=2))
     else:
         for item in report:
-            print(f"{item['dataset']}: {item['file']}")
+            print(f"{item['dataset'] or 'annotation file'}: {item['file']}")
             lines = inspection_lines(item["summary"]) if item["summary"] else ["(cannot be read: see the problems)"]
             print("\n".join(f"  {line}" for line in lines))
+        if alone:
+            print(NOT_CHECKED)
     if problems:
         from harness.commands import UsageError
 
         raise UsageError("\n".join(problems))
     if not args.json:
-        print("no problems: the checks before training pass")
+        print("no problems in the file itself (its images were not checked: inspect the spec for every check before training)" if alone
+              else "no problems: the checks before training pass")
     return 0
 
 
