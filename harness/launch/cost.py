@@ -2,9 +2,12 @@
 
 Two figures per array and in total:
 
-* **at most**: runs × GPUs × the time limit (hours). A run that reaches its limit requeues and resumes
-  (up to :data:`harness.launch.submission.MAX_TIMEOUTS` times), so this bounds one attempt of each run,
-  which is what the spec's time limits book;
+* **at most**: runs × GPUs × attempts × the time limit (hours). A run that reaches its limit requeues and
+  resumes, up to :data:`harness.launch.submission.MAX_TIMEOUTS` times, so it may take 1 + MAX_TIMEOUTS
+  attempts, each booking at most the limit: that is what the runs can book (one attempt's figure is said
+  beside it). An attempt that a preemption cuts short is not counted by submitit against the cap and comes
+  on top (the bound covers attempts that end at the limit); a run whose expected time needs more attempts
+  than it may take stops unfinished, and the line says so (its expected figure then exceeds the bound);
 * **expected**: runs × GPUs × iterations × seconds per iteration. Iterations: the schedule's epochs × the
   training images / the run's total batch (``max_iters_per_epoch`` caps an epoch); images: COCO train2017's
   117,266 with annotations (what mmdet trains on), LVIS v1 train's 100,170 (repeat-factor sampling
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.experiments.spec import RunSpec
+from harness.launch.submission import MAX_TIMEOUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAPER_CSV = REPO_ROOT / "experiments" / "paper_results.csv"
@@ -39,6 +43,8 @@ TRAIN_IMAGES = {"coco": 117_266, "lvis": 100_170}
 #: The published times' setting: total batch 16 = 4 GPUs × 4 images.
 PUBLISHED_IMAGES_PER_GPU = 4
 RANKING_LOSSES = ("ap", "alrp", "rs")
+#: Attempts a run may take: the first and one per requeue at its time limit.
+ATTEMPTS = 1 + MAX_TIMEOUTS
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,16 @@ class StepTime:
 @dataclass(frozen=True)
 class ArrayCost:
     runs: int
-    upper_gpu_h: float
+    attempt_gpu_h: float  # runs × GPUs × the time limit: one attempt of each run
     expected_gpu_h: float | None  # over the runs with a step time
     covered: int  # runs with a step time
     sources: tuple[str, ...]
+    longest_run_gpu_h: float = 0.0  # the largest expected figure of one run (0 when none is known)
+
+    @property
+    def upper_gpu_h(self) -> float:
+        """What the runs can book: every attempt each may take, at most the time limit each."""
+        return self.attempt_gpu_h * ATTEMPTS
 
 
 def _published(csv_path: Path) -> dict[tuple[str, str, str], tuple[float, str]]:
@@ -156,24 +168,27 @@ def iterations(run: RunSpec) -> int | None:
 
 def array_cost(runs: list[RunSpec], times: StepTimes) -> ArrayCost:
     gpus = runs[0].launch["gpus_per_run"]
-    upper = len(runs) * gpus * runs[0].launch["time_min"] / 60
-    expected, covered, sources = 0.0, 0, []
+    attempt = len(runs) * gpus * runs[0].launch["time_min"] / 60
+    expected, covered, sources, longest = 0.0, 0, [], 0.0
     for run in runs:
         iters = iterations(run)
         step = times.for_run(run, images_per_process(run)) if iters else None
         if step is None:
             continue
-        expected += gpus * iters * step.seconds / 3600
+        run_gpu_h = gpus * iters * step.seconds / 3600
+        expected += run_gpu_h
+        longest = max(longest, run_gpu_h)
         covered += 1
         if step.source not in sources:
             sources.append(step.source)
-    return ArrayCost(len(runs), upper, expected if covered else None, covered, tuple(sources))
+    return ArrayCost(len(runs), attempt, expected if covered else None, covered, tuple(sources), longest)
 
 
 def describe(cost: ArrayCost, gpus: int, minutes: int) -> str:
-    """One line: ``cost: at most ... GPU-h (...); expected ...``."""
-    line = (f"    cost: at most {cost.upper_gpu_h:,.0f} GPU-h ({cost.runs} run(s) x {gpus} GPU(s) x {minutes / 60:.3g} h "
-            f"limit)")
+    """One line: ``cost: at most ... GPU-h (... attempts ...); expected ...``."""
+    line = (f"    cost: at most {cost.upper_gpu_h:,.0f} GPU-h ({cost.runs} run(s) x {gpus} GPU(s) x {ATTEMPTS} attempts "
+            f"x {minutes / 60:.3g} h limit: the first and up to {MAX_TIMEOUTS} requeues; "
+            f"{cost.attempt_gpu_h:,.0f} GPU-h an attempt)")
     if gpus == 0:
         return line + "; CPU only"
     if cost.expected_gpu_h is None:
@@ -181,10 +196,15 @@ def describe(cost: ArrayCost, gpus: int, minutes: int) -> str:
     part = "" if cost.covered == cost.runs else f" for {cost.covered} of {cost.runs} run(s)"
     line += f"; expected ~{cost.expected_gpu_h:,.0f} GPU-h{part} ({'; '.join(cost.sources)})"
     per_run_limit = gpus * minutes / 60
-    if cost.expected_gpu_h / cost.covered > per_run_limit:
-        attempts = math.ceil(cost.expected_gpu_h / cost.covered / per_run_limit)
-        line += (f"; a run needs ~{attempts} attempts of its {minutes} min limit (it requeues and resumes; "
-                 f"the bound above counts one)")
+    if per_run_limit <= 0:
+        return line
+    attempts = math.ceil(cost.expected_gpu_h / cost.covered / per_run_limit)
+    most = math.ceil(cost.longest_run_gpu_h / per_run_limit)
+    if most > ATTEMPTS:
+        line += (f"; a run needs up to ~{most} attempts of its {minutes} min limit, more than the {ATTEMPTS} it may "
+                 f"take: it stops unfinished (so the expected figure exceeds what is booked); raise launch.time_min")
+    elif attempts > 1:
+        line += f"; a run needs ~{attempts} attempts of its {minutes} min limit (it requeues and resumes)"
     return line
 
 
@@ -192,10 +212,14 @@ def total_line(costs: Iterable[ArrayCost]) -> str:
     costs = list(costs)
     runs = sum(c.runs for c in costs)
     upper = sum(c.upper_gpu_h for c in costs)
+    attempt = sum(c.attempt_gpu_h for c in costs)
     covered = sum(c.covered for c in costs)
     expected = sum(c.expected_gpu_h or 0.0 for c in costs)
-    line = f"  cost in all: at most {upper:,.0f} GPU-h by the time limits"
+    line = (f"  cost in all: at most {upper:,.0f} GPU-h by the time limits ({ATTEMPTS} attempts of each run; "
+            f"{attempt:,.0f} GPU-h an attempt of each)")
     if covered:
         part = "" if covered == runs else f" for the {covered} of {runs} run(s) with a known step time"
         line += f"; expected ~{expected:,.0f} GPU-h{part}"
+        if expected > upper:
+            line += " (more than the bound: some runs need more attempts than they may take and stop unfinished)"
     return line
