@@ -202,6 +202,30 @@ def test_a_gpu_spec_never_trains_where_there_is_neither_slurm_nor_a_gpu(tmp_path
     assert "placeholder" in captured.err
 
 
+def test_data_and_weights_the_runs_lack_here(slurm, tmp_path, monkeypatch, capsys):
+    """What a run reads at its start and this machine lacks (a COCO data root, backbone checkpoints): a
+    run here is refused before anything starts (one line, exit 2, nothing written); a SLURM submission
+    notes each (its jobs read them on the compute nodes) and goes on."""
+    monkeypatch.delenv("HARNESS_COCO_ROOT", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty weights cache
+    spec = write_spec(slurm, {"account": "p1"}, detectors=("atss",), overrides={})
+    results = slurm / "results"
+    assert main(["run", str(spec), "--results", str(results)]) == 0, capsys.readouterr().err
+    notes = [line for line in capsys.readouterr().out.splitlines() if "not found here" in line]
+    assert len(notes) == 2 and "no COCO 2017 data root" in notes[0] and "resnet50" in notes[1], notes
+    assert len(sbatch_calls(slurm)) == 1
+    cpu = slurm / "cpu.yaml"
+    cpu.write_text(yaml.safe_dump({"name": "cpu", "dataset": {"kind": "coco"}, "profile": "tiny", "detectors": ["atss"],
+                                   "losses": ["rs"], "launch": {"executor": "local", "gpus_per_run": 0}}))
+    for executor in ("local", "debug"):
+        assert main(["run", str(cpu), "--executor", executor, "--results", str(results)]) == 2
+        line, = errors(capsys)
+        assert line.startswith("harness run: error: no COCO 2017 data root") and "HARNESS_COCO_ROOT" in line
+    assert not (results / "cpu").exists()
+    assert main(["run", str(cpu), "--dry-run", "--results", str(results)]) == 0  # the dry run notes it
+    assert "note: not found here, and the runs need it at their start: no COCO 2017" in capsys.readouterr().out
+
+
 SINFO = """gpu*|2-00:00:00|gpu:a100:8(S:0-1)|64|1024000
 gpu|2-00:00:00|gpu:a100:4(S:0)|32|512000
 gpu-debug|2:00:00|gpu:a100:8(S:0-1)|64|1024000

@@ -101,6 +101,22 @@ def check_own_data(spec: Spec) -> None:
         raise LaunchError("\n".join(problems))
 
 
+def missing_here(spec: Spec) -> list[str]:
+    """What the spec's runs read at their start that this machine lacks, one line each: the COCO / LVIS
+    data root, the backbone checkpoints they start from (not in torch's cache)."""
+    from harness.data.real import DataRootError, real_paths
+    from harness.detectors.weights import missing_weights
+
+    out = []
+    for dataset in spec.datasets:
+        if dataset["kind"] in ("coco", "lvis"):
+            try:
+                real_paths(dataset["kind"], dataset.get("root"))
+            except DataRootError as exc:
+                out.append(str(exc))
+    return out + missing_weights(spec)
+
+
 def _load(request: Request) -> Spec:
     """The request's spec, validated and restricted to its ``--only`` cells."""
     try:
@@ -196,9 +212,18 @@ def launch(request: Request, out: Callable[[str], None] = print,
     spec, results_dir, executor = prepared or prepare(request)
     for note in spec.notes:  # detectors `detectors: all` left out of a dataset, and why
         out(note)
+    missing = missing_here(spec)
+    if missing and executor != "slurm" and not request.dry_run:  # every run here would fail at its start
+        raise LaunchError(missing[0] + (f" (and {len(missing) - 1} more: harness doctor {request.spec})"
+                                        if len(missing) > 1 else ""))
+
+    def note_missing() -> None:  # SLURM jobs read them on the compute nodes, which may see other files
+        for line in missing:
+            out(f"  note: not found here, and the runs need it at their start: {line}")
     if request.dry_run:
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
+        note_missing()
         if executor == "slurm" and not slurm.slurm_reachable():
             out("  (no SLURM controller answers here: this is what `harness run` submits from a login node)")
         found = _print_plan(spec, plan, executor, out)
@@ -211,6 +236,7 @@ def launch(request: Request, out: Callable[[str], None] = print,
     with submitting(results_dir):  # plan and record as one step: a concurrent run sees these queued
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
+        note_missing()
         if executor == "slurm" and plan.submit:
             try:
                 slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt, request.rerun_stale)
