@@ -95,7 +95,7 @@ def test_what_sbatch_would_refuse_is_one_line_and_exit_2_before_any_submission(s
     assert lines and all(line.startswith("harness run: error: array ") for line in lines), lines
     assert problem in lines[0] and fix in lines[0], lines
     assert sbatch_calls(slurm) == []
-    assert not (slurm / "results" / "site" / "manifest.json").exists()
+    assert not (slurm / "results" / "site").exists()  # not even a lock file
 
 
 def test_the_dry_run_prints_the_exact_submission_and_its_cost(slurm, capsys):
@@ -175,6 +175,19 @@ def test_an_sbatch_refusal_names_the_array_and_submits_nothing_after_it(tmp_path
     assert len(sbatch_calls(tmp_path)) == 2  # array 3 was never tried
     manifest = json.loads((tmp_path / "results" / "site" / "manifest.json").read_text())
     assert json.dumps(manifest).count("atss-rs-s0") == 1 and "yolact" not in json.dumps(manifest)
+    # the refused array's pickled job is gone: what is left is array 1's (its job id's folder)
+    pickles = sorted(p.relative_to(tmp_path / "results" / "site" / "slurm")
+                     for p in (tmp_path / "results" / "site" / "slurm").rglob("*.pkl"))
+    assert pickles and all(p.parts[0] == "1001" for p in pickles), pickles
+
+
+def test_an_sbatch_refusal_of_the_first_array_leaves_no_results_folder(tmp_path, monkeypatch, capsys):
+    bin_dir = fake_slurm(tmp_path, refuse_after=0)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    spec = write_spec(tmp_path, {"account": "p1"})
+    assert main(["run", str(spec), "--results", str(tmp_path / "results")]) == 2
+    assert "nothing was submitted" in errors(capsys)[0]
+    assert not (tmp_path / "results" / "site").exists()
 
 
 def test_a_gpu_spec_never_trains_where_there_is_neither_slurm_nor_a_gpu(tmp_path, monkeypatch, capsys):
@@ -245,8 +258,9 @@ def test_cluster_init_writes_a_profile_from_sinfo(tmp_path, monkeypatch, capsys)
 
     profile = load_profile(out)
     assert profile.partitions == {"default": "gpu", "debug": "gpu-debug", "cpu": "cpu"}
-    assert (profile.gpus_per_node, profile.gpu_type, profile.gres) == (8, "a100", "gpu:{gpu_type}:{gpus}")
-    assert (profile.cpus_per_node, profile.cpus_per_gpu, profile.mem_per_gpu_gb) == (64, 8, 125)
+    # gpu's nodes: 8 x a100 / 64 CPUs and 4 x a100 / 32 CPUs: what every one has (tests/test_cluster_init_mixed.py)
+    assert (profile.gpus_per_node, profile.gpu_type, profile.gres) == (4, "a100", "gpu:{gpu_type}:{gpus}")
+    assert (profile.cpus_per_node, profile.cpus_per_gpu, profile.mem_per_gpu_gb) == (32, 8, 125)
     assert profile.time_limits == {"gpu": 2880, "gpu-debug": 120} and profile.time_limit() == 2880
     assert profile.account == "CHANGE-ME" and profile.placeholders()
     assert main(["cluster", "init", "mysite", "--out", str(out)]) == 2  # never overwritten silently

@@ -25,6 +25,7 @@ Every filter reaches every executor, the background one included. Problems the u
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,8 @@ def launch(request: Request, out: Callable[[str], None] = print,
     attempt = new_attempt()
     waits = request.wait or executor == "debug"
     pool = None
+    fresh = not results_dir.exists()
+    refused: submission.SubmissionError | None = None
     with submitting(results_dir):  # plan and record as one step: a concurrent run sees these queued
         plan = make_plan(spec, results_dir, force=request.force, rerun_stale=request.rerun_stale)
         out(f"{spec.name}: {len(spec.runs())} runs; {plan.summary()}; executor {executor}")
@@ -241,11 +244,15 @@ def launch(request: Request, out: Callable[[str], None] = print,
             try:
                 slurm.submit_slurm(spec, plan.submit, results_dir, request.force, attempt, request.rerun_stale)
             except submission.SubmissionError as exc:
-                raise LaunchError(str(exc)) from None
+                refused = exc
         elif executor != "slurm" and plan.submit and waits:
             pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log,
                                    rerun_stale=request.rerun_stale)
             pool.open()
+    if refused is not None:  # nothing submitted into a folder this call made: it leaves none (its lock files)
+        if fresh and not (results_dir / "manifest.json").exists():
+            shutil.rmtree(results_dir, ignore_errors=True)
+        raise LaunchError(str(refused))
     outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
     if executor == "slurm":
         out(f"submitted {len(plan.submit)} run(s) as SLURM job arrays; manifest: {results_dir / 'manifest.json'}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -177,10 +178,12 @@ def submit_arrays(arrays: list[Array], job_name: str, folder: Path, make_job: Ca
     for array in arrays:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(name=job_name, **array.params)
+        before = _files(folder)
         try:  # submitit prints sbatch's stderr before raising with it: said once, in the error below
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 jobs = [executor.submit(make_job(run)) for run in array.runs]
         except Exception as exc:  # sbatch's refusal (submitit's FailedJobError / CalledProcessError)
+            _remove_new(folder, before)  # the refused array's pickled jobs and sbatch script: no job reads them
             reason = _first_line(exc)
             before = (f"array(s) 1-{array.index - 1} ({len(submitted)} run(s)) were submitted and are in the manifest"
                       if submitted else "nothing was submitted")
@@ -190,6 +193,24 @@ def submit_arrays(arrays: list[Array], job_name: str, folder: Path, make_job: Ca
         submitted += list(zip(array.runs, jobs))
         on_submitted(list(zip(array.runs, jobs)))
     return submitted
+
+
+def _files(folder: Path) -> set[Path] | None:
+    """The paths under ``folder`` now (None: it does not exist)."""
+    return set(folder.rglob("*")) if folder.is_dir() else None
+
+
+def _remove_new(folder: Path, before: set[Path] | None) -> None:
+    """Remove what was written under ``folder`` since :func:`_files` gave ``before`` (the folder too when
+    it did not exist then)."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in sorted(set(folder.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _first_line(exc: BaseException) -> str:
