@@ -211,6 +211,13 @@ def _val_categories(folder):
     _put(folder, d, "val")
 
 
+def _crowd_value(folder):
+    d = _ann(folder)
+    d["annotations"][0]["iscrowd"] = 2
+    d["annotations"][3]["iscrowd"] = True
+    _put(folder, d)
+
+
 def _no_annotations(folder):
     d = _ann(folder)
     d["annotations"] = []
@@ -261,6 +268,8 @@ def _missing_folder(folder):
     (_val_categories, ["val.json: val categories differ from train's", "only in val: 12 'hex nut M5'",
                        "only in train: 12 'hex nut'", "same categories list"]),
     (_no_annotations, ["train.json: no annotation at all", "needs annotated objects"]),
+    (_crowd_value, ["train.json: 2 annotations have an 'iscrowd' other than 0 or 1 (ids 1000, 3000; values 2, true)",
+                    "write 1 for a crowd region, 0 (or leave the key out) for an object"]),
 ])
 def test_each_malformed_input_is_refused_with_one_line_before_training(parts, change, expected):
     path = write_spec(parts, "parts", ["atss"])
@@ -314,6 +323,15 @@ def test_inspect_reports_the_problems_and_exits_2(parts):
     assert proc.returncode == 2
     assert "instances:" in proc.stdout  # the summary still prints
     assert "boxes of non-positive size" in proc.stderr
+
+
+def test_inspect_refuses_an_iscrowd_other_than_0_or_1(parts):
+    """COCO's iscrowd is 0 or 1; mmdet and the evaluation would quietly take 2 for a crowd region (ignored)."""
+    _crowd_value(parts)
+    proc = harness("data", "inspect", str(write_spec(parts, "parts", ["atss"])))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.json: 2 annotations have an 'iscrowd' other than 0 or 1" in lines[0], lines
 
 
 def test_the_example_spec_points_at_what_its_documented_command_writes(tmp_path):

@@ -216,6 +216,13 @@ def check_file(data: dict, path: str | Path) -> list[str]:
     if no_area:
         problems.append(f"{where}: {len(no_area)} annotations have an invalid 'area' (ids {_first(no_area)}); "
                         "write the object's area in pixels (or leave the key out)")
+    crowd_off = [a for a in anns if "iscrowd" in a and not (_int(a["iscrowd"]) and a["iscrowd"] in (0, 1))]
+    if crowd_off:  # mmdet and the evaluation would take any true value for a crowd region (ignored) unsaid
+        bad_crowd = [a["id"] for a in crowd_off]
+        shown = sorted({json.dumps(a["iscrowd"])[:20] for a in crowd_off})
+        problems.append(f"{where}: {len(bad_crowd)} annotations have an 'iscrowd' other than 0 or 1 (ids "
+                        f"{_first(bad_crowd)}; values {_first(shown)}); write 1 for a crowd region, 0 (or leave "
+                        "the key out) for an object")
     bad_seg = [a["id"] for a in anns if not _segmentation_ok(a.get("segmentation"), images.get(a["image_id"]))]
     if bad_seg:
         problems.append(f"{where}: {len(bad_seg)} annotations have a malformed segmentation (ids {_first(bad_seg)}); "
