@@ -5,12 +5,17 @@ one first, a `debug` role for a partition named like one), the GPUs, CPUs and me
 partition's time limit, and writes `slurm/profiles/NAME.yaml` (`--out PATH` elsewhere; an existing file
 is left alone unless `--force`). The account is a `CHANGE-ME` placeholder, refused by `harness run`
 until you set it or pass `--account` (`--account NAME` here writes it). `--sinfo FILE` reads a saved
-`sinfo -h -o '%P|%l|%G|%c|%m'` instead of asking. Then: `harness run SPEC --cluster NAME --dry-run`.
+`sinfo -h -o '%P|%l|%G|%c|%m'` instead of asking. Where a partition's nodes differ (sinfo prints a line
+per kind), it writes the least GPUs, CPUs and memory of the default partition's nodes, no GPU type where
+the nodes' types differ or some are untyped, a comment beside each, and a warning line per such choice
+(and per GPU partition whose nodes differ from the default one's) on stderr. Then: `harness run SPEC
+--cluster NAME --dry-run`.
 `harness cluster list` names the profiles and where they are.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 NAME = "cluster"
@@ -30,7 +35,7 @@ def run(args) -> int:
     from harness.commands import UsageError
     from harness.files import write_text_atomic
     from harness.launch.cluster import (PROFILES_DIR, ProfileError, SINFO_FORMAT, available_profiles, load_profile,
-                                        profile_text_from_sinfo, read_sinfo)
+                                        profile_from_sinfo, read_sinfo)
 
     if args.action == "list":
         for name in available_profiles():
@@ -50,12 +55,14 @@ def run(args) -> int:
                 raise UsageError(f"--sinfo {args.sinfo}: {exc.strerror}; save it with sinfo -h -o '{SINFO_FORMAT}'") from None
         else:
             text = read_sinfo()
-        content = profile_text_from_sinfo(args.name, text, account=args.account)
+        content, warnings = profile_from_sinfo(args.name, text, account=args.account, where=str(out))
         write_text_atomic(out, content)
         profile = load_profile(out)  # what was written reads back as a valid profile
     except ProfileError as exc:
         raise UsageError(str(exc)) from None
     print(content, end="")
     print(f"wrote {out}: {len(profile.partitions)} partition(s), {profile.gpus_per_node} GPU(s) a node"
-          + ("" if args.account else "; set the account (or pass --account to harness run)"))
+          + ("" if args.account else "; set the account (or pass --account to harness run)"), flush=True)
+    for line in warnings:  # what sinfo left open and what was chosen, last so that it is seen
+        print(f"warning: {line}", file=sys.stderr)
     return 0

@@ -37,6 +37,7 @@ __all__ = [
     "available_profiles",
     "is_placeholder",
     "parse_sinfo",
+    "profile_from_sinfo",
     "profile_text_from_sinfo",
     "read_sinfo",
     "cluster_dir",
@@ -389,6 +390,10 @@ SINFO_FORMAT = "%P|%l|%G|%c|%m"
 
 @dataclasses.dataclass(frozen=True)
 class SinfoPartition:
+    """A partition as the profile sees it: where ``nodes`` (its kinds of node, one per sinfo line) differ,
+    the values a job may count on on every node: the least GPUs, CPUs and memory of its GPU nodes (of all
+    its nodes when none has GPUs), and a GPU type only when all those nodes have the same one."""
+
     name: str
     default: bool
     time_limit_min: int | None  # None: infinite
@@ -396,6 +401,20 @@ class SinfoPartition:
     gpu_type: str | None
     cpus: int
     mem_gb: float
+    nodes: tuple["SinfoPartition", ...] = ()  # its node kinds (one per sinfo line); () for a node kind itself
+    at_least: bool = False  # sinfo printed a '+' (nodes of one line differ; the value is their least)
+
+    def job_nodes(self) -> tuple["SinfoPartition", ...]:
+        """The node kinds a GPU job may land on (those with GPUs; all of them when none has)."""
+        kinds = self.nodes or (self,)
+        return tuple(n for n in kinds if n.gpus) or kinds
+
+    def gpu_types(self) -> set[str | None]:
+        return {n.gpu_type for n in self.job_nodes() if n.gpus}
+
+    def differs(self) -> bool:
+        """Its node kinds differ in GPUs, their type, CPUs or memory."""
+        return len({(n.gpus, n.gpu_type, n.cpus, n.mem_gb) for n in self.job_nodes()}) > 1
 
 
 def _sinfo_minutes(text: str) -> int | None:
@@ -426,9 +445,11 @@ def _sinfo_gpus(gres: str) -> tuple[int, str | None]:
 
 
 def parse_sinfo(text: str) -> list[SinfoPartition]:
-    """Partitions from ``sinfo -h -o SINFO_FORMAT`` (one line per partition and node kind; a partition's
-    largest node wins). Raises :class:`ProfileError` on a line it cannot read."""
-    found: dict[str, SinfoPartition] = {}
+    """Partitions from ``sinfo -h -o SINFO_FORMAT``: sinfo prints one line per partition and kind of node
+    (nodes that differ in GRES, CPUs or memory); each partition keeps its kinds in ``nodes`` and, as its
+    own values, what every one of its (GPU) nodes has (see :class:`SinfoPartition`). Raises
+    :class:`ProfileError` on a line it cannot read."""
+    kinds: dict[str, list[SinfoPartition]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -438,15 +459,62 @@ def parse_sinfo(text: str) -> list[SinfoPartition]:
         name, limit, gres, cpus, mem = fields
         try:
             gpus, gpu_type = _sinfo_gpus(gres)
-            part = SinfoPartition(name=name.rstrip("*"), default=name.endswith("*"), time_limit_min=_sinfo_minutes(limit),
+            kind = SinfoPartition(name=name.rstrip("*"), default=name.endswith("*"), time_limit_min=_sinfo_minutes(limit),
                                   gpus=gpus, gpu_type=gpu_type, cpus=int(cpus.rstrip("+")),
-                                  mem_gb=int(mem.rstrip("+")) / 1024)
+                                  mem_gb=int(mem.rstrip("+")) / 1024, at_least=cpus.endswith("+") or mem.endswith("+"))
         except ValueError:
             raise ProfileError(f"sinfo line {number}: cannot read {line.strip()!r} as {SINFO_FORMAT!r}") from None
-        old = found.get(part.name)
-        if old is None or (part.gpus, part.cpus, part.mem_gb) > (old.gpus, old.cpus, old.mem_gb):
-            found[part.name] = dataclasses.replace(part, default=part.default or bool(old and old.default))
-    return list(found.values())
+        kinds.setdefault(kind.name, []).append(kind)
+    out = []
+    for name, found in kinds.items():
+        part = SinfoPartition(name=name, default=any(k.default for k in found), time_limit_min=found[0].time_limit_min,
+                              gpus=0, gpu_type=None, cpus=0, mem_gb=0.0, nodes=tuple(found),
+                              at_least=any(k.at_least for k in found))
+        nodes = part.job_nodes()
+        types = part.gpu_types()
+        out.append(dataclasses.replace(
+            part, gpus=min(n.gpus for n in nodes), gpu_type=next(iter(types)) if len(types) == 1 else None,
+            cpus=min(n.cpus for n in nodes), mem_gb=min(n.mem_gb for n in nodes)))
+    return out
+
+
+def _node_kind(n: SinfoPartition) -> str:
+    gpus = f"{n.gpus} x {n.gpu_type or 'untyped'} GPU(s)" if n.gpus else "no GPU"
+    return f"{gpus}, {n.cpus}{'+' if n.at_least else ''} CPUs, {n.mem_gb:g} GB"
+
+
+def sinfo_ambiguities(parts: list[SinfoPartition], default: SinfoPartition, profile: str) -> list[str]:
+    """One line per choice that sinfo's answer leaves open (what differs, what was written, what to edit)."""
+    out = []
+    if default.differs():
+        out.append(
+            f"partition {default.name}'s nodes differ ({'; '.join(_node_kind(n) for n in default.job_nodes())}): "
+            f"wrote the least of each (gpus_per_node {default.gpus}, cpus_per_node {default.cpus}, "
+            f"mem_per_node_gb {round(default.mem_gb, 1):g}) so that a job fits every node; to use only the larger "
+            f"ones, raise them in {profile} and set constraint: to a feature only those nodes have")
+    typed = {p.name: p.gpu_types() for p in parts if p.gpus}
+    all_types = set().union(*typed.values()) if typed else set()
+    if len(all_types) > 1:
+        listing = "; ".join(f"{name}: {', '.join(sorted(t or 'untyped' for t in types))}"
+                            for name, types in typed.items())
+        out.append(
+            f"GPU types differ across nodes ({listing}): wrote gpu_type: null and gres: null (GPUs via "
+            f"--gpus-per-node, any type), since one type in gres would be asked on every partition; to ask for "
+            f"one, set gpu_type and gres: \"gpu:{{gpu_type}}:{{gpus}}\" in {profile} (and use only partitions whose "
+            f"nodes all have it) or a constraint")
+    for p in parts:
+        if p is default or not p.gpus:
+            continue
+        if (p.gpus, p.cpus, round(p.mem_gb, 1)) != (default.gpus, default.cpus, round(default.mem_gb, 1)):
+            out.append(
+                f"partition {p.name}'s nodes ({'; '.join(_node_kind(n) for n in p.job_nodes())}) differ from the "
+                f"default partition {default.name}'s, whose values {profile} holds: a job sent there with "
+                f"--partition {p.name} is checked against {default.name}'s nodes; if you submit there, edit "
+                f"gpus_per_node, cpus_per_node and mem_per_node_gb, or write another profile from its sinfo lines")
+    if any(k.at_least for k in default.job_nodes()):
+        out.append(f"sinfo printed '+' for partition {default.name} (its nodes on one line differ): the least is "
+                   f"written; check with sinfo -N -p {default.name} -o '%N|%G|%c|%m'")
+    return out
 
 
 def read_sinfo() -> str:
@@ -468,6 +536,15 @@ def profile_text_from_sinfo(name: str, text: str, account: str | None = None) ->
     """A profile (YAML text, commented) for the site whose ``sinfo`` printed ``text``: its partitions (the
     default one marked ``*`` first, a ``debug`` role for a partition named like one), GPUs, CPUs and memory
     of a node, and each partition's time limit. The account is a placeholder unless given."""
+    return profile_from_sinfo(name, text, account)[0]
+
+
+def profile_from_sinfo(name: str, text: str, account: str | None = None,
+                       where: str | None = None) -> tuple[str, list[str]]:
+    """:func:`profile_text_from_sinfo`'s text and one line per ambiguity it resolved (:func:`sinfo_ambiguities`):
+    where the default partition's nodes differ it writes the least GPUs, CPUs and memory of a node; where
+    GPU types differ across the nodes (or some are untyped) no type; a comment beside each such value.
+    ``where``: the profile's path, named in the lines."""
     parts = parse_sinfo(text)
     if not parts:
         raise ProfileError("sinfo listed no partitions")
@@ -479,8 +556,24 @@ def profile_text_from_sinfo(name: str, text: str, account: str | None = None) ->
     for p in parts:
         if p.name not in roles.values():
             roles[p.name.replace("-", "_")] = p.name
-    gpus, gpu_type = default.gpus, default.gpu_type
+    warnings = sinfo_ambiguities(parts, default, where or f"slurm/profiles/{name}.yaml")
+    gpus = default.gpus
+    typed = {t for p in parts if p.gpus for t in p.gpu_types()}
+    gpu_type = default.gpu_type if len(typed) == 1 else None
     limit = default.time_limit_min
+
+    def least(values) -> str:
+        values = sorted(set(values), reverse=True)
+        return f"   # least of partition {default.name}'s nodes ({', '.join(f'{v:g}' for v in values)})" if len(values) > 1 else ""
+
+    nodes = default.job_nodes()
+    if len(typed) > 1:
+        listing = ", ".join(sorted(t or "untyped" for t in typed))
+        type_note = f"   # nodes' GPU types differ ({listing}): none asked; see the warning of cluster init"
+        gres = "gres: null   # GPUs via --gpus-per-node (any type)"
+    else:
+        type_note = ""
+        gres = "gres: " + ('"gpu:{gpu_type}:{gpus}"' if gpu_type else "null   # GPUs via --gpus-per-node")
     lines = [
         f"# Site profile written by `harness cluster init {name}` from sinfo ({len(parts)} partition(s)).",
         "# Check every value, set the account, then: harness run SPEC --cluster " + name + " --dry-run",
@@ -492,11 +585,11 @@ def profile_text_from_sinfo(name: str, text: str, account: str | None = None) ->
         f"account: {account or 'CHANGE-ME'}" + ("" if account else "   # your project / allocation (sacctmgr show assoc user=$USER)"),
         "qos: null",
         "constraint: null",
-        f"gpu_type: {gpu_type or 'null'}",
-        "gres: " + ('"gpu:{gpu_type}:{gpus}"' if gpu_type else "null   # GPUs via --gpus-per-node"),
-        f"gpus_per_node: {gpus}",
-        f"cpus_per_node: {default.cpus}",
-        f"mem_per_node_gb: {round(default.mem_gb, 1):g}",
+        f"gpu_type: {gpu_type or 'null'}" + type_note,
+        gres,
+        f"gpus_per_node: {gpus}" + least(n.gpus for n in nodes),
+        f"cpus_per_node: {default.cpus}" + least(n.cpus for n in nodes),
+        f"mem_per_node_gb: {round(default.mem_gb, 1):g}" + least(round(n.mem_gb, 1) for n in nodes),
         f"cpus_per_gpu: {default.cpus // gpus if gpus else 'null'}",
         f"mem_per_gpu_gb: {int(default.mem_gb // gpus) if gpus else 'null'}",
         f"cpus_per_task: {min(4, default.cpus)}",
@@ -509,7 +602,7 @@ def profile_text_from_sinfo(name: str, text: str, account: str | None = None) ->
         "setup: []           # e.g. module load cuda",
         "additional_parameters: {}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", warnings
 
 
 # --------------------------------------------------------------------------------------------------
