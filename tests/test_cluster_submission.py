@@ -338,3 +338,29 @@ def test_tables_of_a_spec_that_has_not_run_say_so(tmp_path, capsys):
     from harness.commands.benchmark import tables_command
 
     assert tables_command("experiments/x.yaml", "results") == "make tables EXPERIMENT=experiments/x.yaml"
+
+
+def test_flags_that_would_be_dropped_are_refused(tmp_path, monkeypatch, capsys):
+    """--cluster / --partition / --account where the runs do not go to SLURM, and --timeout without
+    --wait, would change nothing: one line, exit 2, nothing started."""
+    monkeypatch.setattr(slurm_executor, "slurm_reachable", lambda: False)
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(local_executor, "spawn_background_pool", never)
+    monkeypatch.setattr(local_executor, "LocalPool", never)
+    spec, results = REPO / "experiments" / "synthetic.yaml", tmp_path / "results"
+    for flags, words in ((["--cluster", "example-a100"], "--cluster says where SLURM jobs go"),
+                         (["--executor", "local", "--account", "a", "--partition", "debug"],
+                          "--partition, --account say where SLURM jobs go, but these runs go to the local executor:"),
+                         (["--timeout", "5"], "--timeout MIN bounds the wait of --wait"),
+                         (["--timeout", "-1", "--wait"], "--timeout must be more than 0 minutes")):
+        assert main(["run", str(spec), "--results", str(results), *flags]) == 2
+        line, = errors(capsys)
+        assert words in line, line
+    assert not results.exists()
+    # with --executor slurm the flags apply: the dry run shows that submission from here
+    assert main(["run", str(spec), "--results", str(results), "--dry-run", "--executor", "slurm",
+                 "--cluster", "example-a100", "--account", "lab"]) == 0
+    assert "--account=lab" in capsys.readouterr().out

@@ -68,6 +68,9 @@ def run(args) -> int:
 
     request = Request(spec=args.spec, wait=args.wait, dry_run=args.dry_run, timeout_min=args.timeout,
                       **launch_overrides(args))
+    if args.timeout is not None and (args.timeout <= 0 or not args.wait):
+        raise UsageError("--timeout MIN bounds the wait of --wait: add --wait, and give MIN > 0"
+                         if args.timeout > 0 else f"--timeout must be more than 0 minutes, got {args.timeout:g}")
     try:
         if args.rehearse:
             if args.dry_run or args.wait:

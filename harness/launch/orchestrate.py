@@ -141,6 +141,13 @@ def prepare(request: Request) -> tuple[Spec, Path, str]:
             executor = "slurm"  # the dry run shows what a login node would submit, and its cost
         elif refusal:
             raise LaunchError(refusal)
+    named = [flag for flag, value in (("--cluster", request.cluster), ("--partition", request.partition),
+                                      ("--account", request.account)) if value]
+    if named and executor != "slurm":  # they would be dropped without a word
+        why = " (no SLURM controller answers here)" if wanted == "auto" else ""
+        raise LaunchError(f"{', '.join(named)} {'says' if len(named) == 1 else 'say'} where SLURM jobs go, but these runs go to the {executor} executor"
+                          f"{why}: pass --executor slurm (with --dry-run to see the submission from here), or leave "
+                          f"{' and '.join(named)} out")
     if executor == "slurm" and not request.dry_run and not slurm.slurm_reachable():
         raise LaunchError("--executor slurm but no SLURM controller answers (sinfo fails); start one (make slurm-up, "
                           "then export SLURM_CONF as it prints) or use --executor local")
