@@ -231,6 +231,10 @@ def test_profile_errors_say_what_is_wrong(tmp_path):
     bad.write_text("name: bad\npartitions: {default: gpu}\ngpus: 4\n")
     with pytest.raises(ProfileError, match=rf"{bad}: unknown key\(s\) 'gpus'"):
         load_profile(bad)
+    bad.write_text("name: bad\npartitions: {default: gpu\naccount: x\n")  # the brace left open
+    with pytest.raises(ProfileError) as err:
+        load_profile(bad)
+    assert str(err.value) == f"{bad}: not valid YAML at line 3: expected ',' or '}}', but got ':'"
 
 
 def test_local_cluster_env_reports_a_cluster_that_is_not_up(tmp_path, monkeypatch):

@@ -284,8 +284,10 @@ def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
 
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # one line, as a spec's: where and what (PyYAML's own text spans lines)
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     return profile_from_dict(data if data is not None else {}, source=str(path), default_name=path.stem)
 
 
