@@ -290,15 +290,32 @@ def test_cluster_init_where_sinfo_fails_is_one_line(tmp_path, monkeypatch, capsy
 BROKEN = "from harness.losses import LossSpec\n\n\ndef f(x):\n    return x\n\n\nvalue = f(1) + undefined_name\n"
 
 
-@pytest.mark.parametrize("command", [["losses"], ["cells"], ["check-loss", "rs"]])
+@pytest.mark.parametrize("command", [["losses"], ["cells"], ["check-loss", "rs"], ["check-cell", "atss", "rs"]])
 @pytest.mark.parametrize("body,where", [(BROKEN, ":8: NameError: name 'undefined_name' is not defined"),
-                                        ("def broken(:\n    pass\n", ":1: SyntaxError: ")])
+                                        ("def broken(:\n    pass\n", ":1: SyntaxError: "),
+                                        ("import nonexistent_pkg_xyz\n",
+                                         ":1: ModuleNotFoundError: No module named 'nonexistent_pkg_xyz'")])
 def test_a_broken_load_module_is_one_line_with_file_and_line(tmp_path, capsys, command, body, where):
     module = tmp_path / "broken_loss.py"
     module.write_text(body)
     assert main([*command, "--load", str(module)]) == 2
     line, = errors(capsys)
     assert line.startswith(f"harness {command[0]}: error: {module}{where}"), line
+
+
+def test_a_load_module_by_name_that_imports_a_missing_package_names_its_file_and_line(tmp_path, monkeypatch, capsys):
+    """--load and a spec's loss_modules share one code path: the same file:line form for a dotted name."""
+    (tmp_path / "broken_by_name.py").write_text("\n\nimport nonexistent_pkg_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["losses", "--load", "broken_by_name"]) == 2
+    line, = errors(capsys)
+    where = f"{tmp_path / 'broken_by_name.py'}:3: ModuleNotFoundError: No module named 'nonexistent_pkg_xyz'"
+    assert line == f"harness losses: error: {where}", line
+    from harness.experiments.spec import import_loss_modules
+
+    with pytest.raises(ImportError) as exc:
+        import_loss_modules(["broken_by_name"])
+    assert str(exc.value) == f"loss module broken_by_name cannot be imported here: {where}"
 
 
 def test_relative_loss_modules_are_read_from_the_spec_files_folder(tmp_path, monkeypatch, capsys):

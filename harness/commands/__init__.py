@@ -13,12 +13,10 @@ class UsageError(Exception):
 def load_loss_modules(targets: list[str]) -> None:
     """Import external loss modules named on the command line (``--load``); one that does not exist or
     fails to import (any error) is a usage error of one line: ``file:line: Error: message``."""
-    from harness.losses import describe_load_error, load_loss_module
+    from harness.losses.registry import LossModuleError, import_loss_module
 
     for target in targets:
         try:
-            load_loss_module(target)
-        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            import_loss_module(target)
+        except LossModuleError as exc:
             raise UsageError(str(exc)) from None
-        except Exception as exc:
-            raise UsageError(describe_load_error(exc, target)) from None

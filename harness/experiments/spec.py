@@ -566,16 +566,19 @@ def import_loss_modules(modules: Iterable[str], origin: str = "") -> None:
     calls this: the driver when it loads the spec, each job and each task of a multi-process run).
     Relative ``.py`` paths are read from ``origin``, the folder the spec was loaded from. Raises
     ``ImportError`` naming the module and why it cannot be imported here."""
-    from harness.losses import describe_load_error, load_loss_module
+    from harness.losses.registry import LossModuleError, import_loss_module
 
     for m in modules:
         target = m
         if m.endswith(".py") and not Path(m).is_absolute() and origin:
             target = str(Path(origin) / m)
         try:
-            load_loss_module(target)
-        except FileNotFoundError:
-            raise ImportError(f"loss module {m} cannot be imported here: no file {Path(target).absolute()} "
-                              f"(a relative path is read from the spec file's folder)") from None
-        except Exception as exc:
-            raise ImportError(f"loss module {m} cannot be imported here: {describe_load_error(exc, target)}") from None
+            import_loss_module(target)
+        except LossModuleError as exc:
+            if exc.missing and target.endswith(".py"):
+                raise ImportError(f"loss module {m} cannot be imported here: no file {Path(target).absolute()} "
+                                  f"(a relative path is read from the spec file's folder)") from None
+            if exc.missing:
+                raise ImportError(f"loss module {m} cannot be imported here: no module {m!r} on the import path; "
+                                  f"put its folder on PYTHONPATH or give a .py path") from None
+            raise ImportError(f"loss module {m} cannot be imported here: {exc}") from None

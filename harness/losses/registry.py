@@ -122,12 +122,51 @@ def describe_load_error(exc: BaseException, target: str) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
     frames = traceback.extract_tb(exc.__traceback__)
-    own = str(Path(target).resolve()) if target.endswith(".py") else None
+    own = _module_file(target)
     mine = [f for f in frames if own and Path(f.filename).resolve() == Path(own)]
     outside = [f for f in frames if "importlib" not in f.filename and not f.filename.endswith("registry.py")]
     frame = (mine or outside or frames or [None])[-1]
     where = f"{frame.filename}:{frame.lineno}: " if frame is not None else f"{target}: "
     return f"{where}{type(exc).__name__}: {exc}"
+
+
+def _module_file(target: str) -> str | None:
+    """The file a loss module target names (resolved), when it can be told without importing it."""
+    if target.endswith(".py"):
+        return str(Path(target).resolve())
+    module = sys.modules.get(target)
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        try:
+            found = importlib.util.find_spec(target)
+        except Exception:  # a parent package that fails to import, a malformed name
+            return None
+        origin = found.origin if found is not None else None
+    return str(Path(origin).resolve()) if origin else None
+
+
+class LossModuleNotFound(ModuleNotFoundError):
+    """The loss module named (a dotted name) is nowhere on the import path; not an import inside it."""
+
+
+class LossModuleError(ImportError):
+    """A loss module that cannot be imported, as one line: its message (``file:line: Error: message``
+    for an error raised while importing it); ``missing`` when the module itself was not found."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def import_loss_module(target: str) -> list[str]:
+    """:func:`load_loss_module`, every failure a :class:`LossModuleError` of one line: the one code path
+    ``--load`` on the command line and a spec's ``loss_modules`` share."""
+    try:
+        return load_loss_module(target)
+    except (FileNotFoundError, LossModuleNotFound) as exc:
+        raise LossModuleError(str(exc), missing=True) from None
+    except Exception as exc:  # anything the module raises while importing: where, what
+        raise LossModuleError(describe_load_error(exc, target)) from None
 
 
 def load_loss_module(target: str) -> list[str]:
@@ -157,8 +196,8 @@ def load_loss_module(target: str) -> list[str]:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
-            if exc.name and target.startswith(exc.name):
-                raise ModuleNotFoundError(
+            if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
+                raise LossModuleNotFound(
                     f"loss module {target!r} cannot be imported: put it on PYTHONPATH or give a .py path"
                 ) from None
             raise
