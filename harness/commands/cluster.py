@@ -38,10 +38,20 @@ def run(args) -> int:
                                         profile_from_sinfo, read_sinfo)
 
     if args.action == "list":
+        extra = [flag for flag, value in (("NAME", args.name), ("--out", args.out), ("--account", args.account),
+                                          ("--sinfo", args.sinfo), ("--force", args.force)) if value]
+        if extra:
+            raise UsageError(f"cluster list takes no {', '.join(extra)} (those are for cluster init NAME)")
+        broken = 0
         for name in available_profiles():
-            profile = load_profile(name)
+            try:
+                profile = load_profile(name)
+            except ProfileError as exc:  # listed, with what is wrong: the others still are
+                broken += 1
+                print(f"{name:<16} does not load: {exc}")
+                continue
             print(f"{name:<16} {profile.source}  {profile.description}")
-        return 0
+        return 1 if broken else 0
     if not args.name or not args.name.replace("-", "").replace("_", "").isalnum():
         raise UsageError("cluster init needs a NAME of letters, digits, '-' or '_', e.g. harness cluster init mysite")
     out = Path(args.out) if args.out else PROFILES_DIR / f"{args.name}.yaml"

@@ -527,7 +527,9 @@ def read_sinfo() -> str:
         raise ProfileError("sinfo is not installed here: run this on the cluster's login node, or copy "
                            "slurm/profiles/example-a100.yaml and edit it") from None
     except subprocess.TimeoutExpired:
-        raise ProfileError("sinfo did not answer within 30 s") from None
+        raise ProfileError("sinfo did not answer within 30 s (is the controller up, SLURM_CONF right?): run it where "
+                           f"it answers, or save its output there (sinfo -h -o '{SINFO_FORMAT}' > sinfo.txt) and pass "
+                           "--sinfo sinfo.txt") from None
     if proc.returncode != 0:
         first = (proc.stderr.strip().splitlines() or ["no output"])[0]
         raise ProfileError(f"sinfo failed ({first}): run this where sinfo answers (a login node)")
