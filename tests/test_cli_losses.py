@@ -29,6 +29,35 @@ def test_losses_json_and_external_module(tmp_path, capsys):
     assert {"cli_ext", "rs"} <= {r["name"] for r in rows}
 
 
+EXT_LOSS = (
+    "from harness.losses import LossSpec, register_loss, focal_loss, ClassificationOutput\n"
+    "def c(l, t, loc_errors=None):\n    x = focal_loss(l, t)\n    return ClassificationOutput(x, {'f': x.detach()})\n"
+    "register_loss(LossSpec(name='{name}', summary='test', fn=focal_loss, classify=c, targets='binary',"
+    " ranking=False, balancing='fixed', module=__name__))\n"
+)
+
+
+def test_a_module_name_resolves_from_the_current_folder_as_under_python_dash_m(tmp_path, monkeypatch, capsys):
+    """The `harness` console script does not put the current folder on sys.path (python -m does): --load
+    MODULE from the module's own folder must find it all the same."""
+    import os
+
+    (tmp_path / "cwd_ext_loss.py").write_text(EXT_LOSS.replace("{name}", "cwd_ext"))
+    monkeypatch.chdir(tmp_path)
+    # sys.path as the console script has it: its own folder, no '' and not the current folder
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if os.path.abspath(p or os.curdir) != str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "cwd_ext_loss", raising=False)
+    try:
+        assert main(["losses", "--load", "cwd_ext_loss", "--json"]) == 0
+        assert "cwd_ext" in {r["name"] for r in json.loads(capsys.readouterr().out)}
+    finally:
+        sys.modules.pop("cwd_ext_loss", None)
+    assert main(["losses", "--load", "no_such_loss_module_xyz"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no module 'no_such_loss_module_xyz' in the current folder ({tmp_path})" in err
+    assert "put its folder on PYTHONPATH or give a .py path" in err, err
+
+
 def test_usage_errors_exit_2_with_one_line(capsys):
     assert main(["losses", "--load", "/no/such/loss.py"]) == 2
     err = capsys.readouterr().err

@@ -334,6 +334,48 @@ def test_inspect_refuses_an_iscrowd_other_than_0_or_1(parts):
     assert len(lines) == 1 and "train.json: 2 annotations have an 'iscrowd' other than 0 or 1" in lines[0], lines
 
 
+def test_inspect_counts_the_instances_mmdet_leaves_out_of_training(parts):
+    """Valid COCO that mmdet's CocoDataset skips unsaid (area 0, a side under 1 px, no overlap with the image):
+    not refused, but counted per split and reason by inspect, as many as the run's dataset drops. An
+    annotation without area takes its box's: not zero area."""
+    from mmengine.registry import init_default_scope
+
+    from harness.data.coco_format import coco_format_paths
+    from harness.detectors import plugin  # noqa: F401  (registers CocoFormatDataset)
+    from harness.experiments.spec import RunSpec
+    from harness.run.train import build_config
+    from mmdet.registry import DATASETS
+
+    d = _ann(parts)
+    objects = [a for a in d["annotations"] if not a["iscrowd"]]
+    objects[0]["area"] = 0
+    objects[1]["area"] = 0.0
+    objects[2]["bbox"][3] = 0.5  # 0.5 px high
+    objects[3]["bbox"] = [-1.0, 10, 1.0, 5]  # touches the left border from outside (within the checks' 1 px)
+    objects[4]["ignore"] = 1
+    del objects[5]["area"]
+    _put(parts, d)
+    path = write_spec(parts, "parts", ["atss"])
+    proc = harness("data", "inspect", str(path))
+    assert proc.returncode == 0, proc.stderr  # valid COCO: not refused
+    train, val = proc.stdout.split("test-parts val:")
+    assert (f"left out of training: 5 of {len(objects)} instances ('ignore': true 1, outside the image 1, zero area "
+            "2, a side under 1 px 1): valid COCO, but mmdet's dataset skips them") in train
+    assert "left out of training: none (mmdet skips instances of zero area" in val
+    report = json.loads(harness("data", "inspect", str(path), "--json").stdout)
+    counts = [i["summary"]["left_out_of_training"] for i in report["inspected"]]
+    assert counts[0] == {"total": 5, "of": len(objects), "ignore_flag": 1, "outside_image": 1, "zero_area": 2,
+                         "side_under_1px": 1}
+    assert counts[1]["total"] == 0
+
+    init_default_scope("mmdet")  # the run's own dataset drops exactly as many
+    run = load_spec(path).runs()[0]
+    cfg = build_config(RunSpec.from_dict(run.to_dict()), parts / "work", coco_format_paths(run.dataset))
+    ds = DATASETS.build({**cfg.train_dataloader.dataset, "pipeline": [], "indices": None})  # every image
+    trained = sum(1 for k in range(len(ds)) for i in ds.get_data_info(k)["instances"] if not i["ignore_flag"])
+    assert trained == len(objects) - 5
+
+
 def test_the_example_spec_points_at_what_its_documented_command_writes(tmp_path):
     """experiments/example_coco_format.yaml reads data/example-parts as `harness data synthetic --out` lays it
     out; written here (small) and given to the checks with the example's relative paths."""

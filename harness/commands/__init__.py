@@ -12,10 +12,13 @@ class UsageError(Exception):
 
 def load_loss_modules(targets: list[str]) -> None:
     """Import external loss modules named on the command line (``--load``); one that does not exist or
-    fails to import (any error) is a usage error of one line: ``file:line: Error: message``."""
-    from harness.losses.registry import LossModuleError, import_loss_module
+    fails to import (any error) is a usage error of one line: ``file:line: Error: message``. A module name
+    resolves from the current folder too, as under ``python -m harness``."""
+    from harness.losses.registry import LossModuleError, add_current_folder_to_path, import_loss_module
 
     for target in targets:
+        if not target.endswith(".py"):
+            add_current_folder_to_path()
         try:
             import_loss_module(target)
         except LossModuleError as exc:

@@ -5,8 +5,9 @@ without --out it is generated into the cache, $HARNESS_DATA_DIR or <repo>/data, 
 `harness data check coco|lvis [--root DIR]` checks a real data root (else $HARNESS_COCO_ROOT /
 $HARNESS_LVIS_ROOT) and prints the resolved paths.
 `harness data inspect SPEC|ANN.json [--json]` prints what to know of COCO-format data before comparing
-losses on it (images, instances per class, objects per image, box sizes, masks, crowd regions) and every
-problem the checks before training would refuse (then exit 2). Layouts and checks: docs/data-evaluation.md.
+losses on it (images, instances per class, objects per image, box sizes, masks, crowd regions, the instances
+mmdet leaves out of training) and every problem the checks before training would refuse (then exit 2).
+Layouts and checks: docs/data-evaluation.md.
 """
 
 from __future__ import annotations

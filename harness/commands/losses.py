@@ -1,7 +1,8 @@
 """List the registered losses and how a detector head calls each.
 
 `--load MODULE` (repeatable) first imports an external loss module (dotted name or .py path) that
-registers its loss(es); `--json` prints machine-readable output.
+registers its loss(es) (a module name resolves from the current folder too, as under `python -m`);
+`--json` prints machine-readable output.
 """
 
 from __future__ import annotations

@@ -364,11 +364,41 @@ def _spread(values: list) -> dict:
             "mean": round(sum(values) / len(values), 2)}
 
 
+#: Why mmdet's ``CocoDataset.parse_data_info`` leaves a (valid) annotation out of training, in the order it
+#: tests them: an ``ignore`` flag, a box with no overlap with its image, ``area <= 0``, a side under 1 px.
+LEFT_OUT = {"ignore_flag": "'ignore': true", "outside_image": "outside the image", "zero_area": "zero area",
+            "side_under_1px": "a side under 1 px"}
+
+
+def left_out_reason(a: dict, img: dict | None) -> str | None:
+    """The :data:`LEFT_OUT` key of why mmdet's training skips annotation ``a`` of image ``img``, or ``None``
+    (it trains on it, or the checks refuse it). A missing ``area`` is the box's, as the run's
+    ``CocoFormatDataset`` gives it: never zero area by itself."""
+    box = a.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(_num(v) for v in box)):
+        return None
+    if a.get("ignore", False):
+        return "ignore_flag"
+    x, y, w, h = box
+    if img is not None and _num(img.get("width")) and _num(img.get("height")):
+        if max(0, min(x + w, img["width"]) - max(x, 0)) * max(0, min(y + h, img["height"]) - max(y, 0)) == 0:
+            return "outside_image"
+    area = a.get("area", w * h)
+    if not _num(area):
+        return None
+    if area <= 0:
+        return "zero_area"
+    if w < 1 or h < 1:
+        return "side_under_1px"
+    return None
+
+
 def inspect(data: dict) -> dict:
     """What a user should know of an annotation file before comparing losses on it: images, instances per
     class (min / median / max, the rarest), objects per image, box sizes against COCO's small / medium /
     large (by the annotation's area, as COCOeval ranks them; the box's when it has none), masks, crowd
-    regions. Crowd regions are counted apart, never as instances. Tolerates malformed entries (skipped)."""
+    regions, and the instances mmdet's training leaves out (valid COCO, skipped unsaid: :data:`LEFT_OUT`).
+    Crowd regions are counted apart, never as instances. Tolerates malformed entries (skipped)."""
     images = [i for i in data.get("images") or [] if isinstance(i, dict)]
     cats = [c for c in data.get("categories") or [] if isinstance(c, dict)]
     anns = [a for a in data.get("annotations") or [] if isinstance(a, dict)]
@@ -390,6 +420,12 @@ def inspect(data: dict) -> dict:
             area = box[2] * box[3] if isinstance(box, list) and len(box) == 4 and all(_num(v) for v in box) else None
         if area is not None:
             sizes["small" if area < SMALL_AREA else "large" if area > LARGE_AREA else "medium"] += 1
+    by_id = {i.get("id"): i for i in images if _int(i.get("id"))}
+    left_out = {k: 0 for k in LEFT_OUT}
+    for a in objects:
+        why = left_out_reason(a, by_id.get(a.get("image_id")) if _int(a.get("image_id")) else None)
+        if why:
+            left_out[why] += 1
     names = {c.get("id"): str(c.get("name")) for c in cats}
     rarest = sorted(per_class.items(), key=lambda kv: (kv[1], str(kv[0])))[:5]
     masks = sum(1 for a in anns if _has_mask(a))
@@ -409,6 +445,7 @@ def inspect(data: dict) -> dict:
         "masks": {"annotations_with_mask": masks, "polygons": polygons, "rle": masks - polygons,
                   "of": len(anns), "state": "all" if anns and masks == len(anns) else "none" if masks == 0 else "some"},
         "crowd_regions": crowd,
+        "left_out_of_training": {"total": sum(left_out.values()), "of": len(objects), **left_out},
     }
 
 
@@ -434,4 +471,14 @@ def inspection_lines(info: dict) -> list[str]:
         + f"  [small < {SMALL_AREA}, large > {LARGE_AREA} px²]",
         f"masks: {mask_text}",
         f"crowd regions: {info['crowd_regions']} (ignored in training and evaluation, as COCO does)",
+        _left_out_line(info["left_out_of_training"]),
     ]
+
+
+def _left_out_line(out: dict) -> str:
+    if not out["total"]:
+        return ("left out of training: none (mmdet skips instances of zero area, with a side under 1 px or "
+                "outside the image)")
+    why = ", ".join(f"{text} {out[k]}" for k, text in LEFT_OUT.items() if out[k])
+    return (f"left out of training: {out['total']} of {out['of']} instances ({why}): valid COCO, but mmdet's "
+            "dataset skips them; fix them if they are objects to learn")

@@ -145,6 +145,32 @@ def _module_file(target: str) -> str | None:
     return str(Path(origin).resolve()) if origin else None
 
 
+def _where_modules_are_looked_for() -> str:
+    """Where a dotted module name was looked for, in words: the current folder (when on sys.path),
+    PYTHONPATH (when set) and the installed packages."""
+    import os
+
+    places = []
+    cwd = os.getcwd()
+    if any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        places.append(f"the current folder ({cwd})")
+    if os.environ.get("PYTHONPATH"):
+        places.append(f"PYTHONPATH ({os.environ['PYTHONPATH']})")
+    places.append("the installed packages")
+    return ", ".join(places[:-1]) + (" or " if len(places) > 1 else "") + places[-1]
+
+
+def add_current_folder_to_path() -> None:
+    """Let a dotted module name resolve from the current folder, as under ``python -m`` (which puts it on
+    ``sys.path``; the ``harness`` console script does not). Appended, so it shadows nothing installed."""
+    import os
+
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+
+
 class LossModuleNotFound(ModuleNotFoundError):
     """The loss module named (a dotted name) is nowhere on the import path; not an import inside it."""
 
@@ -198,7 +224,8 @@ def load_loss_module(target: str) -> list[str]:
         except ModuleNotFoundError as exc:
             if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
                 raise LossModuleNotFound(
-                    f"loss module {target!r} cannot be imported: put it on PYTHONPATH or give a .py path"
+                    f"loss module {target!r} cannot be imported: no module {exc.name!r} in {_where_modules_are_looked_for()}; "
+                    f"run from its folder, put its folder on PYTHONPATH or give a .py path"
                 ) from None
             raise
         if target not in _LOADED_SOURCES and getattr(module, "__file__", None):
