@@ -58,6 +58,22 @@ def test_a_module_name_resolves_from_the_current_folder_as_under_python_dash_m(t
     assert "put its folder on PYTHONPATH or give a .py path" in err, err
 
 
+def test_a_load_module_that_registers_no_loss_is_noted_not_refused(tmp_path, capsys):
+    mod = tmp_path / "registers_nothing.py"
+    mod.write_text("from harness.losses import focal_loss\n\nLOSS = focal_loss  # but never registered\n")
+    assert main(["losses", "--load", str(mod), "--load", str(mod)]) == 0
+    out, err = capsys.readouterr()
+    assert "\nfocal " in out
+    assert err == (f"note: loss module {mod} registered no loss; a loss module calls "
+                   f"harness.losses.register_loss(LossSpec(name=..., ...)) when imported "
+                   f"(see the README, 'Adding a loss')\n"), err  # once, though loaded twice
+    # one that registers a loss loads without a note
+    ext = tmp_path / "registers_one.py"
+    ext.write_text(EXT_LOSS.replace("{name}", "noted_not"))
+    assert main(["losses", "--load", str(ext)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_usage_errors_exit_2_with_one_line(capsys):
     assert main(["losses", "--load", "/no/such/loss.py"]) == 2
     err = capsys.readouterr().err

@@ -13,13 +13,21 @@ class UsageError(Exception):
 def load_loss_modules(targets: list[str]) -> None:
     """Import external loss modules named on the command line (``--load``); one that does not exist or
     fails to import (any error) is a usage error of one line: ``file:line: Error: message``. A module name
-    resolves from the current folder too, as under ``python -m harness``."""
-    from harness.losses.registry import LossModuleError, add_current_folder_to_path, import_loss_module
+    resolves from the current folder too, as under ``python -m harness``. A module that registers no loss
+    loads, with a one-line note on stderr saying so."""
+    import sys
+
+    from harness.losses.registry import LossModuleError, add_current_folder_to_path, import_loss_module, loaded_source
 
     for target in targets:
         if not target.endswith(".py"):
             add_current_folder_to_path()
+        imported_before = loaded_source(target) is not None or target in sys.modules
         try:
-            import_loss_module(target)
+            registered = import_loss_module(target)
         except LossModuleError as exc:
             raise UsageError(str(exc)) from None
+        if not registered and not imported_before:
+            print(f"note: loss module {target} registered no loss; a loss module calls "
+                  f"harness.losses.register_loss(LossSpec(name=..., ...)) when imported "
+                  f"(see the README, 'Adding a loss')", file=sys.stderr)
