@@ -376,6 +376,37 @@ def test_inspect_counts_the_instances_mmdet_leaves_out_of_training(parts):
     assert trained == len(objects) - 5
 
 
+def test_inspect_a_spec_says_how_many_classes_the_runs_train(tmp_path):
+    """`cells --changes` shows COCO's 80 classes only: inspect SPEC is where a user sees the count every head
+    is built for (the train file's categories, as coco_format_paths gives the run), as the docs say."""
+    from harness.data.coco_format import coco_format_paths
+    from harness.detectors import build_cell_config
+
+    data = write_dataset(tmp_path / "data", train_images=2, val_images=2)
+    for split in ("train", "val"):
+        d = json.loads(data[split].read_text())
+        d["categories"] = CATEGORIES + [{"id": 100 + k, "name": f"class {k}"} for k in range(4)]
+        data[split].write_text(json.dumps(d))
+    path = write_spec(tmp_path, "parts", ["atss"])
+    proc = harness("data", "inspect", str(path))
+    assert proc.returncode == 0, proc.stderr
+    line = ("test-parts: the runs train 7 classes (the train file's categories in file order: washer Ø8, Schraube "
+            "(M4), hex nut, class 0, class 1, ...); every detector's head is built for 7 classes (num_classes)")
+    assert line in proc.stdout.splitlines()
+    report = json.loads(harness("data", "inspect", str(path), "--json").stdout)
+    assert report["trained_classes"] == [{"dataset": "test-parts", "num_classes": 7,
+                                          "classes": [c["name"] for c in CATEGORIES] + [f"class {k}" for k in range(4)]}]
+    paths = coco_format_paths(load_spec(path).runs()[0].dataset)  # what the runs are built with
+    assert paths.num_classes == 7
+    assert build_cell_config("atss", "rs", classes=paths.classes, num_classes=7).model.bbox_head.num_classes == 7
+    alone = harness("data", "inspect", str(data["train"]))  # a lone file is not what runs train on
+    assert "the runs train" not in alone.stdout
+    docs = " ".join((REPO / "docs" / "data-evaluation.md").read_text().split())
+    assert "listed by `harness cells --changes`" not in docs
+    assert ("`harness data inspect SPEC` prints, per dataset, the count the runs train with (`my-parts: the runs "
+            "train") in docs
+
+
 def test_the_example_spec_points_at_what_its_documented_command_writes(tmp_path):
     """experiments/example_coco_format.yaml reads data/example-parts as `harness data synthetic --out` lays it
     out; written here (small) and given to the checks with the example's relative paths."""

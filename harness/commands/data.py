@@ -6,8 +6,9 @@ without --out it is generated into the cache, $HARNESS_DATA_DIR or <repo>/data, 
 $HARNESS_LVIS_ROOT) and prints the resolved paths.
 `harness data inspect SPEC|ANN.json [--json]` prints what to know of COCO-format data before comparing
 losses on it (images, instances per class, objects per image, box sizes, masks, crowd regions, the instances
-mmdet leaves out of training) and every problem the checks before training would refuse (then exit 2).
-Layouts and checks: docs/data-evaluation.md.
+mmdet leaves out of training; of a spec, also the number of classes the runs train, every head built for it)
+and every problem the checks before training would refuse (then exit 2). Layouts and checks:
+docs/data-evaluation.md.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ NOT_CHECKED = ("not checked: whether the images it lists are on disk (a file alo
 
 
 def _inspect_targets(target: str):
-    """(dataset label, annotation file, problems) per file to inspect: a spec's coco_format splits (every
-    check, images included), or one file (label None: its own checks only, :data:`NOT_CHECKED`)."""
+    """(dataset label, annotation file, problems, dataset entry) per file to inspect: a spec's coco_format
+    splits (every check, images included; the entry with its last split, else None), or one file (label and
+    entry None: its own checks only, :data:`NOT_CHECKED`)."""
     from pathlib import Path
 
     from harness.commands import UsageError
@@ -148,35 +150,63 @@ def _inspect_targets(target: str):
         for dataset in own:
             problems = check_dataset(dataset, spec.path)
             for split in SPLITS:
-                yield f"{dataset['name']} {split}", dataset[split]["ann"], problems if split == "val" else []
+                last = split == SPLITS[-1]
+                yield (f"{dataset['name']} {split}", dataset[split]["ann"], problems if last else [],
+                       dataset if last else None)
         return
     try:
         data = read_annotations(path)
     except DataProblems as exc:
         raise UsageError(str(exc)) from None
-    yield None, str(path), check_file(data, path)
+    yield None, str(path), check_file(data, path), None
+
+
+def _trained_classes(dataset) -> dict | None:
+    """The classes a spec's runs on this coco_format dataset train: the train file's categories in file
+    order (:func:`harness.data.coco_format.coco_format_paths`), every head built for their count; ``None``
+    when the train file cannot be read (the problems say why)."""
+    from harness.data.coco_format import DataProblems, category_pairs, read_annotations
+
+    try:
+        pairs = category_pairs(read_annotations(dataset["train"]["ann"]))
+    except DataProblems:
+        return None
+    return {"dataset": dataset["name"], "num_classes": len(pairs), "classes": [n for _, n in pairs]}
+
+
+def _classes_line(c: dict) -> str:
+    names = ", ".join(c["classes"][:5]) + (", ..." if len(c["classes"]) > 5 else "")
+    return (f"{c['dataset']}: the runs train {c['num_classes']} classes (the train file's categories in file order: "
+            f"{names}); every detector's head is built for {c['num_classes']} classes (num_classes)")
 
 
 def _inspect(args) -> int:
     from harness.data.coco_format import DataProblems, inspect, inspection_lines, read_annotations
 
-    report, problems, alone = [], [], False
-    for label, ann, found in _inspect_targets(args.target):
+    report, problems, alone, classes = [], [], False, []
+    for label, ann, found, dataset in _inspect_targets(args.target):
         alone = label is None
         problems += found
         try:
             info = inspect(read_annotations(ann))
         except DataProblems:
             info = None  # the problems say why
-        report.append({"dataset": label, "file": ann, "images_checked": not alone, "summary": info})
+        trained = _trained_classes(dataset) if dataset is not None else None
+        report.append({"dataset": label, "file": ann, "images_checked": not alone, "summary": info,
+                       "classes_line": trained})
+        if trained:
+            classes.append(trained)
     if args.json:
-        print(json.dumps({"inspected": report, "problems": problems,
+        print(json.dumps({"inspected": [{k: v for k, v in item.items() if k != "classes_line"} for item in report],
+                          "trained_classes": None if alone else classes, "problems": problems,
                           "not_checked": NOT_CHECKED.removeprefix("not checked: ") if alone else None}, indent=2))
     else:
         for item in report:
             print(f"{item['dataset'] or 'annotation file'}: {item['file']}")
             lines = inspection_lines(item["summary"]) if item["summary"] else ["(cannot be read: see the problems)"]
             print("\n".join(f"  {line}" for line in lines))
+            if item["classes_line"]:
+                print(_classes_line(item["classes_line"]))
         if alone:
             print(NOT_CHECKED)
     if problems:
