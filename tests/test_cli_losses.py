@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from harness.cli import main
 
 
@@ -72,6 +74,29 @@ def test_a_load_module_that_registers_no_loss_is_noted_not_refused(tmp_path, cap
     ext.write_text(EXT_LOSS.replace("{name}", "noted_not"))
     assert main(["losses", "--load", str(ext)]) == 0
     assert capsys.readouterr().err == ""
+
+
+VALID = "valid: alrp, ap, bucketed_ap, bucketed_rs, ce, focal, rs"
+HINT = "; for a loss of your own, pass --load MODULE (the .py file or module that registers it)"
+
+
+@pytest.mark.parametrize("command", [["check-cell", "atss", "mine"], ["check-loss", "mine"], ["cells", "--losses", "mine"],
+                                     ["cells", "--changes", "atss", "mine"], ["cells", "--recipe", "atss", "mine"]])
+def test_an_unknown_loss_hints_at_load_where_the_command_takes_it(command, tmp_path, capsys):
+    assert main(command) == 2
+    assert capsys.readouterr().err == f"harness {command[0]}: error: unknown loss 'mine'; {VALID}{HINT}\n"
+    other = tmp_path / "other_loss.py"
+    other.write_text(EXT_LOSS.replace("{name}", "other"))
+    assert main([*command, "--load", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'other'" not in VALID and ", other, " in err, err
+    assert err.endswith(f"; --load {other} registers no loss 'mine': pass --load MODULE for the module that "
+                        f"registers it\n"), err
+
+
+def test_an_unknown_loss_where_there_is_no_load_names_no_load(capsys):
+    assert main(["bench-steps", "--only", "atss:mine"]) == 2
+    assert capsys.readouterr().err == f"harness bench-steps: error: unknown loss 'mine'; {VALID}\n"
 
 
 def test_usage_errors_exit_2_with_one_line(capsys):

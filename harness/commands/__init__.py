@@ -31,3 +31,18 @@ def load_loss_modules(targets: list[str]) -> None:
             print(f"note: loss module {target} registered no loss; a loss module calls "
                   f"harness.losses.register_loss(LossSpec(name=..., ...)) when imported "
                   f"(see the README, 'Adding a loss')", file=sys.stderr)
+
+
+def unknown_loss(name: str, loaded: list[str] | None = None) -> UsageError:
+    """The usage error for a loss name not in the registry, listing the valid names. ``loaded``: the
+    command's ``--load`` modules (None where the command takes no ``--load``), for the hint that a loss of
+    one's own is registered by loading its module."""
+    from harness.losses import loss_names
+
+    message = f"unknown loss {name!r}; valid: {', '.join(loss_names())}"
+    if loaded is not None and not loaded:
+        message += "; for a loss of your own, pass --load MODULE (the .py file or module that registers it)"
+    elif loaded:
+        message += (f"; --load {' '.join(loaded)} registers no loss {name!r}: pass --load MODULE for the module "
+                    f"that registers it")
+    return UsageError(message)

@@ -28,16 +28,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def validate_cell(detector: str, loss: str) -> None:
-    """UsageError naming the valid choices for an unknown detector or loss."""
-    from harness.commands import UsageError
+def validate_cell(detector: str, loss: str, loaded: list[str] | None = None) -> None:
+    """UsageError naming the valid choices for an unknown detector or loss; ``loaded``: the command's
+    ``--load`` modules (None where it takes no ``--load``), for the hint to load a loss of one's own."""
+    from harness.commands import UsageError, unknown_loss
     from harness.detectors import detector_names
     from harness.losses import loss_names
 
     if detector not in detector_names():
         raise UsageError(f"unknown detector {detector!r}; valid: {', '.join(detector_names())}")
     if loss not in loss_names():
-        raise UsageError(f"unknown loss {loss!r}; valid: {', '.join(loss_names())}")
+        raise unknown_loss(loss, loaded)
 
 
 def parse_cells(items) -> list[tuple[str, str]] | None:
@@ -71,7 +72,7 @@ def run(args) -> int:
         raise UsageError(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
     if args.recipe:
         detector, loss = args.recipe
-        validate_cell(detector, loss)
+        validate_cell(detector, loss, args.load)
         from harness.detectors.grid import recipe_lines
 
         from harness.experiments.batch import rule_lines
@@ -82,7 +83,7 @@ def run(args) -> int:
         return 0
     if args.changes:
         detector, loss = args.changes
-        validate_cell(detector, loss)
+        validate_cell(detector, loss, args.load)
         from harness.detectors.builder import DELETE, cell_changes
 
         try:
@@ -100,7 +101,7 @@ def run(args) -> int:
         return 0
     losses = tuple(args.losses) if args.losses else LOSS_NAMES
     for loss in losses:
-        validate_cell(detector_names()[0], loss)
+        validate_cell(detector_names()[0], loss, args.load)
     rows = []
     for det in detector_names():
         for loss in losses:

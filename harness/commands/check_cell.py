@@ -21,7 +21,7 @@ def run(args) -> int:
     from harness.commands.cells import load_modules, validate_cell
 
     load_modules(args.load)
-    validate_cell(args.detector, args.loss)
+    validate_cell(args.detector, args.loss, args.load)
     import warnings
 
     from harness.detectors.check import CellCheckFailed, check_cell

@@ -19,13 +19,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.commands import UsageError, load_loss_modules
+    from harness.commands import UsageError, load_loss_modules, unknown_loss
     from harness.losses import loss_names
     from harness.losses.checks import run_loss_checks
 
     load_loss_modules(args.load)
     if args.name not in loss_names():
-        raise UsageError(f"unknown loss {args.name!r}; valid: {', '.join(loss_names())}")
+        raise unknown_loss(args.name, args.load)
     failed = 0
     for result in run_loss_checks(args.name):
         failed += not result.ok
