@@ -683,3 +683,12 @@ def test_a_seed_lacking_a_metric_is_counted_and_marked_not_silently_dropped():
                                          make_row("atss", "rs", 0, metrics={"bbox_AP": 0.1, "segm_AP": 0.1})]),
                              "segm_AP", paper=False)
     assert cell(none_have.stats, "mask_rcnn", "rs", "segm_AP")["text"] == "1 lack it"
+
+
+def test_docs_list_every_cells_csv_column():
+    """docs/tables.md's cells.csv table names each column the code writes (off_recipe was missing), and only those."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "tables.md").read_text()
+    table = docs.split("`cells.csv` has one line per", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`([a-z_]+)`", table))  # `scale` is named in the line of `n`, `mean`, `std`
+    first = {name for line in table.splitlines()[2:] for name in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])}
+    assert set(STAT_COLUMNS) - named == set() and first - set(STAT_COLUMNS) == set()
