@@ -99,9 +99,14 @@ def test_a_loss_module_is_fingerprinted_as_it_was_imported(tmp_path):
 
     module = tmp_path / "fp_probe_loss.py"
     module.write_text(Path(REPO / "examples" / "quality_focal.py").read_text().replace('name="qfl"', 'name="fp_probe"'))
-    spec = tiny_spec(loss_modules=[str(module)])
-    run = spec.runs()[0]
+    import_loss_modules([str(module)], "")  # registers fp_probe, which the spec's runs need
+    raw = {"name": "fp", "dataset": {"kind": "synthetic", "train_images": 8, "val_images": 4}, "detectors": ["atss"],
+           "losses": ["fp_probe", "focal"], "loss_modules": [str(module)],
+           "schedule": {"epochs": 1, "max_iters_per_epoch": 1, "batch_per_gpu": 2}}
+    run, baseline = parse_spec(raw, name="fp", detectors=["atss"],
+                               losses_loader=lambda mods, origin="": ["focal", "fp_probe"]).runs()
     import_loss_modules(run.loss_modules, run.origin)
+    assert fpm.recorded(baseline)["components"]["loss_modules"] == {}  # focal takes nothing from the module
     before = fpm.recorded(run)["components"]["loss_modules"][str(module)]
     module.write_text(module.read_text() + "\n# edited after the import\n")
     assert fpm.recorded(run)["components"]["loss_modules"][str(module)] == before  # what this process runs
@@ -138,13 +143,15 @@ def test_editing_a_loss_module_makes_its_runs_stale_and_only_rerun_stale_redoes_
     spec = tmp_path / "fp.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "fp", "dataset": {"kind": "synthetic", "train_images": 8, "val_images": 4}, "profile": "tiny",
-        "detectors": ["atss"], "losses": ["qfl"], "loss_modules": [str(module)],
+        "detectors": ["atss"], "losses": ["qfl", "focal"], "loss_modules": [str(module)],
         "schedule": {"epochs": 1, "max_iters_per_epoch": 1, "batch_per_gpu": 2},
         "launch": {"executor": "debug", "cpus_per_run": 1, "time_min": 20}}))
     results = tmp_path / "results"
     proc = harness("run", str(spec), "--results", str(results))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (row_file,) = (results / "fp" / "runs").glob("*.json")
+    (row_file,) = (results / "fp" / "runs").glob("*qfl*.json")
+    (baseline,) = (results / "fp" / "runs").glob("*focal*.json")
+    assert json.loads(baseline.read_text())["fingerprint"]["components"]["loss_modules"] == {}
     row = json.loads(row_file.read_text())
     assert row["status"] == "done", row.get("reason")
     fp = row["fingerprint"]
@@ -152,16 +159,20 @@ def test_editing_a_loss_module_makes_its_runs_stale_and_only_rerun_stale_redoes_
     assert row["provenance"]["git_commit"] == fp["git_commit"]
 
     proc = harness("status", str(results / "fp"))
-    assert proc.returncode == 0 and proc.stdout.startswith("done") and "1 done" in proc.stdout, proc.stdout
+    assert proc.returncode == 0 and proc.stdout.startswith("done") and "2 done" in proc.stdout, proc.stdout
 
     module.write_text(module.read_text().replace("beta: float = 2.0", "beta: float = 1.5"))
     proc = harness("status", str(results / "fp"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("stale") and f"(loss module {module} changed)" in proc.stdout, proc.stdout
-    assert "1 stale" in proc.stdout
+    lines = proc.stdout.splitlines()
+    # the run of the edited loss is stale; the baseline, which takes nothing from the module, is not
+    assert any(line.startswith("stale") and " qfl " in line and f"(loss module {module} changed)" in line
+               for line in lines), proc.stdout
+    assert any(line.startswith("done") and " focal " in line for line in lines), proc.stdout
+    assert "1 done, 1 stale" in proc.stdout
 
     proc = harness("run", str(spec), "--results", str(results), "--dry-run")
-    assert "0 to run, 0 already done, 1 stale (left alone; --rerun-stale reruns them)" in proc.stdout, proc.stdout
+    assert "0 to run, 1 already done, 1 stale (left alone; --rerun-stale reruns them)" in proc.stdout, proc.stdout
     mtime = row_file.stat().st_mtime_ns
     proc = harness("run", str(spec), "--results", str(results))
     assert proc.returncode == 0 and row_file.stat().st_mtime_ns == mtime  # left alone
@@ -172,7 +183,7 @@ def test_editing_a_loss_module_makes_its_runs_stale_and_only_rerun_stale_redoes_
     new = json.loads(row_file.read_text())
     assert new["status"] == "done" and new["fingerprint"]["digest"] != fp["digest"]
     proc = harness("status", str(results / "fp"))
-    assert proc.stdout.startswith("done") and "1 done" in proc.stdout, proc.stdout
+    assert proc.stdout.startswith("done") and "2 done" in proc.stdout, proc.stdout
 
 
 def test_editing_your_own_annotation_files_makes_the_runs_on_them_stale(tmp_path):

@@ -13,7 +13,9 @@ backbone start). The fingerprint covers the rest, as :func:`recorded` takes it i
   ``HEAD:harness``, so a commit that changes only docs or tests changes nothing) and a hash of its
   uncommitted changes (tracked diff and untracked files under ``harness/``; None when clean); outside
   a git checkout, a hash of every file under ``harness/``; ``harness_version``;
-* ``loss_modules``: the sha256 of every external loss module's file as it was imported;
+* ``loss_modules``: the sha256 of every external loss module's file as it was imported, for a run of a
+  loss they register (a run of one of the harness's own losses takes nothing from them: editing your
+  loss module leaves the baselines done; what a module does beyond registering losses is not tracked);
 * ``versions``: torch, torchvision, mmcv, mmengine, mmdet;
 * ``generator_version``: the synthetic generator's version (synthetic data only; None for real data);
 * ``data_files``: for your own COCO-format data, the sha256 of the train and val annotation files (the
@@ -127,12 +129,24 @@ def _module_file(name: str, origin: str) -> Path | None:
     return Path(found.origin) if found is not None and found.origin and Path(found.origin).is_file() else None
 
 
+def _own_loss(name: str) -> bool:
+    """``name`` is one of the harness's own losses (its functions are in the ``harness`` package)."""
+    import harness.losses  # noqa: F401  (registers the harness's own losses)
+    from harness.losses.registry import LOSSES
+
+    spec = LOSSES.get(name)
+    return spec is not None and all(getattr(f, "__module__", "").startswith("harness.") for f in (spec.fn, spec.classify))
+
+
 def _loss_modules(run: RunSpec, loaded: bool) -> dict[str, str | None]:
     """Loss module → sha256 of its file: as imported in this process (``loaded``, falling back to the
-    file now when it was not imported here), or as the file is now."""
+    file now when it was not imported here), or as the file is now; none for a run of the harness's own
+    losses."""
     from harness.losses.registry import loaded_source
 
     out = {}
+    if _own_loss(run.loss):
+        return out
     for name in run.loss_modules:
         target = name
         if name.endswith(".py") and not Path(name).is_absolute() and run.origin:
