@@ -322,22 +322,24 @@ def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]
     for pkg in FINGERPRINT_PACKAGES:
         if rv.get(pkg) != cv.get(pkg):
             out.append(f"{pkg} {rv.get(pkg)} -> {cv.get(pkg)}")
-    rl, cl = r.get("loss_modules") or {}, c.get("loss_modules") or {}
-    for name in sorted(set(rl) | set(cl)):
-        if name in cl and cl[name] is None:
-            out.append(f"loss module {name} not found")
-        elif rl.get(name) != cl.get(name):
-            out.append(f"loss module {name} changed")
+    out += _files_changed(r.get("loss_modules"), c.get("loss_modules"), "loss module {}")
     if r.get("generator_version") != c.get("generator_version"):
         out.append(f"synthetic generator version {r.get('generator_version')} -> {c.get('generator_version')}")
-    rd, cd = r.get("data_files") or {}, c.get("data_files") or {}
-    for split in sorted(set(rd) | set(cd)):
-        if split in cd and cd[split] is None:
-            out.append(f"{split} annotation file not found")
-        elif rd.get(split) != cd.get(split):
-            out.append(f"{split} annotation file changed")
+    out += _files_changed(r.get("data_files"), c.get("data_files"), "{} annotation file")
     if c.get("config") is not None and r.get("config") != c.get("config"):
         out.append("config changed" if r.get("config") else "no config recorded (the run failed before building it)")
+    return out
+
+
+def _files_changed(recorded_shas: Mapping | None, current_shas: Mapping | None, what: str) -> list[str]:
+    """``what`` (a format of the key) ``not found`` / ``changed`` for each file whose sha256 differs."""
+    rec, cur = recorded_shas or {}, current_shas or {}
+    out = []
+    for key in sorted(set(rec) | set(cur)):
+        if key in cur and cur[key] is None:
+            out.append(f"{what.format(key)} not found")
+        elif rec.get(key) != cur.get(key):
+            out.append(f"{what.format(key)} changed")
     return out
 
 
