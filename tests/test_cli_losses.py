@@ -110,3 +110,29 @@ def test_python_dash_m_and_no_command():
     assert r.returncode == 2 and "COMMAND" in r.stdout
     r = subprocess.run([sys.executable, "-m", "harness", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+@pytest.mark.parametrize("body,shown", [("raise SystemExit(0)\n", "SystemExit: 0"),
+                                        ("import sys\n\nsys.exit(3)\n", "SystemExit: 3")])
+def test_a_load_module_that_exits_while_importing_is_an_import_error_not_an_exit(tmp_path, capsys, body, shown):
+    """SystemExit raised by a loss module while importing must not end the command (exit 0 with every
+    check "passed" unrun): it is a broken module like any other, one file:line line and exit 2."""
+    module = tmp_path / "exitmod.py"
+    module.write_text(body)
+    line = body.count("\n")
+    for command in (["losses"], ["check-loss", "rs"]):
+        assert main([*command, "--load", str(module)]) == 2
+        out, err = capsys.readouterr()
+        assert err == f"harness {command[0]}: error: {module}:{line}: {shown}\n", err
+    # a spec's loss_modules: the same code path, the same line
+    from harness.experiments.spec import import_loss_modules
+
+    with pytest.raises(ImportError) as exc:
+        import_loss_modules(["exitmod.py"], str(tmp_path))
+    assert str(exc.value) == f"loss module exitmod.py cannot be imported here: {module}:{line}: {shown}"
+    spec = tmp_path / "exits.yaml"
+    spec.write_text("name: exits\nloss_modules: [exitmod.py]\ndetectors: [atss]\nlosses: [focal]\n"
+                    "launch: {executor: local}\n")
+    assert main(["run", str(spec), "--dry-run", "--results", str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err == (f"harness run: error: loss_modules: loss module exitmod.py cannot be "
+                                       f"imported here: {module}:{line}: {shown}\n")

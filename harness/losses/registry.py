@@ -191,7 +191,9 @@ def import_loss_module(target: str) -> list[str]:
         return load_loss_module(target)
     except (FileNotFoundError, LossModuleNotFound) as exc:
         raise LossModuleError(str(exc), missing=True) from None
-    except Exception as exc:  # anything the module raises while importing: where, what
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # anything the module raises while importing (SystemExit too): where, what
         raise LossModuleError(describe_load_error(exc, target)) from None
 
 
