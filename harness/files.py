@@ -50,6 +50,14 @@ def make_temporary_folder(parent: str | Path, prefix: str) -> Path:
             continue
 
 
+def prefixed(prefix: str | Path, suffix: str) -> Path:
+    """The file ``<prefix><suffix>`` of an output prefix (``--out``): ``suffix`` appended to the prefix's
+    name. ``Path.with_suffix`` would replace whatever follows a dot in it instead, so that
+    ``results/bench/gpu.2026-12-04`` wrote ``results/bench/gpu.md``, not the ``gpu.2026-12-04.md`` reported."""
+    prefix = Path(prefix)
+    return prefix.with_name(prefix.name + suffix)
+
+
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(f)`` with a binary file that becomes ``path`` atomically once ``write`` returns
     (creating the folder); if ``write`` raises, ``path`` is left as it was. Returns the path."""

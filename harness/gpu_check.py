@@ -374,7 +374,7 @@ def write_report(prefix: Path, outcomes: list[CellOutcome], timings: list[StepTi
     import torch
 
     from harness.detectors.grid import DETECTORS
-    from harness.files import write_text_atomic
+    from harness.files import prefixed, write_text_atomic
 
     passed = sum(o.ok for o in outcomes)
     published = published_step_times()
@@ -423,7 +423,7 @@ def write_report(prefix: Path, outcomes: list[CellOutcome], timings: list[StepTi
                      f"{t.ratio:.2f} | {verdict} | {_fmt(published['rs'].get(t.detector), 2)} | "
                      f"{_fmt(published['bucketed_rs'].get(t.detector), 2)} |")
     lines.append("")
-    return write_text_atomic(prefix.with_suffix(".md"), "\n".join(lines))
+    return write_text_atomic(prefixed(prefix, ".md"), "\n".join(lines))
 
 
 def settings_for(quick: bool, **overrides) -> Settings:

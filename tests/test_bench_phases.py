@@ -126,3 +126,15 @@ def test_a_run_that_fails_is_exit_1_with_its_error_and_its_log_kept(tmp_path):
     proc = harness("bench-phases", "--spec", str(spec), "--only", "atss:rs", "--out", str(tmp_path / "p"))
     assert proc.returncode == 1 and "atss:rs failed: DataRootError" in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "p.atss-rs.log").is_file() and not (tmp_path / "p.md").exists()
+
+
+def test_a_report_prefix_with_a_dot_is_written_where_the_command_says(tmp_path):
+    """`--out .../phases.2026-12-04` writes phases.2026-12-04.md and .csv (as printed), never phases.md."""
+    train = [(0, "iteration", 10.0, 1.0), (1, "forward", 6.0, 0.6)]
+    test = [(0, "image", 4.0, 1.0)]
+    cell = ph.CellPhases("atss", "rs", 2, 3, train, test, 1)
+    (tmp_path / "phases.md").write_text("a default report\n")
+    ph.write_report(tmp_path / "phases.2026-12-04", [cell], "experiments/synthetic.yaml")
+    assert (tmp_path / "phases.md").read_text() == "a default report\n"
+    assert "## ATSS × rs" in (tmp_path / "phases.2026-12-04.md").read_text()
+    assert (tmp_path / "phases.2026-12-04.csv").read_text().startswith("detector,loss,kind,depth,phase,ms,share,per")

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from harness.data import SyntheticParams, ensure_synthetic
-from harness.files import make_temporary_folder, write_text_atomic
+from harness.files import make_temporary_folder, prefixed, write_text_atomic
 from harness.rows import row_path, write_row
 from harness.run.job import RunLock
 
@@ -83,3 +83,10 @@ def test_a_generated_dataset_is_readable_by_the_group(tmp_path, umask):
 def test_temporary_folders_are_new_each_time(tmp_path):
     a, b = make_temporary_folder(tmp_path, ".x."), make_temporary_folder(tmp_path, ".x.")
     assert a != b and a.is_dir() and b.is_dir() and a.name.startswith(".x.")
+
+
+def test_an_output_prefix_with_a_dot_keeps_it_the_suffix_is_appended(tmp_path):
+    """`--out results/bench/gpu.2026-12-04` is the file gpu.2026-12-04.md, not gpu.md (Path.with_suffix)."""
+    assert prefixed(tmp_path / "gpu.2026-12-04", ".md") == tmp_path / "gpu.2026-12-04.md"
+    assert prefixed("results/bench/steps", ".csv").as_posix() == "results/bench/steps.csv"
+    assert prefixed("run.v1.2", ".csv").as_posix() == "run.v1.2.csv"

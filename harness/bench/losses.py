@@ -30,7 +30,7 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from harness.bench.plain import plain_rank_sort
-from harness.files import write_csv_atomic, write_text_atomic
+from harness.files import prefixed, write_csv_atomic, write_text_atomic
 from harness.losses import (
     alrp_classification_loss,
     alrp_localisation_loss,
@@ -222,7 +222,7 @@ def _fmt_err(x: float | None) -> str:
 
 def write(rows: list[Row], out_prefix: str | Path) -> tuple[Path, Path]:
     out_prefix = Path(out_prefix)
-    csv_path, md_path = out_prefix.with_suffix(".csv"), out_prefix.with_suffix(".md")
+    csv_path, md_path = prefixed(out_prefix, ".csv"), prefixed(out_prefix, ".md")
     opt = lambda x, f: "" if x is None else format(x, f)  # noqa: E731
     write_csv_atomic(csv_path, ["device", "N", "P", "loss", "median_ms", "runs", "note", "value_error", "grad_error",
                                 "min_ms"],

@@ -279,14 +279,14 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
     import torch
 
     from harness.detectors.grid import DETECTORS
-    from harness.files import write_csv_atomic, write_text_atomic
+    from harness.files import prefixed, write_csv_atomic, write_text_atomic
 
     rows = []
     for c in cells:
         for kind, table, unit in (("train", c.train, "iteration"), ("test", c.test, "image")):
             for depth, label, ms, share in table:
                 rows.append([c.detector, c.loss, kind, depth, label, f"{ms:.3f}", f"{share:.4f}", unit])
-    write_csv_atomic(prefix.with_suffix(".csv"),
+    write_csv_atomic(prefixed(prefix, ".csv"),
                      ["detector", "loss", "kind", "depth", "phase", "ms", "share", "per"], rows)
     lines = [
         "# Where a grid run's time goes, part by part",
@@ -310,4 +310,4 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
                 name = f"**{label}**" if depth == 0 else "&nbsp;&nbsp;" * 2 * (depth - 1) + "· " + label
                 lines.append(f"| {name} | {ms:.1f} | {100 * share:.0f} % |")
             lines.append("")
-    write_text_atomic(prefix.with_suffix(".md"), "\n".join(lines))
+    write_text_atomic(prefixed(prefix, ".md"), "\n".join(lines))

@@ -115,9 +115,9 @@ def _write(prefix: Path, rows: list[StepTime], target: dict, **setup) -> None:
     import torch
 
     from harness.detectors.grid import DETECTORS
-    from harness.files import write_csv_atomic, write_text_atomic
+    from harness.files import prefixed, write_csv_atomic, write_text_atomic
 
-    write_csv_atomic(prefix.with_suffix(".csv"), ["detector", "loss", "family", "median_ms", "min_ms", "steps"],
+    write_csv_atomic(prefixed(prefix, ".csv"), ["detector", "loss", "family", "median_ms", "min_ms", "steps"],
                      [[r.detector, r.loss, r.family, f"{r.median_s * 1000:.2f}", f"{r.min_s * 1000:.2f}", r.steps]
                       for r in rows])
 
@@ -151,4 +151,4 @@ def _write(prefix: Path, rows: list[StepTime], target: dict, **setup) -> None:
         "centerness). Timings on a shared CPU move with its load: compare within one file.",
         "",
     ]
-    write_text_atomic(prefix.with_suffix(".md"), "\n".join(lines))
+    write_text_atomic(prefixed(prefix, ".md"), "\n".join(lines))
