@@ -62,6 +62,11 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
         elif run_id in by_id and by_id[run_id]["status"] == "done":
             reasons, note = staleness(by_id[run_id], results_dir, spec_runs.get(run_id))
             st.state, st.reason = ("stale", "; ".join(reasons)) if reasons else ("done", note)
+            row_attempt = (by_id[run_id].get("provenance") or {}).get("attempt")
+            if meta.get("attempt") and row_attempt and row_attempt != meta["attempt"]:  # e.g. --force, then lost
+                later = (f"its latest submission ({meta.get('submitted_at') or 'attempt ' + meta['attempt']}) "
+                         "ended without a row: this row is an earlier attempt's")
+                st.reason = "; ".join(r for r in (st.reason, later) if r)
         elif run_id in by_id:
             st.state, st.reason = "failed", by_id[run_id].get("reason") or ""
         elif meta.get("never"):

@@ -3,7 +3,8 @@ elsewhere, until none is queued or running any more; then each one's outcome.
 
 A run submitted here is judged by its own attempt only (its row, or its rank 0's decision to step aside;
 :func:`harness.run.job.attempt_outcome`), never by an older row; one that ended with neither failed, with
-SLURM's word for how its job ended. A run that was somebody else's is judged by the row it left.
+SLURM's word for how its job ended. A run that was somebody else's is judged by the attempt that queued
+it (its manifest entry's) in the same way, or by the row it left where the manifest names no attempt.
 """
 
 from __future__ import annotations
@@ -34,19 +35,24 @@ def outcomes_of(results_dir: Path, watched: Mapping[str, str | None]) -> dict[st
     out: dict[str, tuple[str, str]] = {}
     ended_jobs = {}
     for run_id, attempt in watched.items():
+        entry = entries.get(run_id, {})
+        # somebody else's run is judged by the attempt that queued it (the manifest's), when it says one:
+        # a row older than that attempt (say it was queued with --force and its job died) is not its outcome
+        attempt = attempt or entry.get("attempt")
         own = attempt_outcome(results_dir, run_id, attempt) if attempt else _row_outcome(results_dir, run_id)
         if own is not None:
             out[run_id] = own
             continue
-        entry = entries.get(run_id, {})
         if entry.get("executor") == "slurm" and entry.get("job_id"):
             ended_jobs[run_id] = str(entry["job_id"])
         else:
-            out[run_id] = ("failed", "its process ended without a row")
+            older = " (the row there is an older attempt's)" if _row_outcome(results_dir, run_id) else ""
+            out[run_id] = ("failed", f"its process ended without a row{older}")
     states = slurm_states(sorted(set(ended_jobs.values())))
     for run_id, job_id in ended_jobs.items():
         state = states[job_id].state if job_id in states else "UNKNOWN"
-        out[run_id] = ("failed", f"SLURM job {job_id} ended {state} without a row")
+        older = " (the row there is an older attempt's)" if _row_outcome(results_dir, run_id) else ""
+        out[run_id] = ("failed", f"SLURM job {job_id} ended {state} without a row{older}")
     return out
 
 
