@@ -183,3 +183,23 @@ def test_weights_command_fetches_into_the_cache_or_reports(tmp_path, monkeypatch
     assert "failed   cannot download https://download.pytorch.org/models/resnet50-0676ba61.pth" in capsys.readouterr().out
     assert main(["weights", str(tmp_path / "nope.yaml")]) == 2
     assert weights.paper_checkpoints()[0].checkpoint == "torchvision://resnet50"
+
+
+def test_a_relative_checkpoint_path_is_read_from_the_spec_files_folder(tmp_path, monkeypatch, capsys):
+    """As a spec's data and loss-module paths: `backbone_init: r50.pth` beside the spec names that file
+    wherever the command runs from (a job started elsewhere starts from the same file)."""
+    from harness.cli import main
+
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "r50.pth").write_bytes(b"x")
+    data = {"detectors": ["atss"], "losses": ["rs"], "profile": "paper", "backbone_init": "r50.pth",
+            "overrides": {"atss": {"backbone_init": "sub/r50b.pth"}}}
+    (folder / "exp.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(folder / "exp.yaml", DETECTORS)
+    assert spec.backbone_init == str(folder / "r50.pth")
+    assert spec.runs()[0].backbone_init == str(folder / "sub" / "r50b.pth")
+    data.pop("overrides")
+    (folder / "exp.yaml").write_text(yaml.safe_dump(data))
+    assert main(["weights", "specs/exp.yaml", "--check"]) == 0, capsys.readouterr()

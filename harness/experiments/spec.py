@@ -50,6 +50,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -477,7 +478,8 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         }
         if "backbone_init" in over:
             overrides[det]["backbone_init"] = _backbone_init(f"{where}.overrides.{det}.backbone_init",
-                                                             over["backbone_init"], profile)
+                                                             over["backbone_init"], profile,
+                                                             path.parent if path else None)
     launch = {**LAUNCH_KEYS, **_launch(f"{where}.launch", raw.get("launch"))}
     for det in dets:
         merged = {**launch, **overrides.get(det, {}).get("launch", {})}
@@ -501,7 +503,8 @@ def parse_spec(raw: Any, *, name: str, path: Path | None = None, detectors: list
         overrides=overrides,
         loss_modules=tuple(loss_modules),
         origin=origin,
-        backbone_init=_backbone_init(f"{where}.backbone_init", raw.get("backbone_init"), profile),
+        backbone_init=_backbone_init(f"{where}.backbone_init", raw.get("backbone_init"), profile,
+                                     path.parent if path else None),
     )
     spec.runs()  # every cell's batch resolves (accumulate auto needs a recipe total that splits)
     return spec
@@ -511,8 +514,9 @@ BACKBONE_INITS = ("imagenet", "scratch")
 DEFAULT_BACKBONE_INIT = {"paper": "imagenet", "tiny": "scratch"}
 
 
-def _backbone_init(where: str, value: Any, profile: str) -> str:
-    """``imagenet``, ``scratch`` or a checkpoint path; ``None``: the profile's default."""
+def _backbone_init(where: str, value: Any, profile: str, base: Path | None = None) -> str:
+    """``imagenet``, ``scratch`` or a checkpoint (a URL, or a path: a relative one is read from ``base``,
+    the spec file's folder, as its other paths are, and made absolute); ``None``: the profile's default."""
     if value is None:
         return DEFAULT_BACKBONE_INIT[profile]
     if not isinstance(value, str) or not value.strip():
@@ -520,6 +524,8 @@ def _backbone_init(where: str, value: Any, profile: str) -> str:
     if value == "imagenet" and profile == "tiny":
         raise SpecError(f"{where}: imagenet needs the paper profile (the tiny profile's quarter-width ResNet-18 "
                         f"has no ImageNet checkpoint); use scratch or a checkpoint path")
+    if value not in BACKBONE_INITS and "://" not in value and base is not None and not Path(value).expanduser().is_absolute():
+        return os.path.abspath(base / value)
     return value
 
 
