@@ -46,3 +46,28 @@ def unknown_loss(name: str, loaded: list[str] | None = None) -> UsageError:
         message += (f"; --load {' '.join(loaded)} registers no loss {name!r}: pass --load MODULE for the module "
                     f"that registers it")
     return UsageError(message)
+
+
+def check_out_prefix(out: str, *, given: bool = True, suffixes: tuple[str, ...] = (".md", ".csv")) -> str:
+    """An output prefix (``--out``) checked before the command measures anything: its folder (created when
+    missing) must not be or lie under a regular file, and ``<out><suffix>`` must not be a folder; else a
+    usage error of one line (the writers in harness.files would fail only after the whole measurement).
+    ``given``: whether the user gave ``--out`` (else ``out`` is the command's default). Returns ``out``."""
+    from pathlib import Path
+
+    from harness.files import prefixed
+
+    what = f"--out {out}" if given else f"{out} (the default --out)"
+    if not Path(out).name or out.endswith(("/", "\\")):
+        raise UsageError(f"{what} names a folder, not a prefix for the report's files: give --out FOLDER/NAME")
+    for suffix in suffixes:
+        target = prefixed(out, suffix)
+        if target.is_dir():
+            raise UsageError(f"{what}: {target} is a folder, not a file to write; give another --out prefix")
+    for path in Path(out).absolute().parents:
+        if path.is_dir():
+            return out
+        if path.exists():
+            raise UsageError(f"{what} lies under {path}, which is a file, not a folder to write the report into; "
+                             f"give --out a prefix in a folder (it is created when missing)")
+    return out

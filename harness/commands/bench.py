@@ -22,10 +22,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from harness.commands import UsageError
+    from harness.commands import UsageError, check_out_prefix
 
+    out = check_out_prefix(args.out or f"results/bench/{args.which}", given=args.out is not None)
     if args.device and "cuda" in args.device and not torch.cuda.is_available():
         raise UsageError("--device cuda given but no CUDA device is available; drop it or run on a GPU machine")
     from harness.bench import losses
 
-    return losses.main(args.out or f"results/bench/{args.which}", args.device, args.quick)
+    return losses.main(out, args.device, args.quick)

@@ -22,12 +22,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from harness.commands import UsageError
+    from harness.commands import UsageError, check_out_prefix
     from harness.commands.cells import parse_cells
     from harness.experiments.spec import SpecError, load_spec
 
     if args.max_iters is not None and args.max_iters < 1:
         raise UsageError("--max-iters must be at least 1")
+    check_out_prefix(args.out)
     from harness.bench.phases import DEFAULT_SPEC, profile_run, run_log, write_report
 
     spec_path = args.spec or DEFAULT_SPEC

@@ -17,11 +17,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.commands import UsageError
+    from harness.commands import UsageError, check_out_prefix
     from harness.commands.cells import parse_cells
 
     if args.repeats < 1 or args.threads < 1:
         raise UsageError("--repeats and --threads must be at least 1")
+    check_out_prefix(args.out)
     cells = parse_cells(args.only)
     import warnings
 

@@ -27,12 +27,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from harness.commands import UsageError
+    from harness.commands import UsageError, check_out_prefix
     from harness.commands.cells import parse_cells
 
     cells = parse_cells(args.only)
     if args.iterations is not None and args.iterations < 1:
         raise UsageError("--iterations must be at least 1")
+    out = check_out_prefix(args.out or ("results/bench/gpu_quick" if args.quick else "results/bench/gpu"),
+                           given=args.out is not None, suffixes=(".md",))
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
@@ -50,7 +52,6 @@ def run(args) -> int:
 
     from harness.gpu_check import TARGET_RATIO, run_gpu_check, settings_for
 
-    out = args.out or ("results/bench/gpu_quick" if args.quick else "results/bench/gpu")
     settings = settings_for(args.quick, iterations=args.iterations)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
