@@ -102,3 +102,21 @@ def test_data_check_command(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == "harness data: error: no LVIS v1 data root: give dataset.root in the spec (`harness data check`: --root) or set HARNESS_LVIS_ROOT (layout: docs/data-evaluation.md)\n"
     assert main(["data", "check", "coco", "--root", str(tmp_path)]) == 2
     assert f"expected {tmp_path}/annotations/instances_train2017.json" in capsys.readouterr().err
+
+
+def test_out_that_is_an_input_empty_or_a_folder_is_refused_before_evaluating(files, capsys, tmp_path):
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps(files["list"]))
+    before = dets.read_text()
+    for out, words in ((str(dets), "is one of the inputs"), ("", "--out needs a file name"),
+                       (str(tmp_path), "is a folder")):
+        assert main(["evaluate", "--gt", files["gt"], "--dets", str(dets), "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert dets.read_text() == before  # the detections are untouched
+
+
+def test_check_cell_refuses_a_negative_seed(capsys):
+    assert main(["check-cell", "atss", "rs", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed must be 0 or more" in err[0]

@@ -20,6 +20,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from harness.commands.cells import load_modules, validate_cell
 
+    from harness.commands import UsageError
+
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     load_modules(args.load)
     validate_cell(args.detector, args.loss, args.load)
     import warnings

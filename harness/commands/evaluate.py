@@ -35,6 +35,17 @@ def run(args) -> int:
     from harness.evaluation import EvaluationError, evaluate
     from harness.files import write_json_atomic
 
+    if args.out is not None:  # checked before evaluating: never the inputs, never nothing
+        from pathlib import Path
+
+        if not args.out.strip():
+            raise UsageError("--out needs a file name (leave --out out to print the metrics only)")
+        inputs = [Path(p).resolve() for p in (args.gt, args.dets)]
+        if Path(args.out).resolve() in inputs:
+            raise UsageError(f"--out {args.out} is one of the inputs (--gt / --dets): it would overwrite it; "
+                             "give another file")
+        if Path(args.out).is_dir():
+            raise UsageError(f"--out {args.out} is a folder: give a file name in it")
     iou_types = tuple(dict.fromkeys(args.iou_types)) if args.iou_types else None
     try:
         metrics = evaluate(args.gt, args.dets, kind=args.kind, iou_types=iou_types)
