@@ -50,6 +50,18 @@ def make_temporary_folder(parent: str | Path, prefix: str) -> Path:
             continue
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path`` and its parents that exists and is not a folder (a file where a folder would
+    have to be), else None: an output location is checked with it before anything is measured or written."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return None
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def prefixed(prefix: str | Path, suffix: str) -> Path:
     """The file ``<prefix><suffix>`` of an output prefix (``--out``): ``suffix`` appended to the prefix's
     name. ``Path.with_suffix`` would replace whatever follows a dot in it instead, so that

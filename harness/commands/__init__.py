@@ -55,7 +55,7 @@ def check_out_prefix(out: str, *, given: bool = True, suffixes: tuple[str, ...] 
     ``given``: whether the user gave ``--out`` (else ``out`` is the command's default). Returns ``out``."""
     from pathlib import Path
 
-    from harness.files import prefixed
+    from harness.files import file_in_the_way, prefixed
 
     what = f"--out {out}" if given else f"{out} (the default --out)"
     if not Path(out).name or out.endswith(("/", "\\")):
@@ -64,10 +64,8 @@ def check_out_prefix(out: str, *, given: bool = True, suffixes: tuple[str, ...] 
         target = prefixed(out, suffix)
         if target.is_dir():
             raise UsageError(f"{what}: {target} is a folder, not a file to write; give another --out prefix")
-    for path in Path(out).absolute().parents:
-        if path.is_dir():
-            return out
-        if path.exists():
-            raise UsageError(f"{what} lies under {path}, which is a file, not a folder to write the report into; "
-                             f"give --out a prefix in a folder (it is created when missing)")
+    blocker = file_in_the_way(Path(out).absolute().parent)
+    if blocker is not None:
+        raise UsageError(f"{what} lies under {blocker}, which is a file, not a folder to write the report into; "
+                         f"give --out a prefix in a folder (it is created when missing)")
     return out

@@ -32,9 +32,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metric", default=None, help="metric of the main table (default bbox_AP)")
 
 
+def _default_root(results: str) -> bool:
+    """``results`` is the default results root (what make's targets read)."""
+    return Path(results).resolve() == Path("results").resolve()
+
+
 def tables_command(spec: str, results: str) -> str:
     """The command that builds the tables of ``spec`` from what has finished under ``results``."""
-    if Path(results).resolve() == Path("results").resolve():
+    if _default_root(results):
         return f"make tables EXPERIMENT={spec}"
     return f"harness benchmark {spec} --tables-only --results {results}"
 
@@ -84,7 +89,7 @@ def run(args) -> int:
     results_dir = Path(args.results) / spec.name
     if args.tables_only and not (results_dir / "runs").is_dir():
         raise UsageError(f"{results_dir} holds no results of {spec.name} yet: run it first (harness run {args.spec}"
-                         f"{'' if args.results == 'results' else ' --results ' + args.results}), then "
+                         f"{'' if _default_root(args.results) else ' --results ' + args.results}), then "
                          f"{tables_command(args.spec, args.results)}")
     step = time.time()
     try:

@@ -328,9 +328,7 @@ def _check_submission(runs, reachable: bool, detail: str, in_job: bool = False) 
     loaded = {}
     for array in arrays:
         if array.profile is not None and not array.problems:  # an array with problems has its lines above
-            loaded.setdefault(array.cluster, (array.profile, set()))[1].update(
-                array.profile.partitions.get(p, p) for p in
-                {r.launch.get("partition") or array.profile.partition for r in array.runs})
+            loaded.setdefault(array.cluster, (array.profile, set()))[1].add(array.params["slurm_partition"])
     for name, (profile, wanted) in sorted(loaded.items()):
         missing = sorted(wanted - known) if known else []
         if missing:

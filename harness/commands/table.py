@@ -86,16 +86,15 @@ def out_folder(args, folder: Path, default: str, what: str) -> Path:
     """The folder the table and plot commands write ``what`` into: ``--out`` or ``folder / default``. One
     that is a file (or lies under a file) is a usage error, raised before anything is written."""
     from harness.commands import UsageError
+    from harness.files import file_in_the_way
 
     out = Path(args.out) if args.out else folder / default
-    given = f"--out {out}" if args.out else f"{out} (the default folder)"
-    fix = "give --out a folder (it is created when missing)" if args.out else "move that file away or give --out DIR"
-    for path in (out, *out.parents):
-        if path.is_dir():
-            return out
-        if path.exists():
-            place = "is a file" if path == out else f"lies under {path}, which is a file"
-            raise UsageError(f"{given} {place}, not a folder to write {what} into; {fix}")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        given = f"--out {out}" if args.out else f"{out} (the default folder)"
+        fix = "give --out a folder (it is created when missing)" if args.out else "move that file away or give --out DIR"
+        place = "is a file" if blocker == out else f"lies under {blocker}, which is a file"
+        raise UsageError(f"{given} {place}, not a folder to write {what} into; {fix}")
     return out
 
 

@@ -156,7 +156,7 @@ def _loss_modules(run: RunSpec, loaded: bool) -> dict[str, str | None]:
             out[name] = source[1][:16]
             continue
         path = _module_file(name, run.origin)
-        out[name] = _sha(path.read_bytes()) if path is not None else None
+        out[name] = _file_sha(path) if path is not None else None
     return out
 
 
