@@ -12,6 +12,7 @@ would make them 0600 and 0700 whatever the umask).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -60,6 +61,24 @@ def file_in_the_way(path: str | Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → sha256 of the file's bytes, in this process
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in chunks, and computed once per process for a given
+    (path, size, mtime): a checkpoint or annotation file asked about again is not read again.
+    OSError when it cannot be read."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
 
 
 def prefixed(prefix: str | Path, suffix: str) -> Path:

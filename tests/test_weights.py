@@ -6,6 +6,8 @@ fails before training without them. Offline: every checkpoint here is written by
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import warnings
 
 import pytest
@@ -100,6 +102,30 @@ def test_scratch_trains_every_stage_and_its_batchnorm():
     assert all(m.training for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def _checkpoint_bytes(checkpoint: str) -> bytes:
+    return f"weights of {checkpoint}".encode()
+
+
+def _fake_torchvision_names(monkeypatch) -> None:
+    """torchvision's checkpoint file names, each carrying the sha256 prefix of the bytes
+    :func:`_write_checkpoint` writes for it (the real files cannot be downloaded here)."""
+    from harness.detectors import weights
+
+    real = weights.torchvision_url
+
+    def url(checkpoint: str) -> str:
+        folder, name = real(checkpoint).rsplit("/", 1)
+        digest = hashlib.sha256(_checkpoint_bytes(checkpoint)).hexdigest()[:8]
+        return f"{folder}/{name.split('-')[0]}-{digest}.pth"
+
+    monkeypatch.setattr(weights, "torchvision_url", url)
+
+
+def _write_checkpoint(item, data: bytes | None = None) -> None:
+    item.local_path.parent.mkdir(parents=True, exist_ok=True)
+    item.local_path.write_bytes(_checkpoint_bytes(item.checkpoint) if data is None else data)
+
+
 def _spec(tmp_path, **extra):
     data = {"detectors": ["atss", "solov2"], "losses": ["rs"], "profile": "paper", **extra}
     path = tmp_path / "exp.yaml"
@@ -117,9 +143,9 @@ def test_missing_weights_names_each_checkpoint_and_how_to_fetch_it(tmp_path, mon
     assert "\n" not in r50 and any("torchvision://resnet34" in line and "solov2 x rs" in line for line in lines)
     from harness.detectors.weights import needed
 
+    _fake_torchvision_names(monkeypatch)
     for item in needed(spec.runs()):
-        item.local_path.parent.mkdir(parents=True, exist_ok=True)
-        item.local_path.write_bytes(b"x")
+        _write_checkpoint(item)
     assert missing_weights(spec) == []
     # scratch (and the tiny profile's default) needs nothing; a per-detector path is checked as a file
     assert missing_weights(_spec(tmp_path, backbone_init="scratch")) == []
@@ -162,17 +188,19 @@ def test_weights_command_fetches_into_the_cache_or_reports(tmp_path, monkeypatch
     assert capsys.readouterr().out.count("missing  torchvision://") == 2
     fetched = []
 
-    def fake_download(url, dst, hash_prefix=None, progress=True):
+    def fake_download(url, dst, hash_prefix=None, progress=True):  # the bytes the name's hash describes
         fetched.append((url, hash_prefix))
-        open(dst, "wb").write(b"weights")
+        open(dst, "wb").write(_checkpoint_bytes(weights.TORCHVISION + url.rsplit("/", 1)[1].split("-")[0]))
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    assert main(["weights", str(spec.path)]) == 0
-    assert sorted(u for u, _ in fetched) == ["https://download.pytorch.org/models/resnet34-b627a593.pth",
-                                            "https://download.pytorch.org/models/resnet50-0676ba61.pth"]
-    assert all(h for _, h in fetched)  # the hash in the file name is checked
-    assert main(["weights", "--check", str(spec.path)]) == 0
-    assert "present  torchvision://resnet50" in capsys.readouterr().out
+    with monkeypatch.context() as m:
+        _fake_torchvision_names(m)
+        m.setattr(torch.hub, "download_url_to_file", fake_download)
+        assert main(["weights", str(spec.path)]) == 0
+        assert sorted(u.rsplit("-", 1)[0] for u, _ in fetched) == ["https://download.pytorch.org/models/resnet34",
+                                                                  "https://download.pytorch.org/models/resnet50"]
+        assert all(h and u.endswith(f"-{h}.pth") for u, h in fetched)  # the hash in the file name is checked
+        assert main(["weights", "--check", str(spec.path)]) == 0
+        assert "present  torchvision://resnet50" in capsys.readouterr().out
 
     def failing(url, dst, hash_prefix=None, progress=True):
         raise OSError("no route to host")
@@ -183,6 +211,54 @@ def test_weights_command_fetches_into_the_cache_or_reports(tmp_path, monkeypatch
     assert "failed   cannot download https://download.pytorch.org/models/resnet50-0676ba61.pth" in capsys.readouterr().out
     assert main(["weights", str(tmp_path / "nope.yaml")]) == 2
     assert weights.paper_checkpoints()[0].checkpoint == "torchvision://resnet50"
+
+
+def test_a_corrupt_torchvision_checkpoint_is_reported_and_not_usable(tmp_path, monkeypatch, capsys):
+    """A file at a torchvision checkpoint's cache path whose sha256 does not start with the hash its name
+    carries (a truncated or corrupt download) is not usable: `weights --check` and the checks before a
+    local launch (missing_weights) say so in one line (expected and actual hash, delete and fetch again);
+    `weights` without --check neither replaces it nor downloads."""
+    from harness.detectors.weights import needed
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    _fake_torchvision_names(monkeypatch)
+    spec = _spec(tmp_path)
+    items = {item.checkpoint: item for item in needed(spec.runs())}
+    for item in items.values():
+        _write_checkpoint(item)
+    assert missing_weights(spec) == []
+    r50 = items["torchvision://resnet50"]
+    whole = _checkpoint_bytes(r50.checkpoint)
+    expected = hashlib.sha256(whole).hexdigest()[:8]
+    actual = hashlib.sha256(whole[:-4]).hexdigest()[:8]
+    _write_checkpoint(r50, whole[:-4])  # truncated
+    assert r50.present() and r50.local_path.name == f"resnet50-{expected}.pth"
+    line, = missing_weights(spec)
+    assert line == (f"torchvision://resnet50 (needed by atss x rs): {r50.local_path} is corrupt or incomplete "
+                    f"(its sha256 starts {actual}, its name says {expected}): delete it and fetch it again "
+                    f"(`harness weights {spec.path}`)")
+    assert main(["weights", "--check", str(spec.path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("corrupt  torchvision://resnet50 (needed by atss x rs): ") and expected in out[0]
+    assert out[1].startswith("present  torchvision://resnet34")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    assert main(["weights", str(spec.path)]) == 1
+    assert capsys.readouterr().out.count("corrupt  ") == 1 and r50.local_path.read_bytes() == whole[:-4]
+
+
+def test_a_files_hash_is_computed_once_per_path_size_and_mtime(tmp_path):
+    from harness.files import file_sha256
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"aaaa")
+    first = file_sha256(path)
+    assert first == hashlib.sha256(b"aaaa").hexdigest()
+    stat = path.stat()
+    path.write_bytes(b"bbbb")  # same size; the mtime put back: taken for the same file, not read again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_sha256(path) == first
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert file_sha256(path) == hashlib.sha256(b"bbbb").hexdigest()
 
 
 def test_a_relative_checkpoint_path_is_read_from_the_spec_files_folder(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,9 @@ Downloads each ``torchvision://`` ImageNet checkpoint the spec's cells need into
 (``$TORCH_HOME/hub/checkpoints``), where mmengine's loader finds it on the compute nodes (give them the
 same ``TORCH_HOME``); a ``backbone_init`` path is only checked (put the file there). Without a spec: every
 ImageNet checkpoint of the paper profile. ``--check`` downloads nothing and exits 1 when something is
-missing. Exit 1 when a download fails or a file is missing; 2 for a bad spec.
+missing or corrupt. A ``torchvision://`` file whose sha256 does not start with the hash its name carries
+(a truncated or corrupt download) is reported, not replaced: delete it and run again. Exit 1 when a
+download fails or a file is missing or corrupt; 2 for a bad spec.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ HELP = "download into torch's cache the backbone checkpoints a spec needs (run o
 
 def add_arguments(parser) -> None:
     parser.add_argument("spec", nargs="?", help="experiment spec (default: every ImageNet checkpoint of the paper profile)")
-    parser.add_argument("--check", action="store_true", help="download nothing; exit 1 when a checkpoint is missing")
+    parser.add_argument("--check", action="store_true", help="download nothing; exit 1 when a checkpoint is missing or corrupt")
 
 
 def run(args) -> int:
@@ -37,11 +39,16 @@ def run(args) -> int:
         return 0
     failed = 0
     for item in items:
-        if item.present():
+        problem = item.problem(args.spec)
+        if problem is None:
             print(f"present  {item.checkpoint}  {item.local_path}")
             continue
+        if item.present():  # there, but not what its name says
+            print(f"corrupt  {problem}")
+            failed += 1
+            continue
         if args.check or not item.is_torchvision:
-            print(f"missing  {item.how_to_fetch(args.spec)}")
+            print(f"missing  {problem}")
             failed += 1
             continue
         try:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.experiments.spec import RunSpec
+from harness.files import file_sha256
 
 FINGERPRINT_PACKAGES = ("torch", "torchvision", "mmcv", "mmengine", "mmdet")
 PROVENANCE_PACKAGES = FINGERPRINT_PACKAGES + ("numpy", "pycocotools", "lvis", "submitit")
@@ -168,20 +169,9 @@ def _generator_version(run: RunSpec) -> int | None:
     return GENERATOR_VERSION
 
 
-_FILE_SHAS: dict[tuple, str] = {}  # (path, size, mtime) → sha256 of the file's bytes, in this process
-
-
 def _file_sha(path: str) -> str | None:
     try:
-        stat = Path(path).stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in _FILE_SHAS:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _FILE_SHAS[key] = h.hexdigest()[:16]
-        return _FILE_SHAS[key]
+        return file_sha256(path)[:16]  # read once per (path, size, mtime) in this process
     except OSError:
         return None
 
