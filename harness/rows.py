@@ -70,3 +70,116 @@ def read_rows(experiment_dir: str | Path, warn: bool = True) -> tuple[list[dict]
             continue
         rows.append(row)
     return rows, corrupt
+
+
+# ------------------------------------------------------------------------------------------------
+# The spec as last run: which runs are current
+
+SPEC_RECORD = "spec.json"
+
+
+def spec_record_path(experiment_dir: str | Path) -> Path:
+    return Path(experiment_dir) / SPEC_RECORD
+
+
+def record_spec(experiment_dir: str | Path, spec) -> Path:
+    """Write ``results/<experiment>/spec.json``: every run the spec asks for (the whole spec, whatever
+    ``--only`` ran) with its detector, loss, seed and dataset, the spec file and when. ``harness run``
+    (and ``benchmark``) write it at each invocation that places or checks runs, so the results folder
+    itself says which of its rows are current: a row whose run the spec no longer has (its spec was
+    edited since) is superseded in ``harness status`` and left out of the tables, ``--spec`` or not."""
+    import time
+
+    runs = {r.run_id: {"detector": r.detector, "loss": r.loss, "seed": r.seed, "dataset": dict(r.dataset)}
+            for r in spec.runs()}
+    return write_json_atomic(spec_record_path(experiment_dir), {
+        "experiment": spec.name, "spec": str(spec.path) if getattr(spec, "path", None) else None,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs})
+
+
+def read_spec_record(experiment_dir: str | Path) -> dict | None:
+    """The record :func:`record_spec` wrote (None when there is none; one that cannot be read is None with a
+    warning naming the file: the rows' own dates then decide, as for folders from before the record)."""
+    path = spec_record_path(experiment_dir)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
+            raise ValueError("no 'runs' mapping")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"spec record {path} cannot be read ({exc}); the latest row of each cell and seed counts "
+                      f"instead (the next `harness run` rewrites it)", stacklevel=2)
+        return None
+    return data
+
+
+def record_label(record: Mapping) -> str:
+    """How a spec record is named in messages: ``the spec as last run (experiments/x.yaml, <when>)``."""
+    where = ", ".join(str(x) for x in (record.get("spec"), record.get("recorded_at")) if x)
+    return f"the spec as last run ({where})" if where else "the spec as last run"
+
+
+def current_runs(experiment_dir: str | Path, spec=None) -> tuple[dict[str, dict] | None, str]:
+    """The runs the experiment asks for now, run id → ``{"experiment", "detector", "loss", "seed",
+    "dataset"}``, and where that comes from, for messages: ``spec`` (a Spec, when given), else the folder's
+    spec record (:func:`record_spec`), else None ("the latest row of each cell and seed" decides)."""
+    if spec is not None:
+        runs = {r.run_id: {"experiment": spec.name, "detector": r.detector, "loss": r.loss, "seed": r.seed,
+                           "dataset": dict(r.dataset)} for r in spec.runs()}
+        return runs, f"the spec {spec.path}" if getattr(spec, "path", None) else "the spec"
+    record = read_spec_record(experiment_dir)
+    if record is None:
+        return None, "the latest row of each cell and seed (no spec recorded in the folder: pass --spec SPEC)"
+    return ({run_id: {"experiment": record.get("experiment"), **meta} for run_id, meta in record["runs"].items()},
+            record_label(record))
+
+
+# How each key of a dataset entry shows in its label (after the kind); any other key as ``<key> <value>``.
+_DATASET_LABEL_KEYS = {"name": "", "root": "root ", "train_images": "train ", "val_images": "val ",
+                       "repeat_factor": "rfs "}
+
+
+def dataset_label(dataset: Mapping[str, Any] | None) -> str:
+    """A dataset's identity in the tables: its whole entry (kind, then name, root, sizes, repeat-factor
+    threshold and any other key that is set), so rows of different data never share a cell: ``coco``,
+    ``synthetic train 8``, ``lvis root /data/lvis rfs 0.001``, ``coco_format my-parts`` (your own data: its
+    name, unique in a spec, stands for its files). The kind comes first."""
+    if not isinstance(dataset, dict) or not dataset.get("kind"):
+        return "unknown"
+    parts = [str(dataset["kind"])]
+    keys = [k for k in _DATASET_LABEL_KEYS if k in dataset] + sorted(set(dataset) - set(_DATASET_LABEL_KEYS) - {"kind"})
+    for key in keys:
+        value = dataset[key]
+        if value is None or isinstance(value, dict):  # coco_format's train / val files: its name stands for them
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        parts.append(_DATASET_LABEL_KEYS.get(key, f"{key} ") + text)
+    return " ".join(parts)
+
+
+def cell_key(row: Mapping) -> tuple:
+    """The cell a row belongs to: (dataset label, detector, loss)."""
+    return dataset_label(row.get("dataset")), row.get("detector"), row.get("loss")
+
+
+def current_rows(rows: list[dict], run_ids=None) -> tuple[list[dict], list[dict]]:
+    """Split rows into current and superseded ones. Editing a spec (say a detector's epochs) gives its runs
+    new ids, and the old runs' rows stay in the folder: they must neither count as extra seeds of a cell
+    nor stand beside the edited spec's cells. ``run_ids``: the current runs (a spec's, or its record's).
+    None (a folder from before the record, no spec given): of the rows of one dataset, detector, loss and
+    seed, the latest finished one."""
+    if run_ids is not None:
+        ids = set(run_ids)
+        return [r for r in rows if r["run_id"] in ids], [r for r in rows if r["run_id"] not in ids]
+    latest: dict[tuple, dict] = {}
+    for r in rows:
+        key = (*cell_key(r), r.get("seed"))
+        if key not in latest or finished_at(r) > finished_at(latest[key]):
+            latest[key] = r
+    keep = {id(r) for r in latest.values()}
+    return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
+
+
+def finished_at(row: Mapping) -> str:
+    return str((row.get("provenance") or {}).get("finished_at") or "")

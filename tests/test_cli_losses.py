@@ -99,6 +99,18 @@ def test_an_unknown_loss_where_there_is_no_load_names_no_load(capsys):
     assert capsys.readouterr().err == f"harness bench-steps: error: unknown loss 'mine'; {VALID}\n"
 
 
+def test_check_loss_refuses_an_unknown_detector_before_any_check_runs(monkeypatch, capsys):
+    from harness.detectors import detector_names
+    from harness.losses import checks
+
+    monkeypatch.setattr(checks, "run_loss_checks", lambda name: pytest.fail("the loss checks ran"))
+    for extra in ([], ["--skip-detectors"]):
+        assert main(["check-loss", "rs", "--detector", "atss", "--detector", "bogus", *extra]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"harness check-loss: error: unknown detector 'bogus'; valid: "
+                                     f"{', '.join(detector_names())}\n")
+
+
 def test_usage_errors_exit_2_with_one_line(capsys):
     assert main(["losses", "--load", "/no/such/loss.py"]) == 2
     err = capsys.readouterr().err

@@ -23,20 +23,20 @@ def run(args) -> int:
     from harness.losses import loss_names
     from harness.losses.checks import run_loss_checks
 
+    from harness.detectors import check_cell, detector_names
+
     load_loss_modules(args.load)
     if args.name not in loss_names():
         raise unknown_loss(args.name, args.load)
+    names = list(detector_names())
+    for det in args.detector or []:  # before any check runs: they take minutes
+        if det not in names:
+            raise UsageError(f"unknown detector {det!r}; valid: {', '.join(names)}")
     failed = 0
     for result in run_loss_checks(args.name):
         failed += not result.ok
         print(f"{'ok  ' if result.ok else 'FAIL'} {result.name:<14} {result.detail}", flush=True)
     if not args.skip_detectors:
-        from harness.detectors import check_cell, detector_names
-
-        names = list(detector_names())
-        for det in args.detector or names:
-            if det not in names:
-                raise UsageError(f"unknown detector {det!r}; valid: {', '.join(names)}")
         for det in args.detector or names:
             try:
                 report = check_cell(det, args.name)

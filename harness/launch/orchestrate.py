@@ -10,7 +10,9 @@ A :class:`Request` names the spec and how to run it (executor, filters, waiting)
    (done by other code) unless ``rerun_stale``; runs queued
    or running anywhere (a live lock, a SLURM job pending, held or running, a live local pool) are left
    to whoever has them, ``force`` or not;
-4. places the rest, under the submission lock so that a concurrent ``harness run`` sees them queued:
+4. places the rest, under the submission lock so that a concurrent ``harness run`` sees them queued, and
+   records the spec's runs in ``results/<experiment>/spec.json`` (:func:`harness.rows.record_spec`: the
+   folder's rows of runs the spec no longer has are superseded, in status and tables):
    SLURM job arrays (:mod:`harness.launch.slurm`); a local pool in this process (``wait``, or ``debug``)
    or in a detached background process that gets the same filters (:mod:`harness.launch.local`);
    ``dry_run`` prints the plan and places nothing;
@@ -36,6 +38,7 @@ from harness.launch import local, slurm, submission
 from harness.launch.manifest import submitting
 from harness.launch.plan import Plan, group_by_resources, make_plan
 from harness.launch.wait import wait_for
+from harness.rows import record_spec
 from harness.run.job import new_attempt
 
 
@@ -256,6 +259,8 @@ def launch(request: Request, out: Callable[[str], None] = print,
             pool = local.LocalPool(spec, plan.submit, results_dir, request.force, attempt, executor, log,
                                    rerun_stale=request.rerun_stale)
             pool.open()
+        if refused is None:  # the folder says which runs are current: the whole spec's, whatever --only ran
+            record_spec(results_dir, dataclasses.replace(spec, only=None))
     if refused is not None:  # nothing submitted into a folder this call made: it leaves none (its lock files)
         if fresh and not (results_dir / "manifest.json").exists():
             shutil.rmtree(results_dir, ignore_errors=True)

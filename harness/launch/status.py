@@ -6,9 +6,14 @@ States: ``running`` (a live process holds the run's lock, or its SLURM job runs)
 changed, e.g. "loss module examples/quality_focal.py changed"; a row without a fingerprint is stale with
 "no fingerprint recorded"; :mod:`harness.run.fingerprint`); ``failed``
 (with the reason from the row); ``interrupted`` (started, no row and nobody running it: a rerun resumes
-it); ``lost`` (submitted, the job or its local pool ended without a row); ``missing`` (never submitted).
-A run queued or running again is shown so even when an older row exists. Corrupt row files are listed
-apart. Queues are asked through :mod:`harness.launch.scheduler`, as the plan asks them.
+it); ``lost`` (submitted, the job or its local pool ended without a row); ``missing`` (never submitted);
+``superseded`` (a run the spec no longer has, its spec edited since: its row is left out of the tables).
+Which runs are current: ``--spec`` when given, else the folder's record of the spec as last run
+(``spec.json``, :func:`harness.rows.current_runs`), else the latest row of each cell and seed.
+A run queued or running again is shown so even when an older row exists, and one queued or running
+though the spec no longer has it says so. Runs that started are found by their work folders too (a
+deleted manifest does not hide a running run). Corrupt row files are listed apart. Queues are asked
+through :mod:`harness.launch.scheduler`, as the plan asks them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ from pathlib import Path
 
 from harness.launch.manifest import read_manifest
 from harness.launch.scheduler import JobState, live_runs, slurm_states
-from harness.rows import CorruptRow, read_rows
+import re
+
+from harness.rows import CorruptRow, current_rows, current_runs, read_rows
 from harness.run.fingerprint import staleness
 from harness.run.job import work_dir
 
-STATES = ("done", "stale", "failed", "running", "pending", "interrupted", "lost", "missing")
+STATES = ("done", "stale", "failed", "running", "pending", "interrupted", "lost", "missing", "superseded")
+# States that need the user: `harness status` exits 1 when a current run is in one (or a row is corrupt).
+TROUBLE = ("failed", "interrupted", "lost")
+_RUN_ID = re.compile(r"^(?P<detector>[^-]+)-(?P<loss>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
 
 
 @dataclass
@@ -36,8 +46,12 @@ class RunStatus:
     job_id: str | None = None
 
 
-def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatus], list[CorruptRow]]:
+def experiment_status(results_dir: str | Path, spec=None, current: tuple | None = None
+                      ) -> tuple[list[RunStatus], list[CorruptRow]]:
+    """Every run's :class:`RunStatus` and the corrupt row files. ``current``: what
+    :func:`~harness.rows.current_runs` answered for ``results_dir`` and ``spec``, when already asked."""
     results_dir = Path(results_dir)
+    wanted, source = current or current_runs(results_dir, spec)
     spec_runs = {r.run_id: r for r in spec.runs()} if spec is not None else {}
     rows, corrupt = read_rows(results_dir, warn=False)
     by_id = {r["run_id"]: r for r in rows}
@@ -45,9 +59,18 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
     known: dict[str, dict] = dict(manifest["runs"])
     for r in rows:
         known.setdefault(r["run_id"], {"detector": r.get("detector"), "loss": r.get("loss"), "seed": r.get("seed")})
-    if spec is not None:
-        for run in spec.runs():
-            known.setdefault(run.run_id, {"detector": run.detector, "loss": run.loss, "seed": run.seed, "never": True})
+    for run_id, meta in (wanted or {}).items():
+        known.setdefault(run_id, {**meta, "never": True})
+    work = results_dir / "work"
+    for folder in sorted(work.iterdir()) if work.is_dir() else []:  # started, though nothing else names it
+        if folder.is_dir() and folder.name not in known:
+            named = _RUN_ID.match(folder.name)
+            known[folder.name] = ({"detector": named["detector"], "loss": named["loss"], "seed": int(named["seed"])}
+                                  if named else {})
+    if wanted is not None:
+        superseded = set(known) - set(wanted)
+    else:  # no spec, no record: of the rows of a cell and seed the latest is current
+        superseded = {r["run_id"] for r in current_rows(rows, None)[1]}
     # SLURM is asked once: for the queue (live) and for how the jobs that left no row ended (lost)
     slurm = slurm_states(sorted({str(m["job_id"]) for m in known.values()
                                  if m.get("executor") == "slurm" and m.get("job_id")}))
@@ -58,7 +81,11 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
         folder = work_dir(results_dir, run_id)
         if run_id in live:
             st.state = "running" if live[run_id].state == "running" else "pending"
-            st.reason = live[run_id].where
+            st.reason = live[run_id].where + (f"; not a run of {source}" if run_id in superseded else "")
+        elif run_id in superseded:
+            had = f"its row: {by_id[run_id]['status']}" if run_id in by_id else "no row"
+            why = f"not a run of {source}" if wanted is not None else "a later row of its cell and seed counts"
+            st.state, st.reason = "superseded", f"{why} ({had}; left out of the tables)"
         elif run_id in by_id and by_id[run_id]["status"] == "done":
             reasons, note = staleness(by_id[run_id], results_dir, spec_runs.get(run_id))
             st.state, st.reason = ("stale", "; ".join(reasons)) if reasons else ("done", note)
@@ -78,6 +105,8 @@ def experiment_status(results_dir: str | Path, spec=None) -> tuple[list[RunStatu
             st.state, st.reason = "interrupted", "started, no row and nobody running it; a rerun resumes it"
         elif meta.get("pool"):
             st.state, st.reason = "lost", f"its local pool {meta['pool']} ended before starting it"
+        elif not meta.get("executor"):  # a work folder nothing else names, never started
+            st.state, st.reason = "interrupted", "a work folder without a row, a submission or a live process"
         else:
             st.state = "pending"
         out.append(st)

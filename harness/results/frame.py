@@ -23,7 +23,9 @@ Columns (in this order; a column appears only when some run has it):
   each package version.
 
 Runs of the spec that have no row yet are rows of the frame too (``unfinished``, no metrics): tables
-show them, never drop them. Results read the rows (and the spec) only, never the launch state: whether
+show them, never drop them; rows of runs the spec no longer has (it was edited since) are superseded and
+left out. The spec is ``--spec`` when given, else the folder's record of the spec as last run
+(``spec.json``). Results read the rows and the spec only, never the launch state: whether
 an unfinished run is running, queued or lost is ``harness status``'s business. The training curves
 stay in the result rows (see :mod:`harness.results.plots`).
 """
@@ -36,7 +38,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from harness.detectors.grid import DETECTORS as GRID_DETECTORS, LOSS_TITLES
-from harness.rows import CorruptRow, read_rows
+from harness.rows import (CorruptRow, cell_key, current_rows, current_runs, dataset_label,  # noqa: F401 (re-exported)
+                          finished_at, read_rows)
 
 # Detector and loss facts (titles, baseline losses, metric families) live in the grid; tables read them
 # from there. The baseline loss of a detector is the one it is published with ("change vs baseline").
@@ -106,29 +109,6 @@ def order_names(names: Iterable[str], known: Mapping[str, str]) -> list[str]:
 def order_metrics(names: Iterable[str]) -> list[str]:
     names = set(names)
     return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
-
-
-# How each key of a dataset entry shows in its label (after the kind); any other key as ``<key> <value>``.
-_DATASET_LABEL_KEYS = {"name": "", "root": "root ", "train_images": "train ", "val_images": "val ",
-                       "repeat_factor": "rfs "}
-
-
-def dataset_label(dataset: Mapping[str, Any] | None) -> str:
-    """A dataset's identity in the tables: its whole entry (kind, then name, root, sizes, repeat-factor
-    threshold and any other key that is set), so rows of different data never share a cell: ``coco``,
-    ``synthetic train 8``, ``lvis root /data/lvis rfs 0.001``, ``coco_format my-parts`` (your own data: its
-    name, unique in a spec, stands for its files). The kind comes first."""
-    if not isinstance(dataset, dict) or not dataset.get("kind"):
-        return "unknown"
-    parts = [str(dataset["kind"])]
-    keys = [k for k in _DATASET_LABEL_KEYS if k in dataset] + sorted(set(dataset) - set(_DATASET_LABEL_KEYS) - {"kind"})
-    for key in keys:
-        value = dataset[key]
-        if value is None or isinstance(value, dict):  # coco_format's train / val files: its name stands for them
-            continue
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        parts.append(_DATASET_LABEL_KEYS.get(key, f"{key} ") + text)
-    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,32 +245,6 @@ def load_frame(results_dir: str | Path, spec=None) -> tuple[pd.DataFrame, list[C
     return frame, corrupt
 
 
-def current_rows(rows: list[dict], spec=None) -> tuple[list[dict], list[dict]]:
-    """Split rows into current and superseded ones. Editing a spec (say a detector's epochs) gives its
-    runs new ids, and the old runs' rows stay in the folder; they must not count as extra seeds of the
-    same cell. With ``spec``: current = the spec's runs. Without: of the rows of one dataset, detector,
-    loss and seed, the latest finished one."""
-    if spec is not None:
-        ids = {r.run_id for r in spec.runs()}
-        return [r for r in rows if r["run_id"] in ids], [r for r in rows if r["run_id"] not in ids]
-    latest: dict[tuple, dict] = {}
-    for r in rows:
-        key = (*cell_key(r), r.get("seed"))
-        if key not in latest or _finished_at(r) > _finished_at(latest[key]):
-            latest[key] = r
-    keep = {id(r) for r in latest.values()}
-    return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
-
-
-def _finished_at(row: Mapping) -> str:
-    return str((row.get("provenance") or {}).get("finished_at") or "")
-
-
-def cell_key(row: Mapping) -> tuple:
-    """The cell a row belongs to: (dataset label, detector, loss)."""
-    return dataset_label(row.get("dataset")), row.get("detector"), row.get("loss")
-
-
 def newest_fingerprint(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Split rows into those a cell keeps and those it leaves out: a cell keeps the finished rows of its
     newest fingerprint (that of its latest finished row: the config, code, loss modules and versions
@@ -299,7 +253,7 @@ def newest_fingerprint(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     newest: dict[tuple, dict] = {}
     for r in rows:
         key = cell_key(r)
-        if r.get("status") == "done" and (key not in newest or _finished_at(r) > _finished_at(newest[key])):
+        if r.get("status") == "done" and (key not in newest or finished_at(r) > finished_at(newest[key])):
             newest[key] = r
 
     def digest(r: Mapping):
@@ -317,22 +271,26 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``.
     So are a cell's finished rows of older fingerprints (:func:`newest_fingerprint`): their number is
     ``frame.attrs["other_fingerprints"]``, per cell ``frame.attrs["left_out"]``; ``all_fingerprints``
-    keeps them (the tables then mark cells that mix fingerprints). Reads the rows only (and ``spec``, a
-    :class:`~harness.experiments.spec.Spec`, for its runs without a row, which appear as ``unfinished``).
+    keeps them (the tables then mark cells that mix fingerprints). Reads the rows and which runs are
+    current: ``spec`` (a :class:`~harness.experiments.spec.Spec`) when given, else the folder's record of
+    the spec as last run (``spec.json``, :func:`harness.rows.record_spec`); their runs without a row
+    appear as ``unfinished``. ``frame.attrs["current_from"]`` says which decided.
     ``frame.attrs["experiments"]``: the experiment names every row (superseded or not) records."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
-    rows, superseded = current_rows(rows, spec)
+    wanted, source = current_runs(results_dir, spec)
+    rows, superseded = current_rows(rows, wanted)
     left_out: list[dict] = []
     if not all_fingerprints:
         rows, left_out = newest_fingerprint(rows)
     have = {r["run_id"] for r in rows}
-    others = [{"run_id": run.run_id, "experiment": spec.name, "detector": run.detector, "loss": run.loss,
-               "seed": run.seed, "state": "unfinished", "dataset": dict(run.dataset)}
-              for run in (spec.runs() if spec is not None else []) if run.run_id not in have]
+    others = [{"run_id": run_id, **meta, "state": "unfinished"} for run_id, meta in (wanted or {}).items()
+              if run_id not in have]
     frame = rows_frame(rows, others)
     frame.attrs["superseded"] = len(superseded)
+    frame.attrs["current_from"] = source  # which runs are current: the spec, its record, or the rows' dates
+    frame.attrs["current_guessed"] = wanted is None
     frame.attrs["other_fingerprints"] = len(left_out)
     counts: dict[tuple, int] = {}
     for r in left_out:

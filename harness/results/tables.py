@@ -701,9 +701,14 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     text = f"Runs: {runs}. Cells (detector × loss): {len(cells)}, {int((valued > 0).sum())} with values."
     if n_corrupt:
         text += f" {n_corrupt} corrupt row file(s) left out (`harness status` lists them)."
-    if frame.attrs.get("superseded"):
-        text += (f" {frame.attrs['superseded']} older row(s) of runs since changed in the spec left out "
-                 "(a cell counts its current runs only).")
+    if frame.attrs.get("superseded") and frame.attrs.get("current_guessed"):
+        text += f" {frame.attrs['superseded']} older row(s) of a cell and seed left out (the latest counts)."
+    elif frame.attrs.get("superseded"):
+        text += (f" {frame.attrs['superseded']} row(s) of runs not in {frame.attrs.get('current_from', 'the spec')} "
+                 "left out (superseded: the spec was edited since they ran; a cell counts its current runs only).")
+    if frame.attrs.get("current_guessed"):
+        text += (" Which runs are current was taken from the rows' dates (the latest of each cell and seed): the "
+                 "folder records no spec (`harness run` writes results/<experiment>/spec.json); pass --spec SPEC.")
     if frame.attrs.get("other_fingerprints"):
         text += (f" {frame.attrs['other_fingerprints']} row(s) of older fingerprints left out (a cell keeps the "
                  "rows of its latest run's code, config and versions; `harness table --all-fingerprints` "

@@ -1,0 +1,139 @@
+"""Which runs of a results folder are current: `harness run` records its spec's runs in spec.json, and
+status and tables read it without --spec. Rows of runs an edited spec no longer has are superseded: never
+shown as done, never put beside the edited spec's cells. `harness status` exits 1 on trouble."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import yaml
+
+from harness.cli import main
+from harness.experiments.spec import load_spec
+from harness.launch.manifest import manifest_path
+from harness.launch.status import experiment_status
+from harness.rows import read_spec_record, record_spec, spec_record_path, write_row
+from harness.run.job import RunLock, work_dir
+
+
+def spec_at(tmp_path, epochs: int, kind: str = "coco"):
+    path = tmp_path / f"exp-{epochs}.yaml"
+    path.write_text(yaml.safe_dump({"name": "exp", "dataset": {"kind": kind}, "detectors": ["atss", "paa"],
+                                    "losses": ["rs"], "schedule": {"epochs": epochs}}))
+    return load_spec(path)
+
+
+def row_of(run, ap: float | None, status: str = "done", finished_at: str = "2026-01-01T00:00:00") -> dict:
+    return {"run_id": run.run_id, "experiment": run.experiment, "detector": run.detector, "loss": run.loss,
+            "seed": run.seed, "dataset": dict(run.dataset), "profile": run.profile, "schedule": dict(run.schedule),
+            "loss_modules": [], "status": status, "reason": None if status == "done" else "non-finite loss",
+            "metrics": {"bbox_AP": ap} if ap is not None else {}, "curve": [],
+            "provenance": {"finished_at": finished_at}}
+
+
+def edited_experiment(tmp_path):
+    """v1 (1 epoch) ran both cells; the spec was edited (2 epochs: new run ids) and rerun, and only ATSS
+    has finished again. The v1 rows are newer than nothing: the folder's record decides, not dates."""
+    v1, v2 = spec_at(tmp_path, 1), spec_at(tmp_path, 2)
+    folder = tmp_path / "results" / "exp"
+    for run in v1.runs():
+        write_row(folder, row_of(run, 0.10 if run.detector == "atss" else 0.30, finished_at="2026-06-01T00:00:00"))
+    record_spec(folder, v1)
+    (atss2,) = [r for r in v2.runs() if r.detector == "atss"]
+    write_row(folder, row_of(atss2, 0.20, finished_at="2026-05-01T00:00:00"))  # the edited spec's, dated earlier
+    record_spec(folder, v2)
+    return folder, v1, v2
+
+
+def test_tables_without_spec_keep_the_recorded_specs_runs_and_never_mix_versions(tmp_path, capsys):
+    folder, v1, v2 = edited_experiment(tmp_path)
+    assert main(["table", str(folder), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    # ATSS from the edited spec; PAA's v1 value (30.0) must not stand beside it: its v2 run has not run
+    assert "| ATSS | " in out and "20.0 (1)" in out and "10.0" not in out
+    assert "30.0" not in out and "unfinished" in out
+    assert "2 row(s) of runs not in the spec as last run" in out and "exp-2.yaml" in out
+    # the same with --spec of the edited spec
+    assert main(["table", str(folder), "--format", "md", "--spec", str(v2.path)]) == 0
+    assert "30.0" not in capsys.readouterr().out
+
+
+def test_status_shows_rows_of_runs_the_spec_no_longer_has_as_superseded(tmp_path, capsys):
+    folder, v1, v2 = edited_experiment(tmp_path)
+    states = {s.run_id: s for s in experiment_status(folder)[0]}
+    for run in v1.runs():
+        assert states[run.run_id].state == "superseded", states[run.run_id]
+        assert "not a run of the spec as last run" in states[run.run_id].reason
+    (paa2,) = [r for r in v2.runs() if r.detector == "paa"]
+    assert states[paa2.run_id].state == "missing"  # in the recorded spec, never submitted: listed without --spec
+    rc = main(["status", str(folder)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 superseded" in out and "1 missing" in out and "done" not in out.split("\n")[-3]
+    assert "which runs are current: the spec as last run (" in out
+    # --spec of the old version: the other way round
+    states = {s.run_id: s.state for s in experiment_status(folder, v1)[0]}
+    (atss2,) = [r for r in v2.runs() if r.detector == "atss"]
+    assert {states[r.run_id] for r in v1.runs()} <= {"done", "stale"} and states[atss2.run_id] == "superseded"
+
+
+def test_status_exits_1_when_a_current_run_failed_and_not_for_a_superseded_one(tmp_path, capsys):
+    folder, v1, v2 = edited_experiment(tmp_path)
+    (paa1,) = [r for r in v1.runs() if r.detector == "paa"]
+    write_row(folder, row_of(paa1, None, status="failed"))  # an old version's failure: not the user's business now
+    assert main(["status", str(folder)]) == 0
+    (paa2,) = [r for r in v2.runs() if r.detector == "paa"]
+    write_row(folder, row_of(paa2, None, status="failed"))
+    assert main(["status", str(folder)]) == 1
+    capsys.readouterr()
+    assert main(["status", str(folder), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["current_from"].startswith("the spec as last run") and \
+        {r["state"] for r in data["runs"] if r["run_id"] == paa2.run_id} == {"failed"}
+    (folder / "runs" / "broken.json").write_text("{")  # a corrupt row file is trouble too
+    (folder / "runs" / f"{paa2.run_id}.json").unlink()
+    assert main(["status", str(folder)]) == 1
+
+
+def test_a_run_holding_its_lock_shows_though_the_manifest_is_gone(tmp_path, capsys):
+    folder, v1, v2 = edited_experiment(tmp_path)
+    (paa2,) = [r for r in v2.runs() if r.detector == "paa"]
+    lock = RunLock(work_dir(folder, paa2.run_id))
+    assert lock.acquire()
+    try:
+        assert not manifest_path(folder).exists()
+        spec_record_path(folder).unlink()  # nothing names the run: only its work folder and lock
+        (st,) = [s for s in experiment_status(folder)[0] if s.run_id == paa2.run_id]
+        assert st.state == "running" and (st.detector, st.loss, st.seed) == ("paa", "rs", 0)
+        assert main(["status", str(folder)]) == 0
+        assert "running" in capsys.readouterr().out
+    finally:
+        lock.release()
+
+
+def test_harness_run_records_the_whole_spec_whatever_only_ran(tmp_path):
+    """Through `harness run` (the debug executor refuses nothing here: every run of the spec is done)."""
+    v1 = spec_at(tmp_path, 1, kind="synthetic")
+    folder = tmp_path / "results" / "exp"
+    for run in v1.runs():
+        write_row(folder, row_of(run, 0.1))
+    # the spec's fingerprints differ from the hand-made rows' (none): they are stale, left alone, not rerun
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["run", str(v1.path), "--executor", "debug", "--results", str(tmp_path / "results"),
+                   "--only", "atss:rs"])
+    assert rc == 0
+    record = read_spec_record(folder)
+    assert set(record["runs"]) == {r.run_id for r in v1.runs()} and record["spec"] == str(v1.path)
+    assert record["runs"][v1.runs()[0].run_id]["detector"] == "atss"
+
+
+def test_an_unreadable_record_falls_back_to_the_rows_dates_with_a_warning(tmp_path, capsys):
+    folder, v1, v2 = edited_experiment(tmp_path)
+    spec_record_path(folder).write_text("[")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["table", str(folder), "--format", "md"]) == 0
+    assert any("spec record" in str(w.message) for w in caught)
+    out = capsys.readouterr().out
+    assert "Which runs are current was taken from the rows' dates" in out
