@@ -78,6 +78,7 @@ def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
     assert row["status"] == "failed" and "non-finite loss at iteration" in row["reason"]
     status = run_cli("status", str(results / "diverge"))
     assert "failed" in status.stdout and "non-finite loss" in status.stdout
+    assert status.returncode == 1  # a failed run of the spec: status says so in its exit code too
 
 
 def test_val_every_validates_every_k_epochs_and_at_the_last_into_the_rows_val_curve(tmp_path):
