@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_SPEC = "experiments/synthetic.yaml"
 TRAIN, TEST = "training iteration", "test image"
 TRAIN_LOOP, TEST_LOOP = "training loop", "test loop"  # wall time of runner.train() / runner.test()
 CONVERT, EVALUATE = "results converted for COCO (masks to RLE)", "COCO / oLRP evaluation"

@@ -13,8 +13,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/bench/phases", help="output prefix (.md and .csv)")
     parser.add_argument("--only", action="append", default=None, metavar="DETECTOR:LOSS",
                         help=f"only these cells (default: {' '.join(DEFAULT_CELLS)})")
+    from harness.experiments import DEFAULT_SPEC_NAME
+
     parser.add_argument("--spec", default=None, help="the spec whose runs are timed, each cell's first seed "
-                        "(default experiments/synthetic.yaml)")
+                        f"(default: the harness checkout's {DEFAULT_SPEC_NAME}, wherever this runs from)")
     parser.add_argument("--max-iters", type=int, default=None, metavar="N",
                         help="at most N training iterations an epoch (default: the spec's schedule)")
 
@@ -29,9 +31,10 @@ def run(args) -> int:
     if args.max_iters is not None and args.max_iters < 1:
         raise UsageError("--max-iters must be at least 1")
     check_out_prefix(args.out)
-    from harness.bench.phases import DEFAULT_SPEC, profile_run, run_log, write_report
+    from harness.bench.phases import profile_run, run_log, write_report
+    from harness.experiments import default_spec
 
-    spec_path = args.spec or DEFAULT_SPEC
+    spec_path = args.spec or default_spec()
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:

@@ -18,15 +18,18 @@ import dataclasses
 import time
 from pathlib import Path
 
+from harness.experiments import DEFAULT_SPEC_NAME, default_spec, is_default_spec
+
 NAME = "benchmark"
-HELP = "run a spec (default experiments/synthetic.yaml) and build its tables and plots"
-DEFAULT_SPEC = "experiments/synthetic.yaml"
+HELP = f"run a spec (default {DEFAULT_SPEC_NAME}) and build its tables and plots"
 
 
 def add_arguments(parser) -> None:
     from harness.commands.run import add_launch_arguments
 
-    parser.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help=f"experiment spec (default {DEFAULT_SPEC})")
+    parser.add_argument("spec", nargs="?", default=None,
+                        help=f"experiment spec (default: the harness checkout's {DEFAULT_SPEC_NAME}, wherever this "
+                             f"runs from)")
     add_launch_arguments(parser)
     parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from finished runs")
     parser.add_argument("--metric", default=None, help="metric of the main table (default bbox_AP)")
@@ -53,6 +56,8 @@ def run(args) -> int:
     from harness.results.tables import TablesError, build_all
 
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
+    if args.spec is None:
+        args.spec = default_spec()
     failed_runs: list[dict] | None = None  # the runs of this benchmark that failed (exit 1), once known
     timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
     steps: dict[str, float] = {}  # seconds of its steps, for results/bench/benchmark.md
@@ -81,7 +86,7 @@ def run(args) -> int:
                 return 0
             if not outcome.finished or outcome.failed:  # the tables are still built, from what finished
                 failed_runs = outcome.failed
-            default = Path(args.spec).resolve() == Path(DEFAULT_SPEC).resolve() and not args.only
+            default = is_default_spec(args.spec) and not args.only
             if default and outcome.executor == "local":
                 timing = (outcome.placed, len(spec.runs()), generated)
     except (SpecError, LaunchError) as exc:
