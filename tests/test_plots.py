@@ -89,6 +89,20 @@ def test_seeds_plot_of_single_seeds_stars_nothing_and_says_why():
     assert "One seed: seed noise cannot be measured" in fig._suptitle.get_text()
 
 
+def test_seeds_plot_of_a_metric_undefined_for_every_run_says_so_not_one_seed():
+    """APl of three seeds on data without large objects: every run's value is undefined (NaN), so the
+    plot has no seed at all; its title says why instead of "one seed"."""
+    rows = [make_row("atss", loss, s, metrics=box(0.3 + 0.01 * s)) for loss in ("focal", "rs") for s in range(3)]
+    rows.append(make_row("atss", "ap", 0, "failed"))
+    tset = build_tables(rows_frame(rows), metric="bbox_APl", paper=False)
+    assert tset.stats.loc[tset.stats["metric"] == "bbox_APl", "mean"].isna().all()
+    fig = seeds_figure(tset.values, tset.stats, "bbox_APl", "coco")
+    title = " ".join(fig._suptitle.get_text().split())
+    assert "One seed" not in title and "seed noise" not in title
+    assert title == ("APl (coco): no run has a value Undefined (n/d) for all 6 finished run(s): no ground truth or "
+                     "detections of that kind in the evaluated images.")
+
+
 def test_more_than_five_losses_are_plotted_and_tabled_in_order(tmp_path):
     losses = ("ce", "focal", "ap", "alrp", "rs", "bucketed_ap", "bucketed_rs", "my_loss")
     rows = [make_row("atss", loss, s, metrics=box(0.2 + 0.01 * i + 0.002 * s)) for i, loss in enumerate(losses)

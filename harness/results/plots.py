@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -147,10 +148,17 @@ def seeds_figure(values, stats, metric: str, dataset: str, title: str = "") -> F
     if any_paper:
         handles.append(Line2D([], [], color="dimgray", linestyle="--", label="published"))
     fig.legend(handles=handles, fontsize=7.5, loc="center right", frameon=False)
+    head = title or f"{metric_label(metric)} ({dataset})"
+    if not seeds:  # no run has a value (``seeds`` are the values'): say why, not "one seed"
+        undefined = int((s["done"] - s["lacking"]).where(s["applicable"], 0).sum())
+        why = (f"Undefined (n/d) for all {undefined} finished run(s): no ground truth or detections of that kind "
+               f"in the evaluated images." if undefined else "No finished run has a value of it.")
+        fig.suptitle(f"{head}: no run has a value\n{textwrap.fill(why, max(40, int(w * 15)))}", fontsize=9.5)
+        return fig
     note = "" if any_best else " No loss is separated from the others beyond seed noise."
     if len(seeds) < 2:
         note = " One seed: seed noise cannot be measured, so nothing is starred."
-    fig.suptitle((title or f"{metric_label(metric)} ({dataset})") + ": every seed (dot), mean (bar) ± std (line)\n"
+    fig.suptitle(f"{head}: every seed (dot), mean (bar) ± std (line)\n"
                  f"★: best of the detector beyond seed noise ({TEST_NAME}).{note}", fontsize=9.5)
     return fig
 
