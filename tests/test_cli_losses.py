@@ -121,7 +121,30 @@ def test_python_dash_m_and_no_command():
     r = subprocess.run([sys.executable, "-m", "harness"], capture_output=True, text=True)
     assert r.returncode == 2 and "COMMAND" in r.stdout
     r = subprocess.run([sys.executable, "-m", "harness", "nope"], capture_output=True, text=True)
-    assert r.returncode == 2 and "invalid choice" in r.stderr
+    assert r.returncode == 2 and "invalid choice" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "x.yaml", "--bogus"], "harness run: error: unrecognized arguments: --bogus (see harness run --help)"),
+    (["run"], "harness run: error: the following arguments are required: spec (see harness run --help)"),
+    (["run", "x.yaml", "--executor", "nope"], "harness run: error: argument --executor: invalid choice: 'nope' "
+                                              "(choose from 'auto', 'slurm', 'local', 'debug') (see harness run --help)"),
+    (["check-cell", "atss", "rs", "--seed", "x"],
+     "harness check-cell: error: argument --seed: invalid int value: 'x' (see harness check-cell --help)"),
+    (["data", "synthetic", "--kind", "x", "extra"],
+     "harness data synthetic: error: argument --kind: invalid choice: 'x' (choose from 'coco', 'lvis') "
+     "(see harness data synthetic --help)"),
+    (["data", "check", "coco", "--bogus"],
+     "harness data check: error: unrecognized arguments: --bogus (see harness data check --help)"),
+    (["--bogus"], "harness: error: unrecognized arguments: --bogus (see harness --help)"),
+])
+def test_argparses_own_errors_are_one_line_naming_the_command_and_exit_2(argv, says, capsys):
+    """An unknown flag, a missing argument or a bad value: one line on stderr (no usage block), exit 2,
+    naming the (sub-)command whose flag it is, as the harness's other usage errors."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and err == says + "\n", err
 
 
 @pytest.mark.parametrize("body,shown", [("raise SystemExit(0)\n", "SystemExit: 0"),
