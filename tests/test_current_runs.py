@@ -137,3 +137,18 @@ def test_an_unreadable_record_falls_back_to_the_rows_dates_with_a_warning(tmp_pa
     assert any("spec record" in str(w.message) for w in caught)
     out = capsys.readouterr().out
     assert "Which runs are current was taken from the rows' dates" in out
+
+
+def test_a_current_run_whose_row_a_cell_leaves_out_for_its_fingerprint_is_not_unfinished(tmp_path, capsys):
+    spec_path = tmp_path / "two-seeds.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "exp", "dataset": {"kind": "coco"}, "detectors": ["atss"],
+                                         "losses": ["rs"], "seeds": [0, 1]}))
+    spec = load_spec(spec_path)
+    folder = tmp_path / "results" / "exp"
+    for run, digest, when in zip(spec.runs(), ("old", "new"), ("2026-01-01T00:00:00", "2026-02-01T00:00:00")):
+        row = row_of(run, 0.10 if digest == "old" else 0.40, finished_at=when)
+        write_row(folder, {**row, "fingerprint": {"digest": digest, "components": {}}})
+    record_spec(folder, spec)
+    assert main(["table", str(folder), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "40.0 (1; 1 older left out)" in out and "Runs: 1 done. " in out and "1 unfinished" not in out, out

@@ -281,10 +281,10 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
     wanted, source = current_runs(results_dir, spec)
     rows, superseded = current_rows(rows, wanted)
+    have = {r["run_id"] for r in rows}  # a run whose row a cell leaves out (another fingerprint) is not unfinished
     left_out: list[dict] = []
     if not all_fingerprints:
         rows, left_out = newest_fingerprint(rows)
-    have = {r["run_id"] for r in rows}
     others = [{"run_id": run_id, **meta, "state": "unfinished"} for run_id, meta in (wanted or {}).items()
               if run_id not in have]
     frame = rows_frame(rows, others)

@@ -711,7 +711,8 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
                  "folder records no spec (`harness run` writes results/<experiment>/spec.json); pass --spec SPEC.")
     if frame.attrs.get("other_fingerprints"):
         text += (f" {frame.attrs['other_fingerprints']} row(s) of older fingerprints left out (a cell keeps the "
-                 "rows of its latest run's code, config and versions; `harness table --all-fingerprints` "
+                 "rows of its latest-finished run's code, config and versions, whichever is current: `harness "
+                 "status` says which rows are stale; `harness table --all-fingerprints` "
                  f"includes them, marked {MIXED_MARK}).")
     mixed = stats.loc[stats["fingerprints"] > 1].drop_duplicates(KEYS)
     if len(mixed):
