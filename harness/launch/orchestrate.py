@@ -219,7 +219,35 @@ def launch(request: Request, out: Callable[[str], None] = print,
            log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
            prepared: tuple[Spec, Path, str] | None = None) -> Outcome:
     """Run ``request`` (see the module docstring). ``out``: the plan and summaries; ``log``: progress;
-    ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it."""
+    ``prepared``: what :func:`prepare` gave for this request, when the caller already asked it. A results
+    folder this user cannot write (a teammate's, under umask 022) is a :class:`LaunchError`."""
+    try:
+        return _launch(request, out, log, prepared)
+    except PermissionError as exc:
+        raise LaunchError(permission_line(exc, Path(request.results_root))) from None
+
+
+def permission_line(exc: PermissionError, results_root: Path) -> str:
+    """One line for a file of the results folder this user may not write: whose it is and what to do."""
+    path = Path(exc.filename) if exc.filename else results_root
+    owner = ""
+    probe = path if path.exists() else path.parent
+    try:
+        import grp
+        import pwd
+
+        st = probe.stat()
+        owner = (f" ({probe} belongs to {pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}, "
+                 f"mode {st.st_mode & 0o777:o})")
+    except (OSError, KeyError):
+        pass
+    return (f"cannot write {path}: permission denied{owner}; a results folder shared by a team needs group "
+            f"write: everyone sets `umask 002` and the folder is a setgid group folder (docs/cluster.md, "
+            f"'A team's results folder'), or give --results a folder of your own")
+
+
+def _launch(request: Request, out: Callable[[str], None], log: Callable[[str], None],
+            prepared: tuple[Spec, Path, str] | None) -> Outcome:
     spec, results_dir, executor = prepared or prepare(request)
     for note in spec.notes:  # detectors `detectors: all` left out of a dataset, and why
         out(note)
