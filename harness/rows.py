@@ -84,7 +84,7 @@ def spec_record_path(experiment_dir: str | Path) -> Path:
 
 def record_spec(experiment_dir: str | Path, spec) -> Path:
     """Write ``results/<experiment>/spec.json``: every run the spec asks for (the whole spec, whatever
-    ``--only`` ran) with its detector, loss, seed and dataset, the spec file and when. ``harness run``
+    ``--only`` ran) with its detector, loss, seed and dataset, the spec file (absolute) and when. ``harness run``
     (and ``benchmark``) write it at each invocation that places or checks runs, so the results folder
     itself says which of its rows are current: a row whose run the spec no longer has (its spec was
     edited since) is superseded in ``harness status`` and left out of the tables, ``--spec`` or not."""
@@ -93,7 +93,7 @@ def record_spec(experiment_dir: str | Path, spec) -> Path:
     runs = {r.run_id: {"detector": r.detector, "loss": r.loss, "seed": r.seed, "dataset": dict(r.dataset)}
             for r in spec.runs()}
     return write_json_atomic(spec_record_path(experiment_dir), {
-        "experiment": spec.name, "spec": str(spec.path) if getattr(spec, "path", None) else None,
+        "experiment": spec.name, "spec": str(Path(spec.path).resolve()) if getattr(spec, "path", None) else None,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs})
 
 

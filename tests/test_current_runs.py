@@ -152,3 +152,27 @@ def test_a_current_run_whose_row_a_cell_leaves_out_for_its_fingerprint_is_not_un
     assert main(["table", str(folder), "--format", "md"]) == 0
     out = capsys.readouterr().out
     assert "40.0 (1; 1 older left out)" in out and "Runs: 1 done. " in out and "1 unfinished" not in out, out
+
+
+def test_harness_run_says_what_recording_its_spec_supersedes(tmp_path, capsys):
+    """Edited spec, then another spec file of the same name: each `harness run` says which rows it
+    supersedes (all rows here are hand-made and stale: left alone, nothing trains)."""
+    v1, v2 = spec_at(tmp_path, 1, kind="synthetic"), spec_at(tmp_path, 2, kind="synthetic")
+    folder = tmp_path / "results" / "exp"
+    for run in v1.runs() + v2.runs():
+        write_row(folder, row_of(run, 0.1))
+
+    def run(spec_path) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(["run", str(spec_path), "--executor", "debug", "--results", str(tmp_path / "results")]) == 0
+        return capsys.readouterr().out
+
+    assert "superseded" not in run(v1.path)  # the first record supersedes nothing
+    out = run(v2.path)
+    assert "note: another spec file of experiment 'exp'" in out and "2 row(s)" in out  # exp-1.yaml, then exp-2.yaml
+    edited = tmp_path / "exp-2.yaml"
+    edited.write_text(v1.path.read_text())  # exp-2.yaml edited back to 1 epoch
+    out = run(edited)
+    assert "note: the spec changed since its last run: 2 row(s)" in out and "superseded" in out
+    assert "superseded" not in run(edited)  # nothing more

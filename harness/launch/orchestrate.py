@@ -38,7 +38,7 @@ from harness.launch import local, slurm, submission
 from harness.launch.manifest import submitting
 from harness.launch.plan import Plan, group_by_resources, make_plan
 from harness.launch.wait import wait_for
-from harness.rows import record_spec
+from harness.rows import read_spec_record, record_spec, row_path
 from harness.run.job import new_attempt
 
 
@@ -175,6 +175,26 @@ def gpu_refusal(spec: Spec, executor: str, spec_path) -> str | None:
             f"submission and its cost with --dry-run")
 
 
+def superseding_note(results_dir: Path, spec: Spec) -> str | None:
+    """What recording ``spec`` as the folder's current spec supersedes: the runs with a row that the spec
+    as last run had and ``spec`` lacks (an edited spec, or another spec file of the same name), or None."""
+    previous = read_spec_record(results_dir)
+    if previous is None:
+        return None
+    dropped = sorted(run_id for run_id in set(previous["runs"]) - {r.run_id for r in spec.runs()}
+                     if row_path(results_dir, run_id).exists())
+    if not dropped:
+        return None
+    this = str(Path(spec.path).resolve()) if spec.path else None
+    if previous.get("spec") and this and previous["spec"] != this:
+        why = (f"another spec file of experiment {spec.name!r}, {previous['spec']}, was run last into {results_dir} "
+               f"(give each spec its own name)")
+    else:
+        why = "the spec changed since its last run"
+    return (f"note: {why}: {len(dropped)} row(s) of runs it had and this spec lacks are superseded from now on "
+            f"(kept in runs/, shown as superseded by harness status, left out of the tables), e.g. {dropped[0]}")
+
+
 def _print_runs(group, out: Callable[[str], None]) -> None:
     for r in group:
         ds = (r.dataset.get("name") or r.dataset["kind"]) + (
@@ -288,7 +308,10 @@ def _launch(request: Request, out: Callable[[str], None], log: Callable[[str], N
                                    rerun_stale=request.rerun_stale)
             pool.open()
         if refused is None:  # the folder says which runs are current: the whole spec's, whatever --only ran
+            note = superseding_note(results_dir, dataclasses.replace(spec, only=None))
             record_spec(results_dir, dataclasses.replace(spec, only=None))
+            if note:
+                out(note)
     if refused is not None:  # nothing submitted into a folder this call made: it leaves none (its lock files)
         if fresh and not (results_dir / "manifest.json").exists():
             shutil.rmtree(results_dir, ignore_errors=True)
