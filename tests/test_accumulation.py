@@ -81,6 +81,10 @@ def test_impossible_combinations_are_one_line_spec_errors(tmp_path):
                                                      "is not a multiple of 4 process(es) x 8 images = 32"),
         (coco_variant(tmp_path, 3), "is not a multiple of 3 process(es) x 4 images = 12; set schedule.accumulate "
                                     "to a number"),
+        # 16 is no multiple of 3 x b for any b: no batch_per_gpu to suggest, a number of GPUs instead
+        (coco_variant(tmp_path, 3), "no batch_per_gpu keeps the recipe's total batch on 3 process(es): a number of "
+                                    "GPUs that divides 16 does"),
+        (coco_variant(tmp_path, 4, batch_per_gpu=8), "or batch_per_gpu to one of 1, 2, 4 (the recipe's total batch kept"),
         (coco_variant(tmp_path, 2, accumulate=0), "schedule.accumulate must be auto or an integer >= 1"),
         (coco_variant(tmp_path, 2, accumulate="twice"), "schedule.accumulate must be auto or an integer >= 1"),
     ]:

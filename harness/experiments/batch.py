@@ -95,10 +95,17 @@ def resolve_accumulate(value: Any, recipe_total: int, processes: int, per_proces
     if value is None or value == AUTO:
         step = processes * per_process
         if recipe_total % step:
+            if recipe_total % processes == 0:
+                fits = [b for b in range(1, recipe_total // processes + 1) if (recipe_total // processes) % b == 0]
+                keep = (f", or batch_per_gpu to one of {', '.join(map(str, fits))} (the recipe's total batch kept, "
+                        f"{processes} process(es) x that x accumulation)")
+            else:
+                keep = (f"; no batch_per_gpu keeps the recipe's total batch on {processes} process(es): a number of "
+                        f"GPUs that divides {recipe_total} does (gpus_per_run / tasks_per_run)")
             raise BatchError(
                 f"accumulate auto: the recipe's total batch {recipe_total} is not a multiple of {processes} "
                 f"process(es) x {per_process} images = {step}; set schedule.accumulate to a number (the total batch "
-                f"becomes {step} x N and the lr is scaled linearly from the recipe's) or batch_per_gpu to a divisor")
+                f"becomes {step} x N and the lr is scaled linearly from the recipe's){keep}")
         return recipe_total // step
     return int(value)
 
