@@ -181,5 +181,14 @@ def current_rows(rows: list[dict], run_ids=None) -> tuple[list[dict], list[dict]
     return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
 
 
-def finished_at(row: Mapping) -> str:
-    return str((row.get("provenance") or {}).get("finished_at") or "")
+def finished_at(row: Mapping) -> float:
+    """When a row's run finished, as seconds since the epoch, to order rows: ``provenance.finished_at`` is
+    ISO 8601, with its UTC offset (rows from before offsets were recorded: the local time of the machine
+    that wrote them, read as this machine's); -inf when absent or unreadable."""
+    from datetime import datetime
+
+    text = (row.get("provenance") or {}).get("finished_at")
+    try:
+        return datetime.fromisoformat(str(text)).timestamp() if text else float("-inf")
+    except ValueError:
+        return float("-inf")

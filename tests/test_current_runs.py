@@ -176,3 +176,17 @@ def test_harness_run_says_what_recording_its_spec_supersedes(tmp_path, capsys):
     out = run(edited)
     assert "note: the spec changed since its last run: 2 row(s)" in out and "superseded" in out
     assert "superseded" not in run(edited)  # nothing more
+
+
+def test_rows_are_ordered_by_the_instant_they_finished_whatever_the_writers_time_zone():
+    from harness.rows import current_rows
+
+    def at(when: str, ap: float) -> dict:
+        return {"run_id": f"r{ap}", "dataset": {"kind": "coco"}, "detector": "atss", "loss": "rs", "seed": 0,
+                "status": "done", "provenance": {"finished_at": when}}
+
+    # written on a node at UTC+9 at 10:00 local (01:00 UTC), and on one at UTC at 02:00: the latter is later
+    tokyo, london = at("2026-12-04T10:00:00+09:00", 1), at("2026-12-04T02:00:00+00:00", 2)
+    assert current_rows([tokyo, london])[0] == [london]
+    assert current_rows([london, tokyo])[0] == [london]
+    assert current_rows([at("not a date", 3), london])[0] == [london]
