@@ -58,6 +58,9 @@ def work_dir(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / "work" / run_id
 
 
+ACQUIRE_RETRY_S = 2.0  # how long a refused lock is asked again before it counts as held by another process
+
+
 class RunLock:
     """An exclusive, non-blocking ``flock`` on ``work/<run_id>/lock``; freed when the holder dies."""
 
@@ -65,14 +68,23 @@ class RunLock:
         self.path = Path(folder) / "lock"
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, retry_s: float = ACQUIRE_RETRY_S) -> bool:
+        """Take the lock; False when another process holds it. A refusal is asked again for ``retry_s``
+        (every 20 ms): :meth:`held_elsewhere` (``harness status``, the plan, ``run --wait`` every 2 s)
+        holds a shared lock on the file for an instant, and an acquirer that came in that instant would
+        otherwise step aside from a run nobody is running. A holder that trains holds it for the run."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)  # the umask decides
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
@@ -85,7 +97,9 @@ class RunLock:
             self._fd = None
 
     def held_elsewhere(self) -> bool:
-        """True when another live process holds the lock (used by status and the plan)."""
+        """True when another live process holds the lock (used by status and the plan). It asks by taking
+        a shared lock for an instant (the only question ``flock`` answers, on NFS too), which
+        :meth:`acquire` rides out by asking again."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
