@@ -60,3 +60,41 @@ def test_a_keyboard_interrupt_is_not_recorded_as_a_failure(run, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         RunJob(run, tmp_path / "results")()
     assert read_rows(tmp_path / "results") == ([], [])
+
+
+def test_force_restarts_once_per_attempt_and_a_requeue_of_that_attempt_resumes(run, tmp_path, monkeypatch):
+    """SLURM requeues a job after a node failure by reloading it as submitted (force still set, since
+    submitit's checkpoint() never ran): that start resumes what the forced restart trained; a new
+    submission with --force restarts again."""
+    from harness.rows import write_row
+    from harness.run.job import row_identity, work_dir
+
+    results = tmp_path / "results"
+    folder = work_dir(results, run.run_id)
+    folder.mkdir(parents=True)
+    (folder / "last_checkpoint").write_text("epoch_1.pth")  # the old run's checkpoint
+    write_row(results, {**row_identity(run), "status": "done", "metrics": {"bbox_AP": 0.1}, "curve": [],
+                        "provenance": {"attempt": "older"}})
+    resumed: list[bool] = []
+
+    def node_fails_after_epoch_1(spec, folder):
+        resumed.append((folder / "last_checkpoint").exists())
+        (folder / "last_checkpoint").write_text("epoch_1.pth")  # this attempt's checkpoint
+        raise KeyboardInterrupt  # the process dies: no row, nothing else runs
+
+    monkeypatch.setattr(train, "train_and_evaluate", node_fails_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        RunJob(run, results, force=True, attempt="a1")()
+    assert resumed == [False] and read_rows(results) == ([], [])  # restarted from scratch: old row gone
+
+    def finishes(spec, folder):
+        resumed.append((folder / "last_checkpoint").exists())
+        return train.TrainResult({"bbox_AP": 0.5}, [])
+
+    monkeypatch.setattr(train, "train_and_evaluate", finishes)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    row = RunJob(run, results, force=True, attempt="a1")()  # the requeue: the job as submitted, force and all
+    assert resumed == [False, True] and row["status"] == "done" and row["provenance"]["attempt"] == "a1"
+
+    row = RunJob(run, results, force=True, attempt="a2")()  # another submission's --force restarts again
+    assert resumed == [False, True, False] and row["provenance"]["attempt"] == "a2"

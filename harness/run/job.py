@@ -6,8 +6,9 @@ folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
 1. decides, once, in rank 0 (the only process of a single-process run): it takes the run's lock
    (``work/<run_id>/lock``, an ``flock`` released when the process dies), so two processes never train
    the same run, and decides whether to train (resuming from a checkpoint when there is one), restart
-   (``force``: the old row, checkpoints and curve deleted first) or step aside (the run is locked
-   elsewhere, or already done). It writes that decision to ``work/<run_id>/decisions/<key>.json``, keyed
+   (``force``: the old row, checkpoints and curve deleted first, once per attempt: a later start of the
+   same attempt, e.g. SLURM's requeue after a node failure, resumes; :func:`restart_marker`) or step
+   aside (the run is locked elsewhere, or already done). It writes that decision to ``work/<run_id>/decisions/<key>.json``, keyed
    by the submission's attempt, the job id and its restart count; every other rank of a multi-process run
    waits for that file (at most :data:`DECISION_WAIT_S`) before it reads any checkpoint, and follows it:
    trains, or returns at once (no rank waits in ``init_process_group`` for a rank 0 that stepped aside);
@@ -171,6 +172,13 @@ def decision_key(attempt: str | None) -> str:
     return f"{attempt or 'noattempt'}.{job}.{_restarts()}"
 
 
+def restart_marker(folder: Path, attempt: str | None) -> Path | None:
+    """``decisions/restart-<attempt>.json``: the attempt's ``--force`` (or ``--rerun-stale``) restart was
+    done, so that every later start of that attempt resumes instead of deleting again (SLURM requeues a
+    job after a node failure by reloading it as submitted, force and all). None without an attempt."""
+    return decisions_dir(folder) / f"restart-{attempt}.json" if attempt else None
+
+
 def write_decision(folder: Path, key: str, action: str, reason: str = "") -> None:
     assert action in ACTIONS, action
     write_json_atomic(decisions_dir(folder) / f"{key}.json",
@@ -278,12 +286,20 @@ class RunJob(submitit.helpers.Checkpointable):
                 self.rerun_stale = False  # a requeued instance resumes this new attempt
                 if stale:  # made by other code: redo it from scratch, like --force
                     self.force, why = True, f"--rerun-stale: stale ({stale}); the old row, checkpoints and curve deleted"
+            marker = restart_marker(folder, self.attempt)
+            if self.force and marker is not None and marker.exists():
+                # this attempt restarted the run already: a requeue that reloaded the job as submitted (a
+                # node failure, without submitit's checkpoint()) resumes what that restart trained
+                self.force = False
             if self.force:  # redo from scratch: forget the old row, checkpoints and curve, before any rank reads
                 existing.unlink(missing_ok=True)
                 for path in folder.iterdir():
                     if path.name not in ("lock", decisions_dir(folder).name):
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
                 self.force = False  # a requeued instance resumes this new attempt
+                if marker is not None:  # ... and so does one that reloads the submitted job (force still set)
+                    write_json_atomic(marker, {"attempt": self.attempt, "job_id": _job_id(), "reason": why,
+                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
                 write_decision(folder, key, "restart", why)
                 return self._execute(spec, folder)
             if existing.exists():
