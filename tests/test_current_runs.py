@@ -190,3 +190,22 @@ def test_rows_are_ordered_by_the_instant_they_finished_whatever_the_writers_time
     assert current_rows([tokyo, london])[0] == [london]
     assert current_rows([london, tokyo])[0] == [london]
     assert current_rows([at("not a date", 3), london])[0] == [london]
+
+
+def test_tables_count_the_rows_other_code_made_as_stale(tmp_path, capsys):
+    """`harness table` and `make tables` (benchmark --tables-only): rows the current code would not make
+    (here: no fingerprint at all) are counted in the summary line and marked in runs.csv."""
+    import pandas as pd
+
+    spec = spec_at(tmp_path, 1, kind="synthetic")
+    folder = tmp_path / "results" / "exp"
+    for run in spec.runs():
+        write_row(folder, row_of(run, 0.1))
+    record_spec(folder, spec)
+    assert main(["table", str(folder)]) == 0
+    assert "2 of the rows are stale: other code, config or versions than this checkout's made them" in \
+        capsys.readouterr().out
+    runs = pd.read_csv(folder / "tables" / "runs.csv")
+    assert set(runs["stale"]) == {"no fingerprint recorded"}
+    assert main(["benchmark", str(spec.path), "--tables-only", "--results", str(tmp_path / "results")]) == 0
+    assert "2 of the rows are stale" in capsys.readouterr().out

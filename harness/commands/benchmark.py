@@ -53,6 +53,7 @@ def run(args) -> int:
     from harness.experiments.spec import SpecError, load_spec
     from harness.launch.local import prepare_data
     from harness.launch.orchestrate import LaunchError, Request, launch, prepare
+    from harness.launch.plan import stale_runs
     from harness.results.tables import TablesError, build_all
 
     started = process_started_at()  # the timing of `make benchmark` includes start-up and imports
@@ -62,6 +63,7 @@ def run(args) -> int:
     timing = None  # (runs trained, runs in all, data generated): the default grid run here is timed
     steps: dict[str, float] = {}  # seconds of its steps, for results/bench/benchmark.md
     generated = False
+    stale: dict[str, str] | None = None  # run id → what changed, of the done rows other code made
     try:
         if args.tables_only:
             spec = load_spec(args.spec)
@@ -81,6 +83,7 @@ def run(args) -> int:
             outcome = launch(request, prepared=prepared)
             steps["runs_s"] = time.time() - step
             spec = outcome.spec
+            stale = None if args.only else outcome.stale  # the plan saw the --only cells' runs alone
             if outcome.executor == "slurm":
                 print(f"then: {tables_command(args.spec, args.results)}")
                 return 0
@@ -98,7 +101,8 @@ def run(args) -> int:
                          f"{tables_command(args.spec, args.results)}")
     step = time.time()
     try:
-        written = build_all(results_dir, args.metric, spec=spec)
+        written = build_all(results_dir, args.metric, spec=spec, stale=stale if stale is not None else
+                            stale_runs(results_dir, spec))
     except TablesError as exc:
         raise UsageError(str(exc)) from None
     steps["tables_s"] = time.time() - step

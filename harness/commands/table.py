@@ -5,7 +5,8 @@ change vs the detector's baseline loss beside the published number, and all metr
 writes the tables (default: every format into results/<experiment>/tables/) and prints them
 (Markdown for md and all). Values are mean ± std (n) over seeds; a loss is bold only when it beats
 every other loss of its detector beyond seed noise (paired t-test over seeds at 95 %). Failed,
-unfinished and missing cells are shown as such. A cell keeps the rows of its newest fingerprint (the
+unfinished and missing cells are shown as such; the summary line counts the rows other code, config or
+versions made (stale: `harness status` says what changed). A cell keeps the rows of its newest fingerprint (the
 code, config and versions of its latest run) and says how many older rows it left out;
 `--all-fingerprints` counts them too and marks the cells that mix fingerprints (§). See docs/tables.md.
 """
@@ -32,9 +33,10 @@ def add_arguments(parser) -> None:
                              "mix fingerprints are marked § (default: each cell keeps its newest fingerprint's rows)")
 
 
-def load(args):
+def load(args, stale: bool = False):
     """The experiment of ``args.results_dir`` (frame, rows, table set) for the table and plot commands;
-    bad input raises UsageError."""
+    bad input raises UsageError. ``stale``: also find the done rows the current code would build otherwise
+    (each run's config built once, cached), counted in the tables' summary line."""
     from harness.commands import UsageError
     from harness.results.frame import load_experiment
     from harness.results.tables import TablesError, build_tables
@@ -50,7 +52,12 @@ def load(args):
             spec = load_spec(args.spec)
         except (SpecError, ImportError) as exc:
             raise UsageError(f"--spec {args.spec}: {exc}") from None
-    frame, rows, corrupt = load_experiment(folder, spec, getattr(args, "all_fingerprints", False))
+    found = None
+    if stale:
+        from harness.launch.plan import stale_runs
+
+        found = stale_runs(folder, spec)
+    frame, rows, corrupt = load_experiment(folder, spec, getattr(args, "all_fingerprints", False), found)
     if spec is not None:
         _check_spec_matches(folder, spec, args.spec, frame.attrs["experiments"])
     for c in corrupt:
@@ -102,7 +109,7 @@ def run(args) -> int:
     from harness.commands import UsageError
     from harness.results.tables import FORMATS, write_tables
 
-    folder, frame, _, tset = load(args)
+    folder, frame, _, tset = load(args, stale=True)
     formats = FORMATS if args.format == "all" else (args.format,)
     out = out_folder(args, folder, "tables", "the tables")
     try:

@@ -72,6 +72,7 @@ class Outcome:
     failed: list[dict]  # {"run_id", "reason"} of each run waited for that failed (its own attempt's reason)
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # run id → (state, reason), waited for
     error: str | None = None  # the runs could not be placed (a background pool that did not start)
+    stale: dict[str, str] = field(default_factory=dict)  # run id → what changed: done by other code, left alone
 
 
 def restrict(spec: Spec, only: tuple[str, ...]) -> Spec:
@@ -316,7 +317,9 @@ def _launch(request: Request, out: Callable[[str], None], log: Callable[[str], N
         if fresh and not (results_dir / "manifest.json").exists():
             shutil.rmtree(results_dir, ignore_errors=True)
         raise LaunchError(str(refused))
-    outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[])
+    outcome = Outcome(spec, results_dir, executor, placed=len(plan.submit), finished=False, failed=[],
+                      stale={run_id: why for run_id, why in plan.stale.items()
+                             if run_id not in {r.run_id for r in plan.submit}})
     if executor == "slurm":
         out(f"submitted {len(plan.submit)} run(s) as SLURM job arrays; manifest: {results_dir / 'manifest.json'}")
     elif plan.submit and not waits:  # the background pool plans again, under the same lock, and records its queue

@@ -83,3 +83,20 @@ def group_by_resources(runs: Iterable[RunSpec]) -> dict[tuple, list[RunSpec]]:
     for run in runs:
         groups[run.resources].append(run)
     return dict(groups)
+
+
+def stale_runs(results_dir: Path, spec: Spec | None = None, rows: list[dict] | None = None) -> dict[str, str]:
+    """Run id → what changed, for every ``done`` row of ``results_dir`` whose fingerprint differs from what
+    the current code builds for its run (``spec``'s run when it has it, else rebuilt from the row): what the
+    tables count as stale. Builds each run's config once (cached, as for the plan)."""
+    if rows is None:
+        rows, _ = read_rows(results_dir, warn=False)
+    runs = {r.run_id: r for r in spec.runs()} if spec is not None else {}
+    out = {}
+    for row in rows:
+        if row.get("status") == "done":
+            reasons = staleness(row, results_dir, runs.get(row["run_id"]))[0]
+            if reasons:
+                out[row["run_id"]] = "; ".join(reasons)
+    return out
+

@@ -265,8 +265,8 @@ def newest_fingerprint(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return keep, [r for r in rows if id(r) not in kept]
 
 
-def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool = False
-                    ) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
+def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool = False,
+                    stale: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[dict], list[CorruptRow]]:
     """:func:`load_frame`, also returning the (current) result rows themselves (for their curves).
     Superseded rows (:func:`current_rows`) are left out; their number is ``frame.attrs["superseded"]``.
     So are a cell's finished rows of older fingerprints (:func:`newest_fingerprint`): their number is
@@ -275,7 +275,10 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     current: ``spec`` (a :class:`~harness.experiments.spec.Spec`) when given, else the folder's record of
     the spec as last run (``spec.json``, :func:`harness.rows.record_spec`); their runs without a row
     appear as ``unfinished``. ``frame.attrs["current_from"]`` says which decided.
-    ``frame.attrs["experiments"]``: the experiment names every row (superseded or not) records."""
+    ``frame.attrs["experiments"]``: the experiment names every row (superseded or not) records.
+    ``stale``: run id → what changed, for the done rows the current code would build otherwise (the
+    commands ask :func:`harness.launch.plan.stale_runs`; results never build configs): a ``stale`` column
+    and ``frame.attrs["stale"]``, the number of kept rows that are stale (None: not asked)."""
     results_dir = Path(results_dir)
     rows, corrupt = read_rows(results_dir, warn=False)
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
@@ -298,4 +301,8 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     frame.attrs["left_out"] = counts
     frame.attrs["all_fingerprints"] = all_fingerprints
     frame.attrs["experiments"] = experiments
+    frame.attrs["stale"] = None
+    if stale is not None and not frame.empty:
+        frame["stale"] = frame["run_id"].map(lambda run_id: stale.get(run_id))
+        frame.attrs["stale"] = int(frame["stale"].notna().sum())
     return frame, rows, corrupt

@@ -41,7 +41,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -706,6 +706,10 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     elif frame.attrs.get("superseded"):
         text += (f" {frame.attrs['superseded']} row(s) of runs not in {frame.attrs.get('current_from', 'the spec')} "
                  "left out (superseded: the spec was edited since they ran; a cell counts its current runs only).")
+    if frame.attrs.get("stale"):
+        text += (f" {frame.attrs['stale']} of the rows are stale: other code, config or versions than this "
+                 "checkout's made them (`harness status` says what changed; `harness run --rerun-stale` redoes "
+                 "them).")
     if frame.attrs.get("current_guessed"):
         text += (" Which runs are current was taken from the rows' dates (the latest of each cell and seed): the "
                  "folder records no spec (`harness run` writes results/<experiment>/spec.json); pass --spec SPEC.")
@@ -766,17 +770,19 @@ def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: 
 
 
 def build_all(results_dir: str | Path, metric: str | None = None, *, spec=None, out: str | Path | None = None,
-              formats: Iterable[str] = FORMATS, plots: bool = True, all_fingerprints: bool = False) -> dict[str, Path]:
+              formats: Iterable[str] = FORMATS, plots: bool = True, all_fingerprints: bool = False,
+              stale: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Tables (every format) and plots of experiment folder ``results_dir``; what ``make tables`` runs.
 
     Writes ``<results_dir>/tables/`` (or ``<out>/tables``) and ``<results_dir>/plots/``; returns
     ``{"tables/<file>": path, "plots/<file>": path, ...}``. Raises :class:`TablesError` when the folder
     does not exist, has no runs, or ``metric`` is unknown. ``all_fingerprints``: keep every cell's rows of
-    older fingerprints too (:func:`~harness.results.frame.newest_fingerprint`), marked."""
+    older fingerprints too (:func:`~harness.results.frame.newest_fingerprint`), marked. ``stale``: run id →
+    what changed, for the rows the current code would build otherwise (counted in the summary line)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise TablesError(f"{results_dir} is not a folder; give results/<experiment> (run `harness run SPEC` first)")
-    frame, rows, corrupt = load_experiment(results_dir, spec, all_fingerprints)
+    frame, rows, corrupt = load_experiment(results_dir, spec, all_fingerprints, stale)
     if frame.empty:
         raise TablesError(f"no result rows in {results_dir / 'runs'} and no submitted runs; "
                           "run `harness run SPEC` first")
