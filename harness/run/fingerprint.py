@@ -9,10 +9,14 @@ backbone start). The fingerprint covers the rest, as :func:`recorded` takes it i
   (the data root, written ``<data>``: its content is covered by the dataset's entry in the spec and the
   generator version), the predictions file, the seed (in the run's id), and what the process set-up
   decides (launcher, resume, distributed wrapper and backend);
-* ``harness_tree`` / ``harness_changes``: the committed code under ``harness/`` (git's tree id of
-  ``HEAD:harness``, so a commit that changes only docs or tests changes nothing) and a hash of its
-  uncommitted changes (tracked diff and untracked files under ``harness/``; None when clean); outside
-  a git checkout, a hash of every file under ``harness/``; ``harness_version``;
+* ``harness_tree``: the code under ``harness/`` as it is on disk, git's tree id of its Python files
+  computed without git (:func:`harness_tree`): ``HEAD:harness`` for a clean checkout, so a commit that
+  changes only docs or tests changes nothing, while uncommitted changes (untracked files included) change
+  it. The same files give the same id on every machine, whether git answers there or not (git refuses a
+  checkout another user owns unless told it is safe, which :func:`_git` does for this checkout alone), so
+  teammates' rows of the same code compare equal; git only names the commits in the words of a
+  difference. ``harness_changes`` stays None (rows written before recorded a hash of uncommitted changes
+  there; kept so that a clean checkout's rows keep their digest); ``harness_version``;
 * ``loss_modules``: the sha256 of every external loss module's file as it was imported, for a run of a
   loss they register (a run of one of the harness's own losses takes nothing from them: editing your
   loss module leaves the baselines done; what a module does beyond registering losses is not tracked);
@@ -57,40 +61,66 @@ def _sha(data: bytes | str, n: int = 16) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:n]
 
 
-def _git(*args: str) -> bytes | None:
+def _git(*args: str, root: Path | None = None) -> bytes | None:
+    """``git ARGS`` in checkout ``root`` (default :data:`ROOT`; read-only questions), its output; None when
+    git cannot answer. ``safe.directory`` names this checkout alone: git refuses a checkout another user owns ("detected
+    dubious ownership"), e.g. a teammate's, which would make the same code look changed between them;
+    ``--no-optional-locks``: ``git status`` never writes the index of someone else's checkout."""
+    root = Path(root or ROOT)
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, timeout=20, check=True).stdout
+        return subprocess.run(["git", "-c", f"safe.directory={root}", "--no-optional-locks", *args], cwd=root,
+                              capture_output=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def _code_state() -> dict:
-    """The harness code of this checkout now: commit, tree and uncommitted changes under harness/,
-    versions (see the module docstring)."""
+def _git_object(kind: bytes, data: bytes) -> bytes:
+    return hashlib.sha1(kind + b" %d\0" % len(data) + data).digest()
+
+
+def harness_tree(folder: Path) -> str | None:
+    """git's tree id of the Python files under ``folder`` as they are on disk (``__pycache__`` left out),
+    computed here without git: for a clean checkout it is ``git rev-parse HEAD:harness``; with uncommitted
+    changes (untracked files included) it is the tree their commit would have. The same content gives the
+    same id on every machine, whether git works there or not. None when there is no Python file."""
+    entries = []
+    try:
+        children = sorted(Path(folder).iterdir())
+    except OSError:
+        return None
+    for child in children:
+        name = child.name.encode()
+        if child.is_symlink():
+            if child.suffix == ".py":
+                entries.append((b"120000", name, _git_object(b"blob", str(child.readlink()).encode()), False))
+        elif child.is_dir():
+            sub = harness_tree(child) if child.name != "__pycache__" else None
+            if sub is not None:
+                entries.append((b"40000", name, bytes.fromhex(sub), True))
+        elif child.suffix == ".py" and child.is_file():
+            mode = b"100755" if child.stat().st_mode & 0o100 else b"100644"
+            entries.append((mode, name, _git_object(b"blob", child.read_bytes()), False))
+    if not entries:
+        return None
+    entries.sort(key=lambda e: e[1] + (b"/" if e[3] else b""))  # git's order: a folder sorts as "name/"
+    return _git_object(b"tree", b"".join(mode + b" " + name + b"\0" + sha for mode, name, sha, _ in entries)).hex()
+
+
+def _code_state(root: Path | None = None) -> dict:
+    """The harness code of checkout ``root`` (default :data:`ROOT`) now: the tree of its files under
+    harness/, the commit and dirty flag when git answers, versions (see the module docstring)."""
     from harness import __version__
 
+    root = Path(root or ROOT)
+    # harness_changes: rows before the tree covered uncommitted changes recorded a hash of them here; kept
+    # (None), so that a row of a clean checkout keeps its digest
     out: dict[str, Any] = {"harness_version": __version__, "git_commit": None, "git_dirty": None,
-                           "harness_tree": None, "harness_changes": None}
-    commit = _git("rev-parse", "HEAD")
-    tree = _git("rev-parse", "HEAD:harness") if commit else None
-    if commit and tree:
-        out["git_commit"], out["harness_tree"] = commit.decode().strip(), tree.decode().strip()
-        status = _git("status", "--porcelain", "--untracked-files=no")
+                           "harness_tree": harness_tree(root / "harness"), "harness_changes": None}
+    commit = _git("rev-parse", "HEAD", root=root)
+    if commit:
+        out["git_commit"] = commit.decode().strip()
+        status = _git("status", "--porcelain", "--untracked-files=no", root=root)
         out["git_dirty"] = bool(status.strip()) if status is not None else None
-        diff = _git("diff", "--binary", "HEAD", "--", "harness") or b""
-        untracked = [n for n in (_git("ls-files", "--others", "--exclude-standard", "-z", "--", "harness") or b"")
-                     .decode().split("\0") if n]
-        if diff or untracked:
-            h = hashlib.sha256(diff)
-            for name in sorted(untracked):
-                path = ROOT / name
-                h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
-            out["harness_changes"] = h.hexdigest()[:16]
-    else:  # not a git checkout (an installed copy): the files themselves
-        h = hashlib.sha256()
-        for path in sorted((ROOT / "harness").rglob("*.py")):
-            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
-        out["harness_tree"] = "files:" + h.hexdigest()[:16]
     versions = {}
     for pkg in PROVENANCE_PACKAGES:
         try:
@@ -301,11 +331,7 @@ def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]
     r, c = recorded_fp["components"], current_fp["components"]
     out = []
     if (r.get("harness_tree"), r.get("harness_changes")) != (c.get("harness_tree"), c.get("harness_changes")):
-        a, b = recorded_fp.get("git_commit"), current_fp.get("git_commit")
-        if a != b:
-            out.append(f"harness code changed (commit {(a or '?')[:10]} -> {(b or '?')[:10]})")
-        else:
-            out.append("harness code changed (uncommitted changes under harness/)")
+        out.append(_code_changed(recorded_fp.get("git_commit"), current_fp.get("git_commit")))
     if r.get("harness_version") != c.get("harness_version"):
         out.append(f"harness {r.get('harness_version')} -> {c.get('harness_version')}")
     rv, cv = r.get("versions") or {}, c.get("versions") or {}
@@ -319,6 +345,15 @@ def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]
     if c.get("config") is not None and r.get("config") != c.get("config"):
         out.append("config changed" if r.get("config") else "no config recorded (the run failed before building it)")
     return out
+
+
+def _code_changed(a: str | None, b: str | None) -> str:
+    """The files under harness/ differ between commit ``a`` and ``b`` (None: git did not answer there)."""
+    if a and b:
+        return (f"harness code changed (commit {a[:10]} -> {b[:10]})" if a != b else
+                "harness code changed (uncommitted changes under harness/)")
+    where = "on either side" if not a and not b else "where the row was made" if not a else "here"
+    return f"harness code changed (the files under harness/ differ; git unavailable {where}, no commit to name)"
 
 
 def _files_changed(recorded_shas: Mapping | None, current_shas: Mapping | None, what: str) -> list[str]:
