@@ -37,6 +37,12 @@ is built (data and loss modules as the job would use them), once per cell and da
 and cached on disk by everything it depends on (``work/fingerprints.json``), so ``harness status`` over
 a hundred runs builds a few dozen configs the first time and none after. :func:`stale_reasons` says in
 words what differs.
+
+A run preempted and resumed is trained by several starts, each a process that took its own fingerprint:
+the row's is its last start's, with under ``resumed_from`` those of the earlier starts that differ
+(:func:`with_starts`; :mod:`harness.run.job` records each start). Such a row is stale whatever the current
+code ("resumed under other code: harness code changed (commit a -> b) between its starts"), and its
+``digest`` is none of its starts', so that no table counts it among the rows of one fingerprint.
 """
 
 from __future__ import annotations
@@ -234,6 +240,25 @@ def recorded(run: RunSpec, config: str | None = None) -> dict:
     return _assemble(run, LOADED, _loss_modules(run, loaded=True), config)
 
 
+def with_starts(final: Mapping, starts: list) -> dict:
+    """A row's fingerprint: ``final`` (:func:`recorded` by the process that writes the row), with under
+    ``resumed_from`` the fingerprints of the run's earlier starts whose training the row continues
+    (``starts``: each start's fingerprint, None for a start that left no record) where they differ from
+    it, once each, in order. Such a row's ``digest`` hashes all its fingerprints (the components stay the
+    last start's), so that no table counts it among rows one fingerprint made."""
+    out = dict(final, resumed_from=[])
+    seen = {final["digest"]}
+    for fp in starts:
+        entry = ({k: fp.get(k) for k in ("digest", "components", "git_commit")} if isinstance(fp, Mapping) else
+                 {"digest": None, "components": None, "git_commit": None})
+        if entry["digest"] not in seen:
+            seen.add(entry["digest"])
+            out["resumed_from"].append(entry)
+    if out["resumed_from"]:
+        out["digest"] = _sha(json.dumps([e["digest"] for e in out["resumed_from"]] + [final["digest"]]))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # The current fingerprint of a run, without training
 
@@ -325,13 +350,29 @@ def _write_cache(path: Path, key: str, digest: str) -> None:
 
 def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]:
     """What differs between a row's fingerprint and the current one, in words; [] when nothing does.
-    A config that could not be built now (``config_error``) is not compared."""
+    A row trained under more than one fingerprint (resumed after the code changed, its ``resumed_from``)
+    is stale whatever the current code: first, what changed between its starts. A config that could not
+    be built now (``config_error``) is not compared."""
     if not isinstance(recorded_fp, Mapping) or not isinstance(recorded_fp.get("components"), Mapping):
         return ["no fingerprint recorded"]
+    out = []
+    for earlier in recorded_fp.get("resumed_from") or []:
+        if not isinstance(earlier, Mapping) or not isinstance(earlier.get("components"), Mapping):
+            out.append("resumed from a checkpoint whose code was not recorded (its first start left no record)")
+            continue
+        what = _differences(earlier, recorded_fp, ("at its earlier start", "at its later start"))
+        out.append(f"resumed under other code: {'; '.join(what) or 'fingerprint ' + str(earlier.get('digest'))} "
+                   f"between its starts")
+    return out + _differences(recorded_fp, current_fp, ("where the row was made", "here"))
+
+
+def _differences(recorded_fp: Mapping, current_fp: Mapping, sides: tuple[str, str]) -> list[str]:
+    """What differs from fingerprint ``recorded_fp`` to ``current_fp``, in words (``sides``: where each
+    was taken, for the words of git not answering on one side)."""
     r, c = recorded_fp["components"], current_fp["components"]
     out = []
     if (r.get("harness_tree"), r.get("harness_changes")) != (c.get("harness_tree"), c.get("harness_changes")):
-        out.append(_code_changed(recorded_fp.get("git_commit"), current_fp.get("git_commit")))
+        out.append(_code_changed(recorded_fp.get("git_commit"), current_fp.get("git_commit"), sides))
     if r.get("harness_version") != c.get("harness_version"):
         out.append(f"harness {r.get('harness_version')} -> {c.get('harness_version')}")
     rv, cv = r.get("versions") or {}, c.get("versions") or {}
@@ -347,12 +388,12 @@ def stale_reasons(recorded_fp: Mapping | None, current_fp: Mapping) -> list[str]
     return out
 
 
-def _code_changed(a: str | None, b: str | None) -> str:
+def _code_changed(a: str | None, b: str | None, sides: tuple[str, str]) -> str:
     """The files under harness/ differ between commit ``a`` and ``b`` (None: git did not answer there)."""
     if a and b:
         return (f"harness code changed (commit {a[:10]} -> {b[:10]})" if a != b else
                 "harness code changed (uncommitted changes under harness/)")
-    where = "on either side" if not a and not b else "where the row was made" if not a else "here"
+    where = "on either side" if not a and not b else sides[0] if not a else sides[1]
     return f"harness code changed (the files under harness/ differ; git unavailable {where}, no commit to name)"
 
 

@@ -99,6 +99,21 @@ class Interrupted(BaseException):
     checkpoint saved, so that the next start resumes from it. A BaseException: not the run's failure."""
 
 
+class TrainingStartHook(Hook):
+    """Tell ``listeners`` (callables of ``epoch, iteration``) where training begins, once the checkpoint
+    it resumes from (if any) is loaded: 0, 0 from scratch. Added by :func:`harness.run.train.train_and_evaluate`
+    as an object (not through the config: a run's config does not depend on who listens)."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, listeners):
+        self.listeners = list(listeners)
+
+    def before_train(self, runner) -> None:
+        for listener in self.listeners:
+            listener(runner.epoch, runner.iter)
+
+
 @HOOKS.register_module(force=True)
 class InterruptAfterEpochHook(Hook):
     """Stop every process after ``epoch`` epochs, once the epoch's checkpoint is saved (the rehearsal's

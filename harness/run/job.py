@@ -21,7 +21,14 @@ folder; heavy modules (torch, mmdet) are imported inside ``__call__``. A call:
    ``attempt`` (``provenance.attempt``), so whoever submitted it tells its own outcome from an older row
    (:func:`attempt_outcome`), and the run's fingerprint (the code, config, loss modules and versions it
    ran: :mod:`harness.run.fingerprint`, whose code part is taken when this module is imported, i.e. when
-   the job's code is loaded).
+   the job's code is loaded). A run is trained by one start or, preempted and resumed, by several, each
+   a process that may have loaded other code (a requeued job importing a checkout after ``git pull``):
+   rank 0 records each start's fingerprint when it begins training (``work/<run_id>/starts.json``,
+   :func:`record_start`), and the row names every start that trained it (``provenance.starts``,
+   ``provenance.resumes``) and, under ``fingerprint.resumed_from``, the fingerprints of the earlier ones
+   that differ from the last's: such a row is stale (:func:`harness.run.fingerprint.stale_reasons`). A
+   resumed run is never restarted for it; ``--rerun-stale`` redoes it, and a restart deletes the record
+   with the checkpoints.
 
 ``rerun_stale`` (``harness run --rerun-stale``) makes rank 0 restart, as ``force`` does, a run whose
 ``done`` row's fingerprint differs from what this code builds for it.
@@ -52,7 +59,7 @@ import submitit
 from harness.experiments.spec import RunSpec
 from harness.files import FILE_MODE, write_json_atomic
 from harness.rows import row_path, write_row
-from harness.run.fingerprint import loaded_code, recorded  # imported with the job: the code's state as loaded
+from harness.run.fingerprint import loaded_code, recorded, with_starts  # imported with the job: the code as loaded
 
 
 def work_dir(results_dir: str | Path, run_id: str) -> Path:
@@ -227,6 +234,41 @@ def attempt_outcome(results_dir: str | Path, run_id: str, attempt: str) -> tuple
     return None
 
 
+# ------------------------------------------------------------------------------------------------
+# The starts that trained a run: each start records its fingerprint, the row names them all
+
+STARTS_FILE = "starts.json"  # in the work folder: {"run_id", "starts": [...]}, rewritten atomically by rank 0
+
+
+def read_starts(folder: Path) -> list[dict]:
+    """The starts whose training the run's latest checkpoint holds, oldest first ([] when none)."""
+    try:
+        data = json.loads((Path(folder) / STARTS_FILE).read_text())
+        starts = data.get("starts") if isinstance(data, dict) else None
+        return [s for s in starts if isinstance(s, dict)] if isinstance(starts, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def record_start(folder: Path, spec: RunSpec, attempt: str | None, epoch: int, iteration: int,
+                 config: str | None) -> None:
+    """Record, when rank 0 begins training at ``iteration`` (0: from scratch; else resuming from the
+    checkpoint of that iteration), this start's fingerprint: the code it loaded, its config. The starts
+    that began at or after that iteration go: their training is not in the checkpoint resumed from (a
+    start from scratch leaves itself alone). A resumed checkpoint that no recorded start made (a start
+    that left no record, e.g. by a harness from before this record, or a lost file) is recorded as a
+    start of unknown fingerprint, so that the row never passes for one fingerprint's."""
+    kept = [s for s in read_starts(folder) if int(s.get("from_iteration") or 0) < iteration]
+    if iteration > 0 and (not kept or int(kept[0].get("from_iteration") or 0) > 0):
+        kept.insert(0, {"fingerprint": None, "from_epoch": 0, "from_iteration": 0,
+                        "note": "trained the checkpoint resumed from, and left no record"})
+    kept.append({"fingerprint": recorded(spec, config), "attempt": attempt, "job_id": _job_id(),
+                 "restarts": _restarts(), "host": socket.gethostname(), "pid": os.getpid(),
+                 "from_epoch": int(epoch), "from_iteration": int(iteration),
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json_atomic(Path(folder) / STARTS_FILE, {"run_id": spec.run_id, "starts": kept})
+
+
 def row_identity(spec: RunSpec) -> dict:
     """The part of a run's row that says which run it is: what determines its result, its id, its experiment."""
     return {**spec.identity, "run_id": spec.run_id, "experiment": spec.experiment}
@@ -330,7 +372,7 @@ class RunJob(submitit.helpers.Checkpointable):
         return "; ".join(staleness(row, self.results_dir, spec)[0])
 
     def _execute(self, spec: RunSpec, folder: Path) -> dict:
-        from harness.run.train import RunFailed, train_and_evaluate
+        from harness.run.train import RunFailed, on_training_start, train_and_evaluate
 
         started = time.time()
         restarts = _restarts()
@@ -338,7 +380,9 @@ class RunJob(submitit.helpers.Checkpointable):
                     started_at=started, restarts=restarts)
         row: dict[str, Any] = row_identity(spec)
         try:
-            result = train_and_evaluate(spec, folder)
+            with on_training_start(lambda epoch, iteration, config: record_start(
+                    folder, spec, self.attempt, epoch, iteration, config)):
+                result = train_and_evaluate(spec, folder)
             row.update(status="done", reason=None, metrics=result.metrics, curve=result.curve,
                        per_class=result.per_class)
             if result.val_curve is not None:  # schedule.val_every
@@ -359,8 +403,11 @@ class RunJob(submitit.helpers.Checkpointable):
                            traceback=tail)
                 info = {}
         finishing = time.time()
-        # The code and loss modules this process loaded, and the config it trained (None: failed before)
-        row["fingerprint"] = recorded(spec, info.pop("config_digest", None))
+        # The code and loss modules this process loaded, and the config it trained (None: failed before),
+        # with those of the earlier starts it resumed from when they differ
+        starts = read_starts(folder)
+        row["fingerprint"] = with_starts(recorded(spec, info.pop("config_digest", None)),
+                                         [s.get("fingerprint") for s in starts])
         row["provenance"] = {
             **provenance(),
             **info,
@@ -368,7 +415,10 @@ class RunJob(submitit.helpers.Checkpointable):
             "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
-            "restarts": restarts,
+            "restarts": restarts,  # SLURM_RESTART_COUNT: how often SLURM requeued the job that wrote the row
+            "resumes": max(0, len(starts) - 1),  # the starts after the first that trained this row
+            "starts": [{k: v for k, v in s.items() if k != "fingerprint"}
+                       | {"digest": (s.get("fingerprint") or {}).get("digest")} for s in starts],
             "wall_time_s": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

@@ -8,7 +8,9 @@ the run's data, schedule, seed and work folder (nothing else), then:
   imported here fails before training, the reason in its row);
 
 * trains, saving a checkpoint every ``schedule.checkpoint_every`` epochs (and at the end) and resuming
-  from the latest checkpoint in the work folder when one exists (a requeued job continues there);
+  from the latest checkpoint in the work folder when one exists (a requeued job continues there), and
+  tells whoever listens (:func:`on_training_start`: the job, which records each start's fingerprint)
+  where training begins;
 * stops the run as ``failed`` with the reason on a NaN or Inf loss (:class:`NonFiniteLossHook`);
 * keeps the training-loss curve (``curve.json`` in the work folder, kept across resumes);
 * with ``schedule.val_every`` k, validates on the validation split every k epochs (and after the last)
@@ -25,6 +27,7 @@ Every task trains and evaluates; the caller writes the row from rank 0 only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -34,7 +37,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.experiments.spec import RunSpec, import_loss_modules
 
@@ -253,6 +256,22 @@ def build_config(run: RunSpec, folder: Path, paths, runtime: bool = True) -> Any
     return cfg
 
 
+_START_LISTENERS: list[Callable[[int, int, str], None]] = []  # see on_training_start
+
+
+@contextlib.contextmanager
+def on_training_start(listener: Callable[[int, int, str], None]):
+    """While in this context, :func:`train_and_evaluate` calls ``listener(epoch, iteration, config_digest)``
+    in this process when training begins, after the checkpoint it resumes from (if any) is loaded (0, 0:
+    from scratch) and before the first iteration: the job records each start of a run
+    (:mod:`harness.run.job`). A listener that raises fails the run, as an error in training would."""
+    _START_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _START_LISTENERS.remove(listener)
+
+
 # Config keys that are local to one run or to its process set-up and never change its result.
 RUN_LOCAL_KEYS = ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")
 # The evaluator's keys that name files the run writes in its work folder (not evaluation settings).
@@ -262,8 +281,9 @@ EVALUATOR_FILE_KEYS = ("outfile", "per_class_file")
 def config_digest(cfg, data_root: str | Path | None) -> str:
     """Hash (16 hex digits) of a run's mmengine config without what is local to the run and does not
     change its result (:data:`RUN_LOCAL_KEYS`, the distributed backend, the predictions file, the seed,
-    which is in the run's id, the files the evaluator writes, and the data's location, written ``<data>``): the ``config`` of the run's
-    fingerprint (:mod:`harness.run.fingerprint`)."""
+    which is in the run's id, the files the evaluator writes, the rehearsal's preemption hook, and the
+    data's location, written ``<data>``): the ``config`` of the run's fingerprint
+    (:mod:`harness.run.fingerprint`)."""
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     for key in RUN_LOCAL_KEYS:
         d.pop(key, None)
@@ -274,6 +294,9 @@ def config_digest(cfg, data_root: str | Path | None) -> str:
             d["test_evaluator"].pop(key, None)
     if isinstance(d.get("randomness"), dict):
         d["randomness"].pop("seed", None)
+    if isinstance(d.get("custom_hooks"), list):  # a rehearsed preemption stops the run, it does not change it
+        d["custom_hooks"] = [h for h in d["custom_hooks"]
+                             if not (isinstance(h, dict) and h.get("type") == "InterruptAfterEpochHook")]
     text = json.dumps(d, sort_keys=True, default=repr)
     if data_root:
         text = text.replace(json.dumps(str(data_root))[1:-1], "<data>")
@@ -371,6 +394,11 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
                                            run.batch.run.accumulate)
     runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
     _timed(runner, "save_checkpoint", timing, "checkpoint_s")
+    if _START_LISTENERS:
+        from harness.run.hooks import TrainingStartHook
+
+        runner.register_hook(TrainingStartHook([lambda epoch, iteration, f=f: f(epoch, iteration, digest)
+                                                for f in _START_LISTENERS]))
     info["timing"] = timing
     timing["build_s"] = time.time() - started
 
