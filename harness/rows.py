@@ -181,6 +181,14 @@ def current_rows(rows: list[dict], run_ids=None) -> tuple[list[dict], list[dict]
     return [r for r in rows if id(r) in keep], [r for r in rows if id(r) not in keep]
 
 
+def now_iso() -> str:
+    """The time now as rows record it (``provenance.finished_at``): local time with its UTC offset,
+    ``2026-12-04T21:05:09+01:00``, so rows written on nodes in other time zones order correctly."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def finished_at(row: Mapping) -> float:
     """When a row's run finished, as seconds since the epoch, to order rows: ``provenance.finished_at`` is
     ISO 8601, with its UTC offset (rows from before offsets were recorded: the local time of the machine

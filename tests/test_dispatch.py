@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ def test_run_writes_rows_and_reruns_skip_done_cells(tmp_path):
         assert prov["effective_batch"] == 4 and prov["accumulate"] == 2 and prov["batch_per_process"] == 2
         assert prov["git_commit"] and prov["versions"]["mmdet"] == "3.3.0"
         assert prov["job_id"] and prov["wall_time_s"] > 0
+        # when it finished, with the UTC offset: rows of nodes in other time zones order by the instant
+        assert datetime.fromisoformat(prov["finished_at"]).utcoffset() is not None, prov["finished_at"]
     mtimes = {p: p.stat().st_mtime_ns for p in (results / "smoke" / "runs").glob("*.json")}
 
     proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results), "--dry-run")

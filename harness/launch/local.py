@@ -32,7 +32,7 @@ from harness.experiments.spec import RunSpec, Spec
 from harness.files import FILE_MODE
 from harness.launch.manifest import record_ended, record_submission
 from harness.launch.scheduler import pool_lock
-from harness.rows import write_row
+from harness.rows import now_iso, write_row
 from harness.run.job import RunJob, RunLock, attempt_outcome, freeze_imported, row_identity, work_dir
 
 POOL_ENV = "HARNESS_POOL_ID"  # the id a background pool takes (its parent waits for that pool's lock)
@@ -108,7 +108,7 @@ class _Handle:
             return "failed", f"{reason}; another process now holds the run"
         write_row(self.results_dir, {**row_identity(self.run), "status": "failed", "reason": reason, "metrics": {},
                                      "curve": [], "provenance": {"host": socket.gethostname(), "attempt": self.attempt,
-                                                                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}})
+                                                                 "finished_at": now_iso()}})
         return "failed", reason
 
 

@@ -58,7 +58,7 @@ import submitit
 
 from harness.experiments.spec import RunSpec
 from harness.files import FILE_MODE, write_json_atomic
-from harness.rows import row_path, write_row
+from harness.rows import now_iso, row_path, write_row
 from harness.run.fingerprint import loaded_code, recorded, with_starts  # imported with the job: the code as loaded
 
 
@@ -420,7 +420,7 @@ class RunJob(submitit.helpers.Checkpointable):
             "starts": [{k: v for k, v in s.items() if k != "fingerprint"}
                        | {"digest": (s.get("fingerprint") or {}).get("digest")} for s in starts],
             "wall_time_s": round(time.time() - started, 2),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "finished_at": now_iso(),
         }
         if isinstance(row["provenance"].get("timing"), dict):
             row["provenance"]["timing"]["finish_s"] = round(time.time() - finishing, 3)
