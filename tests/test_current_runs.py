@@ -209,4 +209,3 @@ def test_tables_count_the_rows_other_code_made_as_stale(tmp_path, capsys):
     assert set(runs["stale"]) == {"no fingerprint recorded"}
     assert main(["benchmark", str(spec.path), "--tables-only", "--results", str(tmp_path / "results")]) == 0
     assert "2 of the rows are stale" in capsys.readouterr().out
-
