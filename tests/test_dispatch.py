@@ -55,6 +55,10 @@ def test_run_writes_rows_and_reruns_skip_done_cells(tmp_path):
         assert prov["job_id"] and prov["wall_time_s"] > 0
         # when it finished, with the UTC offset: rows of nodes in other time zones order by the instant
         assert datetime.fromisoformat(prov["finished_at"]).utcoffset() is not None, prov["finished_at"]
+    # each run (both in this one debug process) logged into its own work folder, not the first run's
+    for row in rows:
+        logs = list((results / "smoke" / "work" / row["run_id"]).glob("*/vis_data/scalars.json"))
+        assert len(logs) == 1 and logs[0].read_text(), (row["run_id"], logs)
     mtimes = {p: p.stat().st_mtime_ns for p in (results / "smoke" / "runs").glob("*.json")}
 
     proc = run_cli("run", str(spec), "--executor", "debug", "--results", str(results), "--dry-run")

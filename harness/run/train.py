@@ -388,6 +388,9 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
         info["warning"] = f"{run.batch.line()}: another total batch or images a process than the recipe's"
     if cfg.launcher == "pytorch" and not torch.cuda.is_available():
         _init_cpu_process_group()
+    if cfg.get("visualizer"):  # mmengine keeps one visualizer per name in a process: a second run (debug
+        # executor, a rehearsal job) would log into the first run's folder under mmdet's "visualizer"
+        cfg.visualizer = {**cfg.visualizer, "name": f"visualizer-{run.run_id}-{os.getpid()}-{time.time_ns()}"}
     runner = Runner.from_cfg(cfg)
     epochs = cfg.train_cfg.max_epochs
     runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader),
