@@ -185,3 +185,22 @@ def test_editing_the_code_between_two_starts_of_a_run_makes_it_stale_in_harness_
     assert status.stdout.startswith("done") and "1 done" in status.stdout, status.stdout
     assert json.loads((work_dir(results / "tiny", row["run_id"]) / STARTS_FILE).read_text())["starts"][0][
         "attempt"] == row["provenance"]["attempt"]
+
+
+def test_rerun_stale_starts_an_interrupted_run_over_when_other_code_trained_its_checkpoint(tmp_path, monkeypatch):
+    """A run interrupted under one code and started again with --rerun-stale under another is not resumed
+    (its row would be stale at once) but started over; under the same code it resumes."""
+    (run,) = load_spec(spec_file(tmp_path)).runs()
+    results = tmp_path / "results" / "tiny"
+    interrupted_after_epoch_1(RunJob(run, results, attempt="a1"), monkeypatch)
+    row = None
+    with monkeypatch.context() as m:
+        m.setattr(fpm, "LOADED", other_code("c" * 40))
+        row = call(RunJob(run, results, attempt="a2", rerun_stale=True))
+        assert row["status"] == "done" and row["provenance"]["resumes"] == 0
+        assert [s["attempt"] for s in row["provenance"]["starts"]] == ["a2"]
+        assert fpm.staleness(row, results, run)[0] == []
+    # the same code: --rerun-stale resumes what it trained
+    interrupted_after_epoch_1(RunJob(run, results, force=True, attempt="a3"), monkeypatch)
+    row = call(RunJob(run, results, attempt="a4", rerun_stale=True))
+    assert row["provenance"]["resumes"] == 1 and [s["attempt"] for s in row["provenance"]["starts"]] == ["a3", "a4"]

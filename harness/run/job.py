@@ -359,17 +359,31 @@ class RunJob(submitit.helpers.Checkpointable):
             lock.release()
 
     def _stale(self, spec: RunSpec, existing: Path) -> str:
-        """What changed since the run's ``done`` row was made ("" when it is current, or not done): the
-        same comparison as ``harness status`` and the plan (:func:`harness.run.fingerprint.staleness`)."""
+        """What changed since the run's ``done`` row was made, or, for a run without one, since the starts
+        that trained its latest checkpoint ("" when current, or nothing to resume): the same comparison as
+        ``harness status`` and the plan (:func:`harness.run.fingerprint.staleness`). So ``--rerun-stale``
+        does not resume an interrupted run from a checkpoint other code trained (its row would be stale)."""
         from harness.run.fingerprint import staleness
 
         try:
             row = json.loads(existing.read_text())
         except (OSError, ValueError):
+            row = None
+        if isinstance(row, dict) and row.get("status") == "done":
+            return "; ".join(staleness(row, self.results_dir, spec)[0])
+        folder = work_dir(self.results_dir, spec.run_id)
+        if not (folder / "last_checkpoint").exists():
             return ""
-        if not isinstance(row, dict) or row.get("status") != "done":
-            return ""
-        return "; ".join(staleness(row, self.results_dir, spec)[0])
+        starts = read_starts(folder)
+        if not starts:
+            return "its checkpoint records no code it was trained by"
+        for start in starts:
+            fingerprint = start.get("fingerprint")
+            reasons = (staleness({"fingerprint": fingerprint}, self.results_dir, spec)[0]
+                       if isinstance(fingerprint, dict) else ["a start without a fingerprint"])
+            if reasons:
+                return f"its checkpoint was trained by other code ({'; '.join(reasons)})"
+        return ""
 
     def _execute(self, spec: RunSpec, folder: Path) -> dict:
         from harness.run.train import RunFailed, on_training_start, train_and_evaluate
