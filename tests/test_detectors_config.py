@@ -40,8 +40,8 @@ BASELINE_CHANGES = {"train_dataloader.batch_size", "recipe", "custom_hooks", "cu
 PAPER = {
     ("faster_rcnn", "ce"): (0.02, 16, 12), ("faster_rcnn", "rs"): (0.012, 16, 12),
     ("cascade_rcnn", "ce"): (0.02, 16, 12), ("cascade_rcnn", "rs"): (0.012, 16, 12),
-    ("atss", "focal"): (0.01, 16, 12), ("atss", "rs"): (0.008, 16, 12),
-    ("paa", "focal"): (0.01, 16, 12), ("paa", "rs"): (0.008, 16, 12),
+    ("atss", "focal"): (0.01, 16, 12), ("atss", "rs"): (0.008, 16, 12), ("atss", "ap"): (0.008, 16, 12),
+    ("paa", "focal"): (0.01, 16, 12), ("paa", "rs"): (0.008, 16, 12), ("paa", "ap"): (0.008, 16, 12),
     ("mask_rcnn", "ce"): (0.02, 16, 12), ("mask_rcnn", "rs"): (0.012, 16, 12),
     ("yolact", "ce"): (0.008, 64, 55), ("yolact", "rs"): (0.006, 32, 55),
     ("solov2", "focal"): (0.01, 16, 36), ("solov2", "rs"): (0.012, 32, 36),
@@ -181,7 +181,9 @@ def test_rank_cells_apply_the_published_changes():
     yolact = build_cell_config("yolact", "rs", profile="paper").model
     assert yolact.bbox_head.use_ohem is False and yolact.mask_head.with_seg_branch is False
     assert build_cell_config("yolact", "ce", profile="paper").model.bbox_head.use_ohem is True  # CE keeps OHEM
-    ap = build_cell_config("atss", "ap", profile="paper").model.bbox_head
+    ap = build_cell_config("atss", "ap", profile="paper").model.bbox_head  # the Bucketed release's recipe
+    assert ap.loss_bbox.type == "GIoULoss" and ap.reg_decoded_bbox is True and ap.loss_cls.loc_weights == {"bbox": 2.0}
+    ap = build_cell_config("faster_rcnn", "ap", profile="paper").model.roi_head.bbox_head  # no published recipe
     assert ap.loss_bbox.type == "SmoothL1Loss" and ap.reg_decoded_bbox is False and ap.loss_cls.loc_weights == {"bbox": 1.0}
     focal_rcnn = build_cell_config("faster_rcnn", "focal", profile="paper").model
     assert focal_rcnn.roi_head.bbox_head.loss_cls == {"type": "SigmoidClassesLoss", "loss": focal_rcnn.rpn_head.loss_cls}

@@ -115,6 +115,55 @@ def test_fixed_balancing_and_head_weight():
     assert set(out.as_dict("loss_rpn_")) == {"loss_rpn_cls", "loss_rpn_bbox", "rpn_ap", "rpn_w_bbox"}
 
 
+def test_fixed_balancing_can_weight_by_score_and_pass_the_losses_options():
+    """The Bucketed release's AP Loss ATSS / PAA recipes: each positive's GIoU weighted by its max sigmoid score
+    (detached), normalised by the weights' sum, x a fixed weight, no self-balancing; δ reaches the AP loss."""
+    from harness.losses import ap_loss
+
+    logits, labels, weights, pos, iou, values = _batch()
+    module = HarnessLoss(loss="ap", loc_weights={"bbox": 2.0}, score_weighted=True, options={"delta": 0.5})
+    targets = module.targets(labels, weights, 4)
+    out = module.head_losses(logits, targets, LocTerm(values, pos))
+    scores = logits.detach().sigmoid().max(1).values[pos]
+    assert float(out.terms["bbox"]) == pytest.approx(2.0 * float((values * scores).sum() / scores.sum()))
+    assert float(out.terms["cls"]) == pytest.approx(float(ap_loss(logits, targets, delta=0.5)))
+    assert float(out.terms["cls"]) != pytest.approx(float(ap_loss(logits, targets, delta=1.0)))
+    assert float(out.logs["w_bbox"]) == 2.0  # fixed: no balancing against the classification value
+    out.terms["bbox"].backward()
+    assert torch.allclose(values.grad, 2.0 * scores / scores.sum())
+    plain = HarnessLoss(loss="ap", loc_weights={"bbox": 2.0}).head_losses(logits, targets, LocTerm(values, pos))
+    assert float(plain.terms["bbox"]) == pytest.approx(2.0 * float(values.mean()))  # other AP cells: plain mean
+
+
+def _yolact_mask_term(monkeypatch, cap, positives=150):
+    """RankYOLACTProtonet.mask_term on one image with ``positives`` positives (cropped masks stubbed)."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    proto = dense_heads.RankYOLACTProtonet(num_classes=2, in_channels=4, proto_channels=(4, None, 4, 3),
+                                           proto_kernel_sizes=(3, -2, 3, 1), num_protos=3, max_masks_to_train=cap)
+    preds = torch.rand(positives, 8, 8, requires_grad=True)
+    monkeypatch.setattr(proto, "forward", lambda x, infos: ([preds], None))
+    monkeypatch.setattr(proto, "crop_mask_preds", lambda mask_preds, metas, infos: mask_preds)
+    sample = DetDataSample(metainfo={"img_shape": (8, 8), "pad_shape": (8, 8), "batch_input_shape": (8, 8)})
+    masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    masks[0, :4], masks[1, 4:] = 1, 1
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[0.0, 0, 8, 4], [0.0, 4, 8, 8]]), labels=torch.tensor([0, 1]),
+                                       masks=BitmapMasks(masks.numpy(), 8, 8))
+    info = InstanceData(pos_assigned_gt_inds=torch.arange(positives) % 2, rows=torch.arange(positives) * 3)
+    return proto.mask_term([torch.zeros(1, 4, 8, 8)], [sample], [info])
+
+
+def test_rank_yolact_masks_train_every_positive_unless_capped(monkeypatch):
+    """The RS release stores max_masks_to_train 100 but never applies it: None trains every positive's mask; a
+    number still draws at most that many per image (mmdet's behaviour)."""
+    every = _yolact_mask_term(monkeypatch, None)
+    assert every.values.shape == (150,) and every.rows.tolist() == [3 * i for i in range(150)]
+    capped = _yolact_mask_term(monkeypatch, 100)
+    assert capped.values.shape == (100,) and len(set(capped.rows.tolist())) == 100
+
+
 def test_no_positives_gives_zero_terms():
     logits = torch.randn(30, 3, requires_grad=True)
     labels = torch.full((30,), 3)

@@ -118,3 +118,119 @@ def test_the_embedded_default_trains_from_scratch():
     runs = load_spec(ROOT / "experiments" / "synthetic.yaml").runs()
     assert runs and {r.backbone_init for r in runs} == {"scratch"}
     assert {r.backbone_init for r in load_spec(ROOT / "experiments" / "coco_1x.yaml").runs()} == {"imagenet"}
+
+
+# The Bucketed Ranking Losses release's AP Loss recipes, copied by hand from official-recipes.md sections 10
+# and 11: (AP δ, box loss on decoded boxes, fixed box weight, config file).
+OFFICIAL_AP = {
+    "atss": (1.0, "GIoULoss", 2.0, "configs/bucketed_ranking_losses/ap_loss_atss_r50_fpn_1x_coco.py"),
+    "paa": (0.5, "GIoULoss", 1.0, "configs/bucketed_ranking_losses/ap_loss_paa_r50_fpn_1x_coco.py"),
+}
+
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+@pytest.mark.parametrize("detector", sorted(OFFICIAL_AP))
+def test_ap_on_atss_and_paa_runs_the_bucketed_releases_recipe(detector, profile):
+    delta, box, weight, file = OFFICIAL_AP[detector]
+    cfg = build_cell_config(detector, "ap", profile=profile)
+    head = cfg.model.bbox_head
+    assert head.loss_cls.loss == "ap" and head.loss_cls.options == {"delta": delta}
+    assert head.loss_bbox.type == box and head.reg_decoded_bbox is True
+    assert head.loss_cls.score_weighted is True and head.loss_cls.loc_weights == {"bbox": weight}
+    assert "sb_initial" not in head.loss_cls  # no self-balancing
+    assert file in cfg.recipe["source"]
+    if profile == "paper":  # the rest as the RS recipe of the detector (§10: same model, data, optimizer)
+        assert (cfg.optim_wrapper.optimizer.lr, cfg.recipe["total_batch"], cfg.train_cfg.max_epochs) == (0.008, 16, 12)
+        t = cfg.model.test_cfg
+        assert (t.nms_pre, t.score_thr, t.nms.iou_threshold, t.max_per_img) == (1000, 0.05, 0.6, 100)
+    # the other AP cells keep the loss's defaults: no options, plain means
+    other = build_cell_config("faster_rcnn", "ap", profile=profile).model.roi_head.bbox_head.loss_cls
+    assert "options" not in other and "score_weighted" not in other
+
+
+def test_the_published_ap_recipes_are_named_with_their_sources(capsys):
+    assert main(["cells", "--recipe", "atss", "ap"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ATSS x ap (paper profile, backbone_init imagenet): Bucketed Ranking Losses release "
+                          "(BucketedRankingBasedLosses @ 9ba3b0e) configs/bucketed_ranking_losses/ap_loss_atss_r50_fpn_1x_coco.py")
+    assert ("model.bbox_head.loss_cls.options = {'delta': 1.0}  [blisgard/BucketedRankingBasedLosses @ 9ba3b0e "
+            "(mmdet 2.25.3) rank_based_atss_head.py]") in out
+    assert "train_dataloader.num_workers = 4  [blisgard/BucketedRankingBasedLosses" in out
+    assert main(["cells", "--json"]) == 0
+    import json
+
+    rows = {(r["detector"], r["loss"]): r for r in json.loads(capsys.readouterr().out)}
+    assert not rows[("atss", "ap")]["defined_here"] and not rows[("paa", "ap")]["defined_here"]
+    assert rows[("faster_rcnn", "ap")]["defined_here"]
+
+
+def test_published_numbers_stand_beside_the_cells_that_run_their_recipes():
+    """A published AP / oLRP number stands beside a cell (paper_results.csv's ``beside``) exactly when the cell
+    runs a published recipe; the AP Loss re-runs on ATSS and PAA (38.3, 37.3) are now such cells."""
+    from harness.detectors.grid import PUBLISHED, describe_cell
+    from harness.results.paper import load_paper, paper_for_tables
+
+    paper = load_paper()
+    for r in paper[(paper["unit"] == "percent") & (paper["beside"] == 1)].itertuples():
+        assert not describe_cell(r.detector, r.loss).defined_here, (r.detector, r.loss, r.metric)
+    beside = paper_for_tables().set_index(["dataset", "detector", "loss", "metric"])["paper"]
+    assert {k: beside[("coco", *k, "bbox_AP")] for k in PUBLISHED} == {("atss", "ap"): 38.3, ("paa", "ap"): 37.3}
+
+
+AP_LOCALISATION = {"faster_rcnn": ["model.rpn_head", "model.roi_head.bbox_head"],
+                   "cascade_rcnn": ["model.rpn_head"] + [f"model.roi_head.bbox_head.{i}" for i in range(3)],
+                   "mask_rcnn": ["model.rpn_head", "model.roi_head.bbox_head"], "yolact": ["model.bbox_head"]}
+
+
+@pytest.mark.parametrize("detector", sorted(AP_LOCALISATION))
+def test_ap_cells_without_a_recipe_regress_deltas_as_the_anchor_based_ap_config(detector):
+    """aLRPLoss configs/alrp_loss/ap_loss_retinanet_r50_fpn_100e_coco500.py: Smooth L1 β 1.0 on DeltaXYWH
+    deltas with stds [0.1, 0.1, 0.2, 0.2], the stds of these heads at the paper profile (β 0.11 is the
+    FoveaBox AP config's)."""
+    from harness.detectors.grid import SMOOTH_L1_SOURCE
+
+    cfg = build_cell_config(detector, "ap", profile="paper").to_dict()
+    for head in AP_LOCALISATION[detector]:
+        assert get_path(cfg, f"{head}.loss_bbox") == {"type": "SmoothL1Loss", "beta": 1.0, "loss_weight": 1.0}
+        assert get_path(cfg, f"{head}.reg_decoded_bbox") is False
+        assert get_path(cfg, f"{head}.bbox_coder.target_stds") == [0.1, 0.1, 0.2, 0.2]
+    assert "ap_loss_retinanet_r50_fpn_100e_coco500.py" in SMOOTH_L1_SOURCE
+    from harness.detectors.grid import describe_cell
+
+    assert "Smooth L1 (β = 1) on encoded deltas" in describe_cell(detector, "ap").replaces
+
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+def test_rank_yolact_trains_every_positives_mask_and_the_baseline_keeps_mmdets_cap(profile):
+    for loss in ("ap", "alrp", "rs"):
+        assert build_cell_config("yolact", loss, profile=profile).model.mask_head.max_masks_to_train is None
+    assert build_cell_config("yolact", "ce", profile=profile).model.mask_head.max_masks_to_train == 100
+
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+def test_mask_rcnn_rank_cells_use_the_rs_releases_dice(profile):
+    """Squared terms in the denominator and eps 1e-5 (RankBasedFCNMaskHead), not mmdet's eps 1e-3."""
+    import torch
+    from mmdet.registry import MODELS
+
+    import harness.detectors.plugin  # noqa: F401
+
+    for loss in ("ap", "alrp", "rs"):
+        cfg = build_cell_config("mask_rcnn", loss, profile=profile).model.roi_head.mask_head.loss_mask
+        assert (cfg.type, cfg.naive_dice, cfg.eps) == ("DiceLoss", False, 1e-5)
+    dice = MODELS.build(cfg.to_dict())
+    logits = torch.tensor([[[-4.0, -4.0], [-4.0, 2.0]]])
+    target = torch.tensor([[[0.0, 0.0], [0.0, 1.0]]])
+    p = logits.sigmoid()
+    expected = 1 - 2 * (p * target).sum() / ((p * p).sum() + 1e-5 + (target * target).sum() + 1e-5)
+    assert float(dice(logits, target, reduction_override="none")[0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_centerness_is_dropped_for_the_releases_reason():
+    """RS ranks by IoU; AP and aLRP have binary targets: their cells drop the branch because the releases'
+    ranking-loss heads have none, not because anything sorts by IoU."""
+    for detector in ("atss", "paa"):
+        for loss in ("ap", "alrp", "rs"):
+            why = {c.path: c.why for c in cell_changes(detector, loss, profile="paper")}["model.bbox_head.loss_centerness"]
+            assert ("sorts by IoU" in why) == (loss == "rs")
+            assert loss == "rs" or "the ranking-loss releases' heads have none for any loss" in why

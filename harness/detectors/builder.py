@@ -29,11 +29,12 @@ from harness.detectors.grid import (
     PROFILES,
     Detector,
     Recipe,
+    SMOOTH_L1_BETA,
+    cell_loss,
     cell_recipe,
     fixed_weights,
     get_detector,
     head_family,
-    localisation_recipe,
 )
 from harness.detectors.recipes import (
     ABSENT,
@@ -62,6 +63,10 @@ RPN_TAU = 0.7  # positive IoU thresholds when an assigner names none: aLRP's E_l
 ROI_TAU = 0.5  # (R-CNN stages read theirs: Cascade's 0.5, 0.6, 0.7)
 RPN_HEAD_WEIGHT = 0.2  # RS R-CNN recipe: all three RPN terms x 0.2
 MASK_POSITIVES = 200  # RS Mask R-CNN recipe: at most 200 positives for the mask head
+# RS Mask R-CNN recipe (RankBasedFCNMaskHead): Dice with squared terms in the denominator (mmdet's DiceLoss with
+# naive_dice False: 1 - 2 sum(p t) / (sum(p^2) + eps + sum(t^2) + eps)) and eps 1e-5 (mmdet's default: 1e-3)
+MASK_DICE = {"type": "DiceLoss", "use_sigmoid": True, "activate": True, "naive_dice": False, "eps": 1e-5,
+             "loss_weight": 1.0}
 PLUGIN = "harness.detectors.plugin"
 DATASETS = ("coco", "lvis")  # the annotation format a cell is evaluated on (synthetic data is one of them)
 LVIS_MAX_PER_IMAGE = 300  # LVIS evaluation's detections per image (mmdet's LVIS configs)
@@ -303,11 +308,17 @@ _YOLACT_INIT = {"type": "Xavier", "distribution": "uniform", "bias": 0, "layer":
 def harness_loss_cfg(spec, det: Detector, *, primary: str, extras: tuple[str, ...] = (), head_weight: float = 1.0,
                      tau: float = ROI_TAU) -> dict:
     """The ``HarnessLoss`` config of a rank-family head: the loss by name, and only the options its spec's
-    balancing and loc-error use need."""
+    balancing and loc-error use need, and those the cell's published recipe sets
+    (:func:`~harness.detectors.grid.cell_loss`: the loss's options, score weighting, fixed weights)."""
     cfg: dict = {"type": "HarnessLoss", "loss": spec.name, "loss_weight": head_weight}
-    weights = fixed_weights(det)
+    recipe = cell_loss(det.name, spec)
+    weights = {**fixed_weights(det), **recipe.loc_weights}
     if spec.balancing == "fixed":
         cfg["loc_weights"] = {t: weights.get(t, 1.0) for t in (primary, *extras)}
+    if recipe.score_weighted and spec.balancing != "value":  # value balancing weights by scores already
+        cfg["score_weighted"] = True
+    if recipe.options:
+        cfg["options"] = dict(recipe.options)
     if spec.balancing == "self_balance":
         cfg["sb_initial"] = {primary: SB_INITIAL, **{t: weights.get(t, 1.0) for t in extras}}
     if spec.uses_loc_errors:
@@ -315,10 +326,26 @@ def harness_loss_cfg(spec, det: Detector, *, primary: str, extras: tuple[str, ..
     return cfg
 
 
-def _box_loss(spec) -> tuple[dict, bool]:
-    if localisation_recipe(spec) == "smooth_l1":
-        return {"type": "SmoothL1Loss", "beta": 0.11, "loss_weight": 1.0}, False
+def _box_loss(spec, det: Detector) -> tuple[dict, bool]:
+    """The box loss of a rank-family cell and whether it reads decoded boxes (grid.cell_loss: GIoU on decoded
+    boxes, or Smooth L1 with β = grid.SMOOTH_L1_BETA on encoded deltas, the AP cells without a published
+    recipe of their own, as the aLRP release's anchor-based AP Loss config)."""
+    if cell_loss(det.name, spec).localisation == "smooth_l1":
+        return {"type": "SmoothL1Loss", "beta": SMOOTH_L1_BETA, "loss_weight": 1.0}, False
     return {"type": "GIoULoss", "loss_weight": 1.0}, True
+
+
+# Why a rank-family ATSS / PAA head has no centerness / IoU-prediction branch, by the loss's target kind. The
+# releases' ranking-loss heads have none whatever the loss: RS's RankBasedATSSHead / RankBasedPAAHead for every
+# rank_loss_type (the Bucketed release's AP Loss ATSS / PAA configs use them), the aLRP release's RetinaNet heads.
+# With quality targets (RS) the loss's sorting by IoU does the branch's work; with binary ones (AP, aLRP)
+# nothing ranks by IoU, and the release's head is the whole reason.
+_NO_CENTERNESS_WHY = {
+    "quality": "no centerness / IoU-prediction branch: the ranking loss sorts by IoU",
+    "binary": "no centerness / IoU-prediction branch: the ranking-loss releases' heads have none for any loss "
+              "(RS's RankBasedATSSHead / RankBasedPAAHead for every rank_loss_type, which the Bucketed release's AP "
+              "Loss ATSS / PAA recipes use; aLRP's RetinaNet heads)",
+}
 
 
 def _tau(base: dict, train_path: str, default: float) -> float:
@@ -328,7 +355,7 @@ def _tau(base: dict, train_path: str, default: float) -> float:
 
 
 def _rank_rpn(ch: _Changes, base: dict, spec, det: Detector) -> None:
-    box, decoded = _box_loss(spec)
+    box, decoded = _box_loss(spec, det)
     tau = _tau(base, "model.train_cfg.rpn", RPN_TAU)
     ch.set("model.rpn_head.type", "RankRPNHead", "RPN head taking its loss from the harness registry")
     ch.set("model.rpn_head.loss_cls",
@@ -341,7 +368,7 @@ def _rank_rpn(ch: _Changes, base: dict, spec, det: Detector) -> None:
 
 
 def _rank_roi(ch: _Changes, base: dict, spec, det: Detector, extras: tuple[str, ...]) -> None:
-    box, decoded = _box_loss(spec)
+    box, decoded = _box_loss(spec, det)
     for head, train in zip(_bbox_head_paths(base), _rcnn_train_paths(base)):
         ch.set(f"{head}.type", "RankBBoxHead", "shared-2-fc box head with sigmoid classes, loss from the registry")
         ch.set(f"{head}.loss_cls", harness_loss_cfg(spec, det, primary="bbox", extras=extras,
@@ -358,7 +385,7 @@ def _rank_roi(ch: _Changes, base: dict, spec, det: Detector, extras: tuple[str, 
 
 
 def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
-    box, decoded = _box_loss(spec)
+    box, decoded = _box_loss(spec, det)
     name = det.name
     if name in ("faster_rcnn", "cascade_rcnn", "mask_rcnn"):
         _rank_rpn(ch, base, spec, det)
@@ -367,16 +394,16 @@ def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
         if name == "mask_rcnn":
             ch.set("model.roi_head.type", "RankRoIHead", "balances the mask term against the box classification")
             ch.set("model.roi_head.mask_head.type", "DiceMaskHead", "FCN mask head with a Dice loss")
-            ch.set("model.roi_head.mask_head.loss_mask",
-                   {"type": "DiceLoss", "use_sigmoid": True, "activate": True, "loss_weight": 1.0},
-                   "mask BCE -> Dice, weighted by the cell's balancing")
+            ch.set("model.roi_head.mask_head.loss_mask", dict(MASK_DICE),
+                   "mask BCE -> Dice (RS Mask R-CNN's: squared denominator, eps 1e-5), weighted by the cell's "
+                   "balancing")
             ch.set("model.roi_head.mask_head.max_positives", MASK_POSITIVES,
                    f"at most {MASK_POSITIVES} positives sampled for the mask head (RS Mask R-CNN)")
     elif name in ("atss", "paa"):
         head = "model.bbox_head"
         ch.set(f"{head}.type", "RankATSSHead" if name == "atss" else "RankPAAHead",
                "the head without its centerness / IoU branch, loss from the registry")
-        ch.delete(f"{head}.loss_centerness", "no centerness / IoU-prediction branch: the ranking loss sorts by IoU")
+        ch.delete(f"{head}.loss_centerness", _NO_CENTERNESS_WHY[spec.targets])
         if name == "paa":
             ch.set(f"{head}.gmm_loss_cls", copy.deepcopy(get_path(base, f"{head}.loss_cls")),
                    "Focal stays inside PAA's GMM anchor scoring only")
@@ -401,6 +428,9 @@ def _rank_changes(ch: _Changes, base: dict, det: Detector, spec) -> None:
         ch.set("model.mask_head.with_seg_branch", False, "no semantic-segmentation auxiliary head")
         ch.delete("model.mask_head.loss_segm", "no semantic-segmentation auxiliary head")
         ch.delete("model.mask_head.loss_mask_weight", "BCE weight unused: Dice masks weighted by the balancing")
+        ch.set("model.mask_head.max_masks_to_train", None,
+               "every positive trains the mask (RS release: max_masks_to_train 100 is in its config but never "
+               "applied); mmdet's YOLACT caps it at 100 an image")
         ch.set("model.mask_head.loss_mask",
                {"type": "DiceLoss", "use_sigmoid": True, "activate": False, "loss_weight": 1.0},
                "mask BCE -> Dice on the cropped masks (already sigmoid)")

@@ -320,16 +320,18 @@ class RankYOLACTProtonet(YOLACTProtonet):
                                                         loss_weight=1.0))
 
     def mask_term(self, x, batch_data_samples, positive_infos) -> LocTerm:
-        """Per-positive Dice losses (at most ``max_masks_to_train`` per image) with their logit rows."""
+        """Per-positive Dice losses with their logit rows: every positive, or at most ``max_masks_to_train``
+        per image drawn at random when that is a number (``None``: no cap)."""
         mask_preds, _ = self(x, positive_infos)
         batch_gt_instances, _, batch_img_metas = unpack_gt_instances(batch_data_samples)
         cropped = self.crop_mask_preds(mask_preds, batch_img_metas, positive_infos)
+        cap = self.max_masks_to_train
         values, rows = [], []
         for preds, gt, info in zip(cropped, batch_gt_instances, positive_infos):
             n = info.pos_assigned_gt_inds.numel()
             if n == 0 or len(gt) == 0:
                 continue
-            sel = torch.randperm(n, device=preds.device)[: self.max_masks_to_train] if n > self.max_masks_to_train \
+            sel = torch.randperm(n, device=preds.device)[:cap] if cap is not None and n > cap \
                 else torch.arange(n, device=preds.device)
             h, w = preds.shape[-2:]
             gt_masks = gt.masks.to_tensor(dtype=torch.bool, device=preds.device).float()

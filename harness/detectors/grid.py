@@ -168,12 +168,25 @@ DETECTORS: dict[str, Detector] = {
     )
 }
 
-# Published recipes other than RS's (RS's is on each detector), keyed by (detector, loss). None at 1x:
-# the aLRP release's Faster R-CNN (40.7 box AP) trained 100 epochs at 512 pixels with SSD-style
-# augmentation and batch 32 (configs/alrp_loss/alrp_loss_faster_rcnn_r50_fpn_100e_coco500.py), a recipe
-# a 1x grid does not run; its cell takes the detector's RS recipe and its number is shown apart
+_BUCKETED_REPO = "Bucketed Ranking Losses release (BucketedRankingBasedLosses @ 9ba3b0e)"
+
+
+def _bucketed(config: str) -> str:
+    return f"{_BUCKETED_REPO} configs/bucketed_ranking_losses/{config}.py"
+
+
+# Published recipes other than RS's (RS's is on each detector), keyed by (detector, loss): the Bucketed
+# Ranking Losses release's AP Loss re-runs of ATSS and PAA at 1x (38.3 and 37.3 box AP; the RS models with
+# rank_loss_type APLoss, the RS recipes' data, optimizer and schedule; total batch 16 inferred from 4 x 4 as
+# for RS). Their values key by key: harness/detectors/recipes.py (PUBLISHED_RECIPES); their loss settings:
+# CELL_LOSSES below. The aLRP release's Faster R-CNN (40.7 box AP) trained 100 epochs at 512 pixels with
+# SSD-style augmentation and batch 32 (configs/alrp_loss/alrp_loss_faster_rcnn_r50_fpn_100e_coco500.py), a
+# recipe a 1x grid does not run; its cell takes the detector's RS recipe and its number is shown apart
 # (experiments/paper_results.csv).
-PUBLISHED: dict[tuple[str, str], Recipe] = {}
+PUBLISHED: dict[tuple[str, str], Recipe] = {
+    ("atss", "ap"): Recipe(0.008, 4, 4, **_1X, source=_bucketed("ap_loss_atss_r50_fpn_1x_coco")),
+    ("paa", "ap"): Recipe(0.008, 4, 4, **_1X, source=_bucketed("ap_loss_paa_r50_fpn_1x_coco")),
+}
 
 
 def detector_names() -> tuple[str, ...]:
@@ -247,15 +260,67 @@ _STANDARD_SWAP = {
 }
 
 
-# Localisation loss of a rank-family cell. AP Loss's own recipe regresses encoded deltas with Smooth L1;
-# every other ranking loss (RS, aLRP and any new one) uses GIoU on decoded boxes. Keyed by loss name: recipe
-# data read by the cell builder, never by a head.
+# Localisation loss of a rank-family cell without a published recipe of its own (CELL_LOSSES), keyed by loss
+# name: recipe data read by the cell builder, never by a head. RS, aLRP and any new ranking loss use GIoU on
+# decoded boxes, as their releases do. AP Loss has a published 1x recipe only on ATSS and PAA (GIoU, CELL_LOSSES);
+# elsewhere it regresses encoded deltas with Smooth L1, as the aLRP release's anchor-based AP Loss config does:
+# configs/alrp_loss/ap_loss_retinanet_r50_fpn_100e_coco500.py (aLRPLoss @ 2cfaa8e), SmoothL1Loss beta 1.0 on
+# DeltaXYWH deltas with target_stds [0.1, 0.1, 0.2, 0.2], the stds of every rank-family RPN, RoI and YOLACT
+# head at the paper profile. (The same release's FoveaBox AP config uses beta 0.11, but FoveaBox regresses
+# its own log-space targets, not anchor deltas; with stds 0.1 / 0.2 a beta of 1.0 on the normalised deltas
+# is a beta of 0.1 / 0.2 on the raw ones, about the 0.11 that anchor heads use with stds 1.)
 LOCALISATION = {"ap": "smooth_l1"}
 DEFAULT_LOCALISATION = "giou"
+SMOOTH_L1_BETA = 1.0
+SMOOTH_L1_SOURCE = "aLRP release (aLRPLoss @ 2cfaa8e) configs/alrp_loss/ap_loss_retinanet_r50_fpn_100e_coco500.py"
 
 
-def localisation_recipe(spec) -> str:
-    """``'giou'`` (decoded boxes) or ``'smooth_l1'`` (encoded deltas, β = 0.11) for a rank-family cell."""
+@dataclass(frozen=True)
+class CellLoss:
+    """How a rank-family cell's heads use its loss, where a published recipe says more than the loss's
+    registered defaults and balancing rule (read by the builder into the heads' ``HarnessLoss`` configs).
+
+    ``localisation``: ``'giou'`` (decoded boxes) or ``'smooth_l1'`` (encoded deltas); ``score_weighted``:
+    each positive's localisation loss weighted by its highest class score (detached) and normalised by the
+    weights' sum, as the RS heads do (a ``'fixed'`` loss otherwise takes a plain mean); ``loc_weights``: the
+    fixed weight per localisation term; ``options``: the loss's options (AP Loss's δ); ``source``: the files
+    that set them."""
+
+    localisation: str = DEFAULT_LOCALISATION
+    score_weighted: bool = False
+    loc_weights: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    source: str = ""
+
+
+_BUCKETED_AP_ATSS = (f"{_BUCKETED_REPO} rank_based_atss_head.py (δ 1.0 written in the call; GIoU x loc_weight 2.0, "
+                     f"no self-balancing)")
+_BUCKETED_AP_PAA = (f"{_BUCKETED_REPO} rank_based_paa_head.py (δ: the head's default 0.5, the config sets none; GIoU "
+                    f"x 1.0, no self-balancing)")
+
+# Loss settings of published recipes, keyed by (detector, loss).
+CELL_LOSSES: dict[tuple[str, str], CellLoss] = {
+    ("atss", "ap"): CellLoss("giou", score_weighted=True, loc_weights={"bbox": 2.0}, options={"delta": 1.0},
+                             source=_BUCKETED_AP_ATSS),
+    ("paa", "ap"): CellLoss("giou", score_weighted=True, loc_weights={"bbox": 1.0}, options={"delta": 0.5},
+                            source=_BUCKETED_AP_PAA),
+}
+
+
+def cell_loss(detector: str, spec) -> CellLoss:
+    """The loss settings of a rank-family cell: its published recipe's (:data:`CELL_LOSSES`), else the
+    loss's localisation (:data:`LOCALISATION`), its registered defaults and its balancing rule."""
+    published = CELL_LOSSES.get((detector, spec.name))
+    if published is not None:
+        return published
+    return CellLoss(LOCALISATION.get(spec.name, DEFAULT_LOCALISATION))
+
+
+def localisation_recipe(spec, detector: str | None = None) -> str:
+    """``'giou'`` (decoded boxes) or ``'smooth_l1'`` (encoded deltas, β = :data:`SMOOTH_L1_BETA`) for a
+    rank-family cell (``detector`` None: the loss's own, without a cell's published recipe)."""
+    if detector is not None:
+        return cell_loss(detector, spec).localisation
     return LOCALISATION.get(spec.name, DEFAULT_LOCALISATION)
 
 
@@ -266,6 +331,7 @@ def fixed_weights(det: Detector) -> dict[str, float]:
 
 def _balancing_text(spec, det: Detector) -> str:
     terms = ", ".join(det.loc_terms)
+    published = CELL_LOSSES.get((det.name, spec.name))
     if spec.balancing == "value":
         return (f"value-based: λ = cls value / term value every iteration ({terms}); each positive weighted "
                 f"by its max class score")
@@ -276,16 +342,27 @@ def _balancing_text(spec, det: Detector) -> str:
         if rest:
             text += f"; {', '.join(rest)}: mean Dice x its own SB starting at 1"
         return text
-    weights = ", ".join(f"{t} {w:g}" for t, w in fixed_weights(det).items())
-    return f"fixed: {weights}; plain mean over positives"
+    weights = {**fixed_weights(det), **(published.loc_weights if published else {})}
+    text = ", ".join(f"{t} {w:g}" for t, w in weights.items())
+    if published and published.score_weighted:
+        return (f"fixed: {text}; each positive weighted by its max class score (detached), normalised by the "
+                f"weights' sum")
+    return f"fixed: {text}; plain mean over positives"
 
 
 def _loc_text(spec, det: Detector) -> str:
     if det.name == "solov2":
         return "Dice loss of each positive's mask"
-    if localisation_recipe(spec) == "smooth_l1":
-        return "Smooth L1 (β = 0.11) on encoded deltas (AP Loss's recipe)"
-    return "GIoU on decoded boxes"
+    loss = cell_loss(det.name, spec)
+    if loss.localisation == "smooth_l1":
+        return (f"Smooth L1 (β = {SMOOTH_L1_BETA:g}) on encoded deltas (stds 0.1, 0.1, 0.2, 0.2), as the aLRP "
+                f"release's anchor-based AP Loss config (ap_loss_retinanet_r50_fpn_100e_coco500.py)")
+    text = "GIoU on decoded boxes"
+    if (det.name, spec.name) in CELL_LOSSES:
+        text += f" ({loss.source.split(' (')[0]} recipe)"
+    if "delta" in loss.options:
+        text += f"; δ = {loss.options['delta']:g}"
+    return text
 
 
 def describe_cell(detector: str, loss: str) -> CellInfo:
@@ -372,24 +449,37 @@ def recipe_lines(detector: str, loss: str, backbone_init: str = "imagenet") -> l
 
 
 def recipes_markdown() -> str:
-    """The official RS recipe of every detector, key by key with its source (docs/grid.md)."""
-    from harness.detectors.recipes import RELEASES, RS_RECIPES
+    """The official RS recipe of every detector, key by key with its source, then the other published
+    recipes (AP Loss on ATSS and PAA) by what they change in their detector's RS recipe (docs/grid.md)."""
+    from harness.detectors.recipes import PUBLISHED_RECIPES, RELEASES, RS_RECIPES
 
-    out = []
-    for name in DETECTOR_NAMES:
-        det = DETECTORS[name]
-        r = det.rs_recipe
-        out.append(f"#### {det.title}: {r.source}\n")
-        out.append(f"lr {r.lr:g} at total batch {r.total_batch} ({r.gpus} GPUs x {r.batch_per_gpu}), {r.schedule}, "
-                   f"warm-up {r.warmup_iters} iterations from {r.warmup_ratio:g}.\n")
-        out.append("| mmdet 3.x key | value | scope | set by | note |")
-        out.append("|---|---|---|---|---|")
-        for v in RS_RECIPES[name]:
+    def table(values) -> list[str]:
+        rows = ["| mmdet 3.x key | value | scope | set by | note |", "|---|---|---|---|---|"]
+        for v in values:
             value = _fmt(v.value).replace("|", "\\|")
             if len(value) > 80:
                 value = value[:77] + "..."
             mark = "" if v.apply else " (as mmdet / the head family has it)"
-            out.append(f"| `{v.path}` | `{value}` | {v.scope} | {RELEASES[v.release].split(' (')[0]} "
-                       f"`{v.file}` | {v.note}{mark} |")
-        out.append("")
+            rows.append(f"| `{v.path}` | `{value}` | {v.scope} | {RELEASES[v.release].split(' (')[0]} "
+                        f"`{v.file}` | {v.note}{mark} |")
+        return rows + [""]
+
+    def heading(title: str, r: Recipe) -> list[str]:
+        return [f"#### {title}: {r.source}\n",
+                f"lr {r.lr:g} at total batch {r.total_batch} ({r.gpus} GPUs x {r.batch_per_gpu}), {r.schedule}, "
+                f"warm-up {r.warmup_iters} iterations from {r.warmup_ratio:g}.\n"]
+
+    out = []
+    for name in DETECTOR_NAMES:
+        det = DETECTORS[name]
+        out += heading(det.title, det.rs_recipe) + table(RS_RECIPES[name])
+    for (name, loss), values in PUBLISHED_RECIPES.items():
+        det = DETECTORS[name]
+        rs = {(v.path, repr(v.value)) for v in RS_RECIPES[name]}
+        own = [v for v in values if (v.path, repr(v.value)) not in rs]
+        first = values[0]
+        out += heading(f"{det.title} x {loss}", cell_recipe(name, loss))
+        out.append(f"Every value of {det.title}'s RS recipe above, set here by {RELEASES[first.release].split(' (')[0]} "
+                   f"`{first.file}` (`harness cells --recipe {name} {loss}` lists them), and:\n")
+        out += table(own)
     return "\n".join(out)

@@ -20,7 +20,11 @@ reads only the :class:`~harness.losses.LossSpec`'s attributes through this modul
   - ``'self_balance'``: plain mean (or the rank-weighted component) × a :class:`~harness.losses.SelfBalance`
     weight per term, held here, updated every training iteration and once per epoch by
     :class:`~harness.detectors.hooks.SelfBalanceHook` (saved in checkpoints as the module's extra state);
-  - ``'fixed'``: plain mean over positives × the recipe's weight (``loc_weights``).
+  - ``'fixed'``: plain mean over positives × the recipe's weight (``loc_weights``); with ``score_weighted``
+    (a published recipe that says so: the Bucketed release's AP Loss ATSS / PAA) the mean is weighted by each
+    positive's highest class score (detached) and normalised by the weights' sum, as ``'value'`` does.
+
+``options`` reach the loss's classification call (e.g. AP Loss's ``delta``, a per-cell recipe value).
 
 ``loss_weight`` multiplies every term of the head (the RS RPN's 0.2). Used from a standard mmdet head
 (``forward(cls_score, labels, weight, avg_factor)``), the module converts class-index labels to binary
@@ -104,6 +108,8 @@ class HarnessLoss(_SigmoidClasses, nn.Module):
         loc_error_scale: divides per-positive losses into localisation errors (``uses_loc_errors``).
         log_prefix: prefix of the logged (non-loss) values, e.g. ``'rpn_'``.
         options: overrides of the loss's defaults (e.g. ``{'delta': 0.5}``).
+        score_weighted: weight each positive's localisation loss by its highest class score (detached),
+            normalised by the weights' sum, whatever the balancing (``'value'`` always does).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class HarnessLoss(_SigmoidClasses, nn.Module):
         loc_error_scale: float = 1.0,
         log_prefix: str = "",
         options: Mapping | None = None,
+        score_weighted: bool = False,
     ) -> None:
         super().__init__()
         if not use_sigmoid:
@@ -129,12 +136,15 @@ class HarnessLoss(_SigmoidClasses, nn.Module):
         self.loc_error_scale = float(loc_error_scale)
         self.log_prefix = log_prefix
         self.options = dict(options or {})
+        self.score_weighted = bool(score_weighted)
         self.self_balance: dict[str, SelfBalance] = {}
 
     def extra_repr(self) -> str:
         s = self.spec
         return (f"loss={s.name!r}, targets={s.targets}, ranking={s.ranking}, balancing={s.balancing}, "
-                f"uses_loc_errors={s.uses_loc_errors}, loss_weight={self.loss_weight}")
+                f"uses_loc_errors={s.uses_loc_errors}, loss_weight={self.loss_weight}"
+                + (", score_weighted=True" if self.score_weighted else "")
+                + (f", options={self.options}" if self.options else ""))
 
     # -- targets ----------------------------------------------------------------------------------------
     def targets(self, labels: Tensor, label_weights: Tensor | None, num_classes: int,
@@ -186,7 +196,7 @@ class HarnessLoss(_SigmoidClasses, nn.Module):
         out = spec.classification(logits2d, targets, loc_errors=loc_errors, **self.options)
         cls_value = out.loss.detach()
         scores = None
-        if spec.balancing == "value":
+        if spec.balancing == "value" or self.score_weighted:
             scores = logits2d.detach().sigmoid().max(1).values
         terms = {"cls": out.loss}
         logs = {k: v.detach() for k, v in out.components.items()}

@@ -16,9 +16,12 @@ builder (:mod:`harness.detectors.builder`) reads this table twice:
   recipe with its sources, and the tests check that the built config holds every one of them.
 
 Scopes: ``rank`` values hold for every rank-family cell of the detector (RS's published recipe, which the
-AP and aLRP cells take as theirs: only the loss differs); ``rs`` values only for the RS cell (the
-published test thresholds, tuned for RS's scores); ``imagenet`` values (the backbone's checkpoint and
-freezing) whenever the cell starts from the recipe's ImageNet weights (``backbone_init: imagenet``).
+AP and aLRP cells without a published recipe of their own take as theirs: only the loss differs); ``rs``
+values only for the RS cell (the published test thresholds, tuned for RS's scores); ``imagenet`` values
+(the backbone's checkpoint and freezing) whenever the cell starts from the recipe's ImageNet weights
+(``backbone_init: imagenet``); ``cell`` values: the loss settings of a cell's own published recipe
+(:data:`PUBLISHED_RECIPES`: AP Loss on ATSS and PAA, whose every other value is the RS recipe's, set there
+by the Bucketed release's config).
 
 A path of the form ``a.b`` names a key of the mmdet 3.x config; ``ABSENT`` means the key must not be
 there (e.g. no RPN sampler: mmdet then uses every anchor, the 2.x ``PseudoSampler``). ``default`` is the
@@ -42,6 +45,7 @@ _NO_DEFAULT = object()
 RELEASES = {
     "RS": "kemaloksuz/RankSortLoss @ b41f64d (mmdet 2.8)",
     "RS-SOLOv2": "kemaloksuz/RankSortLoss-Solov2 @ cd13eaf (SOLO, mmdet 1.0)",
+    "Bucketed": "blisgard/BucketedRankingBasedLosses @ 9ba3b0e (mmdet 2.25.3)",
     "mmdet": "mmdetection 3.3.0 (configs shipped in the mmdet wheel, .mim/configs)",
 }
 
@@ -53,6 +57,8 @@ D_DET = "configs/_base_/datasets/coco_detection.py"
 D_INS = "configs/_base_/datasets/coco_instance.py"
 S_1X = "configs/_base_/schedules/schedule_1x.py"
 H_SROI = "mmdet/models/roi_heads/rankbased_standard_roi_head.py"
+H_MASK = "mmdet/models/roi_heads/mask_heads/rankbased_fcn_mask_head.py"
+DET_YOLACT = "mmdet/models/detectors/ranksort_yolact.py"
 LIB = "mmdet 3.x constructor default (the 2.x library default the config relies on)"
 
 # The grid runs every paper cell on this many GPUs (processes), with each recipe's total batch.
@@ -194,6 +200,12 @@ def _rcnn(det: str) -> list[RecipeValue]:
             _v(f"{m}.train_cfg.rcnn.mask_size", 28, model, apply=False),
             _v(f"{m}.roi_head.mask_head.max_positives", 200, H_SROI, "at most 200 positives for the mask head",
                apply=False),
+            _v(f"{m}.roi_head.mask_head.loss_mask.type", "DiceLoss", H_MASK, "1 - Dice of the sigmoid masks (the "
+               "base config's CrossEntropy mask loss is not used)", apply=False),
+            _v(f"{m}.roi_head.mask_head.loss_mask.naive_dice", False, H_MASK, "squared terms in the denominator",
+               apply=False),
+            _v(f"{m}.roi_head.mask_head.loss_mask.eps", 1e-5, H_MASK, "mmdet's DiceLoss default: 1e-3",
+               apply=False),
             _v(f"{m}.test_cfg.rcnn.mask_thr_binary", 0.5, model, apply=False),
         ]
     out += _coco_1333(data, masks=det == "mask_rcnn")
@@ -300,6 +312,8 @@ def _yolact() -> list[RecipeValue]:
         _v(f"{m}.train_cfg.assigner.min_pos_iou", 0.0, cfg, apply=False),
         _v(f"{m}.train_cfg.assigner.gt_max_assign_all", False, cfg, apply=False),
         _v(f"{m}.mask_head.with_seg_branch", False, cfg, "no semantic-segmentation head", apply=False),
+        _v(f"{m}.mask_head.max_masks_to_train", None, DET_YOLACT, "every positive trains the mask: "
+           "max_masks_to_train 100 is in the config but never applied", apply=False),
         _v(f"{m}.data_preprocessor.mean", [123.68, 116.78, 103.94], cfg, apply=False),
         _v(f"{m}.data_preprocessor.std", [58.40, 57.12, 57.38], cfg, apply=False),
         _v("train_pipeline", _yolact_pipeline(), cfg,
@@ -373,6 +387,47 @@ RS_RECIPES: dict[str, list[RecipeValue]] = {
     "solov2": _solov2(),
 }
 
+# Published recipes of cells other than RS's, keyed by (detector, loss): the Bucketed Ranking Losses release's
+# AP Loss re-runs of ATSS and PAA (official-recipes.md sections 10 and 11). Their configs are the RS ATSS / PAA
+# configs with rank_loss_type APLoss (same model, data, optimizer, schedule and test settings), so every RS
+# value is kept, attributed to the Bucketed release's file that sets it there; then the loss settings of its
+# heads (scope "cell"), which the builder takes from grid.CELL_LOSSES at both profiles.
+BUCKETED_CFG = "configs/bucketed_ranking_losses/ap_loss_{}_r50_fpn_1x_coco.py"
+
+
+def _bucketed_ap(det: str) -> list[RecipeValue]:
+    from dataclasses import replace
+
+    cfg = BUCKETED_CFG.format(det)
+    head = f"rank_based_{det}_head.py"
+    files = {RS_CFG.format(f"{det}_r50_fpn_1x_coco"): cfg, "mmdet/models/dense_heads/rank_based_paa_head.py": head}
+    out = [replace(v, release="Bucketed", file=files.get(v.file, v.file)) for v in _dense(det)]
+    h = "model.bbox_head"
+    delta = ("δ 1.0 written in the AP Loss call" if det == "atss"
+             else "the config sets no δ: the head's default 0.5 (ATSS: 1.0)")
+    out += [
+        _v(f"{h}.loss_cls.loss", "ap", cfg, "rank_loss_type APLoss", release="Bucketed", scope="cell", apply=False),
+        _v(f"{h}.loss_cls.options", {"delta": 1.0 if det == "atss" else 0.5}, head, delta, release="Bucketed",
+           scope="cell", apply=False),
+        _v(f"{h}.loss_bbox.type", "GIoULoss", head, "GIoU on decoded boxes", release="Bucketed", scope="cell",
+           apply=False),
+        _v(f"{h}.reg_decoded_bbox", True, cfg if det == "paa" else head,
+           "reg_decoded_bbox True" if det == "paa" else "the head decodes the boxes itself", release="Bucketed",
+           scope="cell", apply=False),
+        _v(f"{h}.loss_cls.score_weighted", True, head, "each positive's GIoU weighted by its max sigmoid score "
+           "(detached), normalised by the weights' sum", release="Bucketed", scope="cell", apply=False),
+        _v(f"{h}.loss_cls.loc_weights", {"bbox": 2.0 if det == "atss" else 1.0}, head,
+           ("a fixed loc_weight 2.0" if det == "atss" else "weight 1.0, no loc_weight") + "; no self-balancing",
+           release="Bucketed", scope="cell", apply=False),
+    ]
+    return out
+
+
+PUBLISHED_RECIPES: dict[tuple[str, str], list[RecipeValue]] = {
+    ("atss", "ap"): _bucketed_ap("atss"),
+    ("paa", "ap"): _bucketed_ap("paa"),
+}
+
 # LVIS v1: the training scales (multi-scale, mode "value") of the RS release's LVIS Mask R-CNN config and
 # of mmdet's own LVIS configs (lvis_v1_instance.py builds on lvis_v0.5_instance.py).
 LVIS_TRAIN_SCALES = [(1333, 640), (1333, 672), (1333, 704), (1333, 736), (1333, 768), (1333, 800)]
@@ -383,14 +438,16 @@ LVIS_SOURCES = {
 
 
 def recipe_values(detector: str, loss: str, family: str, backbone_init: str) -> list[RecipeValue]:
-    """The official values a paper cell holds: the RS recipe of ``detector`` for a rank-family cell (its
-    ``rs`` scope for the RS cell only, its ``imagenet`` scope when the backbone starts from ImageNet);
-    nothing for a standard cell (mmdet's shipped config is its recipe)."""
+    """The official values a paper cell holds: the cell's own published recipe (:data:`PUBLISHED_RECIPES`),
+    else the RS recipe of ``detector`` for a rank-family cell (its ``rs`` scope for the RS cell only); the
+    ``imagenet`` scope when the backbone starts from ImageNet; nothing for a standard cell (mmdet's shipped
+    config is its recipe)."""
     if family != "rank":
         return []
+    published = PUBLISHED_RECIPES.get((detector, loss))
     out = []
-    for v in RS_RECIPES[detector]:
-        if v.scope == "rs" and loss != "rs":
+    for v in published if published is not None else RS_RECIPES[detector]:
+        if v.scope == "rs" and loss != "rs" and published is None:
             continue
         if v.scope == "imagenet" and backbone_init != "imagenet":
             continue
@@ -398,5 +455,5 @@ def recipe_values(detector: str, loss: str, family: str, backbone_init: str) -> 
     return out
 
 
-__all__ = ["ABSENT", "GRID_GPUS", "LVIS_SOURCES", "LVIS_TRAIN_SCALES", "RELEASES", "RS_RECIPES", "RecipeValue",
-           "recipe_values"]
+__all__ = ["ABSENT", "GRID_GPUS", "LVIS_SOURCES", "LVIS_TRAIN_SCALES", "PUBLISHED_RECIPES", "RELEASES", "RS_RECIPES",
+           "RecipeValue", "recipe_values"]
