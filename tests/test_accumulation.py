@@ -412,3 +412,17 @@ def test_tables_mark_cells_whose_runs_differ_from_the_recipes_batch():
     md = build_tables(frame, "bbox_AP").markdown()
     assert "‡: some runs of the cell trained another total batch or images a process than the cell's recipe" in md
     assert "| 30.0 ‡ |" in md  # the metrics table keeps the mark
+
+
+def test_paper_runs_test_one_image_a_process_and_tiny_runs_never_leave_a_last_batch_of_one(tmp_path):
+    """As the releases test (mmdet's configs: one image a GPU): a batch would pad each image to the
+    batch's largest. The tiny profile's GroupNorm heads need more than one image a batch."""
+    from harness.run.train import build_config
+
+    paper = runs_by_cell(coco_variant(tmp_path, 4))
+    for cell in [("atss", "rs"), ("mask_rcnn", "ce"), ("yolact", "rs"), ("solov2", "rs")]:
+        cfg = build_config(paper[cell], tmp_path / "work", FakePaths(tmp_path))
+        assert cfg.test_dataloader.batch_size == 1, cell
+    tiny = {(r.detector, r.loss): r for r in load_spec(REPO / "experiments" / "synthetic.yaml", DETECTORS).runs()}
+    cfg = build_config(tiny["atss", "rs"], tmp_path / "tiny", FakePaths(tmp_path))  # 10 validation images
+    assert cfg.test_dataloader.batch_size == 4
