@@ -13,7 +13,7 @@ number; the matching key is ``(dataset, detector, loss, metric)``:
   box loss; a re-run beside the original); exactly one per key;
 - ``beside``: 1 when the grid's paper cell of that key runs the recipe the number was measured with (the
   number stands beside the cell); 0 when it does not (e.g. the aLRP release's 100-epoch, 512-pixel
-  Faster R-CNN rows, the Bucketed release's AP re-runs with GIoU, SOLOv2 R-101): shown apart, labelled
+  Faster R-CNN rows, SOLOv2 R-101): shown apart, labelled
   with its recipe (``schedule``, ``notes``). A file without the column reads as all 1;
 - ``source``: where the number comes from (a key of :data:`SOURCES`), never empty.
 
