@@ -209,3 +209,24 @@ def test_tables_count_the_rows_other_code_made_as_stale(tmp_path, capsys):
     assert set(runs["stale"]) == {"no fingerprint recorded"}
     assert main(["benchmark", str(spec.path), "--tables-only", "--results", str(tmp_path / "results")]) == 0
     assert "2 of the rows are stale" in capsys.readouterr().out
+
+
+def test_a_cell_keeps_the_current_codes_rows_when_other_code_finished_later(tmp_path, capsys):
+    """A teammate on an older checkout finishes a seed after the current code's seeds: the cell keeps the
+    current code's fingerprint (the plan's stale answer), not the latest-finished row's."""
+    from harness.results.frame import load_experiment
+
+    spec_path = tmp_path / "three.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "exp", "dataset": {"kind": "coco"}, "detectors": ["atss"],
+                                         "losses": ["rs"], "seeds": [0, 1, 2]}))
+    spec = load_spec(spec_path)
+    folder = tmp_path / "results" / "exp"
+    runs = spec.runs()
+    for run, digest, ap, when in zip(runs, ("cur", "cur", "old"), (0.40, 0.42, 0.10),
+                                     ("2026-01-01T00:00:00", "2026-01-02T00:00:00", "2026-03-01T00:00:00")):
+        write_row(folder, {**row_of(run, ap, finished_at=when), "fingerprint": {"digest": digest, "components": {}}})
+    frame, rows, _ = load_experiment(folder, spec, stale={runs[2].run_id: "harness code changed"})
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in runs[:2])
+    assert frame.attrs["stale"] == 0 and frame.attrs["other_fingerprints"] == 1
+    frame, rows, _ = load_experiment(folder, spec)  # stale unknown: the latest-finished row's fingerprint
+    assert [r["run_id"] for r in rows] == [runs[2].run_id]

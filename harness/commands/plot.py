@@ -27,7 +27,7 @@ def run(args) -> int:
     from harness.commands.table import load, out_folder
     from harness.results.plots import write_plots
 
-    folder, _, rows, tset = load(args)
+    folder, _, rows, tset = load(args, stale=True)  # the cells keep the rows the tables keep
     out = out_folder(args, folder, "plots", "the plots")
     try:
         written = write_plots(rows, tset, out, title=folder.name)

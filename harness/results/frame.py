@@ -245,15 +245,24 @@ def load_frame(results_dir: str | Path, spec=None) -> tuple[pd.DataFrame, list[C
     return frame, corrupt
 
 
-def newest_fingerprint(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+def newest_fingerprint(rows: list[dict], stale: Mapping[str, str] | None = None) -> tuple[list[dict], list[dict]]:
     """Split rows into those a cell keeps and those it leaves out: a cell keeps the finished rows of its
     newest fingerprint (that of its latest finished row: the config, code, loss modules and versions
     its last run had) and its failed rows; finished rows of other fingerprints (or without one) are left
-    out, so a cell never averages runs of different code silently."""
+    out, so a cell never averages runs of different code silently. ``stale`` (run id → what changed, when
+    known): a cell with rows the current code would make keeps their fingerprint, even when a row of other
+    code (a teammate's older checkout) finished later."""
+    stale = stale or {}
     newest: dict[tuple, dict] = {}
     for r in rows:
         key = cell_key(r)
-        if r.get("status") == "done" and (key not in newest or finished_at(r) > finished_at(newest[key])):
+        if r.get("status") != "done":
+            continue
+        if key not in newest:
+            newest[key] = r
+            continue
+        rank = (r["run_id"] not in stale, finished_at(r))
+        if rank > (newest[key]["run_id"] not in stale, finished_at(newest[key])):
             newest[key] = r
 
     def digest(r: Mapping):
@@ -287,7 +296,7 @@ def load_experiment(results_dir: str | Path, spec=None, all_fingerprints: bool =
     have = {r["run_id"] for r in rows}  # a run whose row a cell leaves out (another fingerprint) is not unfinished
     left_out: list[dict] = []
     if not all_fingerprints:
-        rows, left_out = newest_fingerprint(rows)
+        rows, left_out = newest_fingerprint(rows, stale)
     others = [{"run_id": run_id, **meta, "state": "unfinished"} for run_id, meta in (wanted or {}).items()
               if run_id not in have]
     frame = rows_frame(rows, others)

@@ -714,10 +714,12 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
         text += (" Which runs are current was taken from the rows' dates (the latest of each cell and seed): the "
                  "folder records no spec (`harness run` writes results/<experiment>/spec.json); pass --spec SPEC.")
     if frame.attrs.get("other_fingerprints"):
-        text += (f" {frame.attrs['other_fingerprints']} row(s) of older fingerprints left out (a cell keeps the "
-                 "rows of its latest-finished run's code, config and versions, whichever is current: `harness "
-                 "status` says which rows are stale; `harness table --all-fingerprints` "
-                 f"includes them, marked {MIXED_MARK}).")
+        kept = ("the rows of this checkout's code, config and versions where it has some, else those of its "
+                "latest-finished run" if frame.attrs.get("stale") is not None else
+                "the rows of its latest-finished run's code, config and versions, whichever is current: `harness "
+                "status` says which rows are stale")
+        text += (f" {frame.attrs['other_fingerprints']} row(s) of older fingerprints left out (a cell keeps {kept}; "
+                 f"`harness table --all-fingerprints` includes them, marked {MIXED_MARK}).")
     mixed = stats.loc[stats["fingerprints"] > 1].drop_duplicates(KEYS)
     if len(mixed):
         text += f" {len(mixed)} cell(s) mix rows of several fingerprints, marked {MIXED_MARK}."
