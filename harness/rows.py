@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -90,8 +91,7 @@ def record_spec(experiment_dir: str | Path, spec) -> Path:
     edited since) is superseded in ``harness status`` and left out of the tables, ``--spec`` or not."""
     import time
 
-    runs = {r.run_id: {"detector": r.detector, "loss": r.loss, "seed": r.seed, "dataset": dict(r.dataset)}
-            for r in spec.runs()}
+    runs = {run_id: {k: v for k, v in meta.items() if k != "experiment"} for run_id, meta in _runs_of(spec).items()}
     return write_json_atomic(spec_record_path(experiment_dir), {
         "experiment": spec.name, "spec": str(Path(spec.path).resolve()) if getattr(spec, "path", None) else None,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs})
@@ -120,14 +120,18 @@ def record_label(record: Mapping) -> str:
     return f"the spec as last run ({where})" if where else "the spec as last run"
 
 
+def _runs_of(spec) -> dict[str, dict]:
+    """Run id → ``{"experiment", "detector", "loss", "seed", "dataset"}`` of every run of ``spec``."""
+    return {r.run_id: {"experiment": spec.name, "detector": r.detector, "loss": r.loss, "seed": r.seed,
+                       "dataset": dict(r.dataset)} for r in spec.runs()}
+
+
 def current_runs(experiment_dir: str | Path, spec=None) -> tuple[dict[str, dict] | None, str]:
     """The runs the experiment asks for now, run id → ``{"experiment", "detector", "loss", "seed",
     "dataset"}``, and where that comes from, for messages: ``spec`` (a Spec, when given), else the folder's
     spec record (:func:`record_spec`), else None ("the latest row of each cell and seed" decides)."""
     if spec is not None:
-        runs = {r.run_id: {"experiment": spec.name, "detector": r.detector, "loss": r.loss, "seed": r.seed,
-                           "dataset": dict(r.dataset)} for r in spec.runs()}
-        return runs, f"the spec {spec.path}" if getattr(spec, "path", None) else "the spec"
+        return _runs_of(spec), f"the spec {spec.path}" if getattr(spec, "path", None) else "the spec"
     record = read_spec_record(experiment_dir)
     if record is None:
         return None, "the latest row of each cell and seed (no spec recorded in the folder: pass --spec SPEC)"
@@ -184,8 +188,6 @@ def current_rows(rows: list[dict], run_ids=None) -> tuple[list[dict], list[dict]
 def now_iso() -> str:
     """The time now as rows record it (``provenance.finished_at``): local time with its UTC offset,
     ``2026-12-04T21:05:09+01:00``, so rows written on nodes in other time zones order correctly."""
-    from datetime import datetime
-
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
@@ -193,8 +195,6 @@ def finished_at(row: Mapping) -> float:
     """When a row's run finished, as seconds since the epoch, to order rows: ``provenance.finished_at`` is
     ISO 8601, with its UTC offset (rows from before offsets were recorded: the local time of the machine
     that wrote them, read as this machine's); -inf when absent or unreadable."""
-    from datetime import datetime
-
     text = (row.get("provenance") or {}).get("finished_at")
     try:
         return datetime.fromisoformat(str(text)).timestamp() if text else float("-inf")

@@ -51,6 +51,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -164,6 +165,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """``<detector>-<loss>-s<seed>-<digest of its identity>`` (:func:`parse_run_id` reads it back)."""
         blob = json.dumps(self.identity, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{self.detector}-{self.loss}-s{self.seed}-{digest}"
@@ -195,6 +197,15 @@ class RunSpec:
         kwargs = {k: v for k, v in d.items() if k in fields}
         kwargs["loss_modules"] = tuple(kwargs.get("loss_modules", ()))
         return cls(**kwargs)
+
+
+_RUN_ID = re.compile(r"^(?P<detector>[^-]+)-(?P<loss>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
+
+
+def parse_run_id(run_id: str) -> tuple[str, str, int] | None:
+    """(detector, loss, seed) of a run id as :attr:`RunSpec.run_id` writes it, else None."""
+    named = _RUN_ID.match(run_id)
+    return (named["detector"], named["loss"], int(named["seed"])) if named else None
 
 
 @dataclasses.dataclass(frozen=True)

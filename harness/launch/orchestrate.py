@@ -309,8 +309,9 @@ def _launch(request: Request, out: Callable[[str], None], log: Callable[[str], N
                                    rerun_stale=request.rerun_stale)
             pool.open()
         if refused is None:  # the folder says which runs are current: the whole spec's, whatever --only ran
-            note = superseding_note(results_dir, dataclasses.replace(spec, only=None))
-            record_spec(results_dir, dataclasses.replace(spec, only=None))
+            whole = dataclasses.replace(spec, only=None)
+            note = superseding_note(results_dir, whole)
+            record_spec(results_dir, whole)
             if note:
                 out(note)
     if refused is not None:  # nothing submitted into a folder this call made: it leaves none (its lock files)

@@ -99,4 +99,3 @@ def stale_runs(results_dir: Path, spec: Spec | None = None, rows: list[dict] | N
             if reasons:
                 out[row["run_id"]] = "; ".join(reasons)
     return out
-

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.experiments.spec import parse_run_id
 from harness.launch.manifest import read_manifest
 from harness.launch.scheduler import JobState, live_runs, slurm_states
-import re
-
 from harness.rows import CorruptRow, current_rows, current_runs, read_rows
 from harness.run.fingerprint import staleness
 from harness.run.job import work_dir
@@ -32,7 +31,6 @@ from harness.run.job import work_dir
 STATES = ("done", "stale", "failed", "running", "pending", "interrupted", "lost", "missing", "superseded")
 # States that need the user: `harness status` exits 1 when a current run is in one (or a row is corrupt).
 TROUBLE = ("failed", "interrupted", "lost")
-_RUN_ID = re.compile(r"^(?P<detector>[^-]+)-(?P<loss>.+)-s(?P<seed>\d+)-[0-9a-f]+$")
 
 
 @dataclass
@@ -64,9 +62,8 @@ def experiment_status(results_dir: str | Path, spec=None, current: tuple | None 
     work = results_dir / "work"
     for folder in sorted(work.iterdir()) if work.is_dir() else []:  # started, though nothing else names it
         if folder.is_dir() and folder.name not in known:
-            named = _RUN_ID.match(folder.name)
-            known[folder.name] = ({"detector": named["detector"], "loss": named["loss"], "seed": int(named["seed"])}
-                                  if named else {})
+            named = parse_run_id(folder.name)
+            known[folder.name] = dict(zip(("detector", "loss", "seed"), named)) if named else {}
     if wanted is not None:
         superseded = set(known) - set(wanted)
     else:  # no spec, no record: of the rows of a cell and seed the latest is current

@@ -253,16 +253,14 @@ def newest_fingerprint(rows: list[dict], stale: Mapping[str, str] | None = None)
     known): a cell with rows the current code would make keeps their fingerprint, even when a row of other
     code (a teammate's older checkout) finished later."""
     stale = stale or {}
+
+    def rank(r: Mapping) -> tuple:  # the current code's rows first, then the latest finished
+        return r["run_id"] not in stale, finished_at(r)
+
     newest: dict[tuple, dict] = {}
     for r in rows:
         key = cell_key(r)
-        if r.get("status") != "done":
-            continue
-        if key not in newest:
-            newest[key] = r
-            continue
-        rank = (r["run_id"] not in stale, finished_at(r))
-        if rank > (newest[key]["run_id"] not in stale, finished_at(newest[key])):
+        if r.get("status") == "done" and (key not in newest or rank(r) > rank(newest[key])):
             newest[key] = r
 
     def digest(r: Mapping):
