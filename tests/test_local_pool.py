@@ -79,3 +79,38 @@ def test_a_run_whose_process_dies_reports_its_own_reason_and_wait_reports_only_w
     assert bench.returncode == 1, bench.stdout[-2000:] + bench.stderr[-2000:]
     assert f"failed: {dies.run_id}: {own}" in bench.stdout and "1 run(s) failed" in bench.stdout
     assert (results / "dies" / "tables" / "tables.md").exists()  # the tables are built from what finished
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def test_the_pool_wakes_when_a_forked_run_ends_not_at_its_next_poll():
+    """A slot is refilled as soon as its run's process ends: the pool's wait returns on the end of a forked
+    run, well before its timeout (here 30 s), and sleeps the timeout out while no forked run ends."""
+    import multiprocessing
+    import time
+
+    from harness.launch.local import _Forked, _wait_for_an_end
+
+    ctx = multiprocessing.get_context("fork")
+    handle = _Forked.__new__(_Forked)
+    handle.process = ctx.Process(target=_sleep, args=(0.3,))
+    handle.process.start()
+    start = time.monotonic()
+    _wait_for_an_end([(None, handle)], 30.0)
+    assert time.monotonic() - start < 10  # woken by the end (a poll would have slept the 30 s)
+    handle.process.join()
+    start = time.monotonic()
+    _wait_for_an_end([(None, handle)], 30.0)  # an ended process's sentinel stays ready
+    assert time.monotonic() - start < 10
+    long = _Forked.__new__(_Forked)
+    long.process = ctx.Process(target=_sleep, args=(5,))
+    long.process.start()
+    start = time.monotonic()
+    _wait_for_an_end([(None, long)], 0.3)  # nothing ends: the timeout
+    assert 0.25 <= time.monotonic() - start < 4
+    long.process.kill()
+    long.process.join()

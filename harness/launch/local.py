@@ -150,6 +150,18 @@ class _Forked(_Handle):
             f"the run's process ended without a row (exit code {self.process.exitcode})")
 
 
+def _wait_for_an_end(running: list, timeout: float) -> None:
+    """Sleep until a forked run's process ends or ``timeout`` seconds pass (submitit's jobs are polled):
+    a slot is refilled as soon as its run ends, not up to ``timeout`` later, 105 times in the grid."""
+    from multiprocessing.connection import wait
+
+    sentinels = [h.process.sentinel for _, h in running if isinstance(h, _Forked)]
+    if sentinels:
+        wait(sentinels, timeout)
+    else:
+        time.sleep(timeout)
+
+
 class _Submitted(_Handle):
     """A run given to submitit (LocalExecutor: multi-process runs; DebugExecutor)."""
 
@@ -257,7 +269,7 @@ class LocalPool:
                         still.append((run, handle))
                 running = still
                 if running:
-                    time.sleep(0.2)
+                    _wait_for_an_end(running, 0.2)
         finally:
             for _, handle in running:
                 handle.stop()
