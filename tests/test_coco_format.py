@@ -211,6 +211,13 @@ def _val_categories(folder):
     _put(folder, d, "val")
 
 
+def _val_only_class(folder):
+    """Same categories in both files, but no training object of 'hex nut' (12): val has some."""
+    d = _ann(folder)
+    d["annotations"] = [a for a in d["annotations"] if a["category_id"] != 12 or a.get("iscrowd")]
+    _put(folder, d)
+
+
 def _crowd_value(folder):
     d = _ann(folder)
     d["annotations"][0]["iscrowd"] = 2
@@ -268,6 +275,8 @@ def _missing_folder(folder):
     (_val_categories, ["val.json: val categories differ from train's", "only in val: 12 'hex nut M5'",
                        "only in train: 12 'hex nut'", "same categories list"]),
     (_no_annotations, ["train.json: no annotation at all", "needs annotated objects"]),
+    (_val_only_class, ["val.json: 1 classes have objects in val but none in train (12 'hex nut': ",
+                       "add training objects of it to", "or remove the class and its annotations from both files"]),
     (_crowd_value, ["train.json: 2 annotations have an 'iscrowd' other than 0 or 1 (ids 1000, 3000; values 2, true)",
                     "write 1 for a crowd region, 0 (or leave the key out) for an object"]),
 ])

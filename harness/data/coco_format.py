@@ -298,7 +298,33 @@ def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None)
                 f"only in train: {_first([f'{i} {n!r}' for i, n in only_train])}" if only_train else "") if p)
             problems.append(f"{entry['val']['ann']}: val categories differ from train's ({detail}); give both files "
                             f"the same categories list as {entry['train']['ann']}")
+        else:
+            problems += _unseen_in_train(files, entry)
     return problems
+
+
+def _objects_per_category(data: dict) -> dict:
+    """Non-crowd annotations per ``category_id`` (what training learns from and evaluation scores)."""
+    out: dict = {}
+    for a in data.get("annotations") or []:
+        if isinstance(a, dict) and not a.get("iscrowd") and "category_id" in a:
+            out[a["category_id"]] = out.get(a["category_id"], 0) + 1
+    return out
+
+
+def _unseen_in_train(files: dict, entry: Mapping[str, Any]) -> list[str]:
+    """Classes with objects in val and none in train: no detector can learn them, and COCO AP averages their
+    (near-zero) AP into every loss's number alike, so the comparison would be read off a deflated mean."""
+    train, val = (_objects_per_category(files[s]) for s in SPLITS)
+    if not train:  # no object at all: check_file says so
+        return []
+    unseen = [(i, n, val[i]) for i, n in category_pairs(files["val"]) if val.get(i) and not train.get(i)]
+    if not unseen:
+        return []
+    shown = _first([f"{i} {n!r}: {k} in val" for i, n, k in unseen])
+    return [f"{entry['val']['ann']}: {len(unseen)} classes have objects in val but none in train ({shown}); no "
+            f"detector can learn a class it never sees: add training objects of it to {entry['train']['ann']}, or "
+            "remove the class and its annotations from both files"]
 
 
 def category_pairs(data: dict) -> list[tuple]:
