@@ -692,3 +692,18 @@ def test_docs_list_every_cells_csv_column():
     named = set(re.findall(r"`([a-z_]+)`", table))  # `scale` is named in the line of `n`, `mean`, `std`
     first = {name for line in table.splitlines()[2:] for name in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])}
     assert set(STAT_COLUMNS) - named == set() and first - set(STAT_COLUMNS) == set()
+
+
+def test_an_own_dataset_section_says_its_class_count_and_files(tmp_path):
+    """A result says exactly which data it came from: the heading of a coco_format dataset's section gives
+    its name, the number of classes its runs were evaluated on (the row's per_class) and its annotation
+    files; runs.csv has the count per run."""
+    ds = {"kind": "coco_format", "name": "my-insects", "train": {"ann": "/d/train.json", "images": "/d/train"},
+          "val": {"ann": "/d/val.json", "images": "/d/val"}}
+    per_class = {"bbox": [{"id": i, "name": f"c{i}", "AP": 0.1} for i in (7, 9, 15, 23)]}
+    rows = [make_row("atss", loss, 0, metrics=box(0.2), dataset=dict(ds), per_class=per_class,
+                     run_id=f"atss-{loss}-s0-own") for loss in ("focal", "rs")]
+    frame = rows_frame(rows)
+    assert list(frame["num_classes"]) == [4, 4]
+    out = build_tables(frame, paper=False).markdown()
+    assert ("## Dataset: coco_format my-insects (4 classes; train /d/train.json; val /d/val.json)" in out), out

@@ -8,7 +8,8 @@ Columns (in this order; a column appears only when some run has it):
   ``reason`` (why it failed);
 - parameters: ``dataset`` (a label: the whole dataset entry, :func:`dataset_label`),
   ``dataset_kind``, ``dataset_root``, ``dataset_repeat_factor`` (and any other dataset key as
-  ``dataset_<key>``), ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
+  ``dataset_<key>``), ``num_classes`` (the classes the run was evaluated on: its row's ``per_class``),
+  ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
   (comma-separated), ``fingerprint`` (the digest of the row's fingerprint: the config, code, loss modules
   and versions it ran with), ``metrics_absent`` (for a finished run: the metrics other rows have and
   its row lacks, comma-separated);
@@ -130,6 +131,9 @@ def _flatten(row: Mapping[str, Any]) -> dict:
         for k, v in ds.items():
             if k not in ("kind", "root", "repeat_factor"):
                 out[f"dataset_{k}"] = v
+    per_class = row.get("per_class")
+    if isinstance(per_class, dict) and per_class and isinstance(next(iter(per_class.values())), list):
+        out["num_classes"] = len(next(iter(per_class.values())))  # the classes evaluated (= trained: the checks)
     fp = row.get("fingerprint")
     out["fingerprint"] = fp.get("digest") if isinstance(fp, dict) else None
     out["profile"] = row.get("profile")
@@ -201,7 +205,8 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     for c in metric_cols:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")  # None, bools, text → NaN
     first = list(IDENTITY) + ["state", "status", "reason", "dataset"]
-    params = [c for c in df.columns if c.startswith(("dataset_", "schedule_"))] + ["profile", "loss_modules",
+    params = [c for c in df.columns if c.startswith("dataset_")] + ["num_classes"] + [
+        c for c in df.columns if c.startswith("schedule_")] + ["profile", "loss_modules",
                                                                                    "fingerprint", "metrics_absent"]
     prov = [c for c in PROVENANCE if c in df.columns]
     versions = sorted(c for c in df.columns if c.startswith("version_"))

@@ -674,13 +674,14 @@ class TableSet:
     values: pd.DataFrame | None = None  # every run's value per metric (:func:`seed_values`), for the plots
     preface: str = ""  # a line under the summary (build_all: the plots to look at first)
     named: bool = False  # a dataset is the user's own (coco_format): its name heads its section even alone
+    headings: dict[str, str] = field(default_factory=dict)  # dataset → its section's heading (:func:`_headings`)
 
     def markdown(self, title: str = "Results") -> str:
         parts = [f"# {title}", "", self.summary, ""] + ([self.preface, ""] if self.preface else [])
         multi = len(self.tables) > 1 or self.named
         for ds, tables in self.tables.items():
             if multi:
-                parts += [f"## Dataset: {ds}", ""]
+                parts += [f"## Dataset: {self.headings.get(ds, ds)}", ""]
             for t in tables:
                 parts.append(to_markdown(t, "###" if multi else "##"))
         return "\n".join(parts)
@@ -726,6 +727,27 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     return text
 
 
+def _headings(frame: pd.DataFrame) -> dict[str, str]:
+    """Each dataset's section heading: its label, the number of classes its finished runs were evaluated on
+    (rows that differ say so) and, for your own data, the annotation files (exactly which data it is)."""
+    out = {}
+    for ds, part in frame.groupby("dataset", sort=False):
+        extra = []
+        if "num_classes" in part.columns:
+            counts = sorted({int(n) for n in part["num_classes"].dropna()})
+            if len(counts) == 1:
+                extra.append(f"{counts[0]} classes")
+            elif counts:
+                extra.append(f"{' / '.join(map(str, counts))} classes: the rows differ (the files changed between runs)")
+        for split in ("train", "val"):
+            files = {v["ann"] for v in part.get(f"dataset_{split}", pd.Series(dtype=object)).dropna()
+                     if isinstance(v, dict) and "ann" in v}
+            if files:
+                extra.append(f"{split} {', '.join(sorted(files))}")
+        out[ds] = f"{ds} ({'; '.join(extra)})" if extra else ds
+    return out
+
+
 def build_tables(frame: pd.DataFrame, metric: str | None = None, n_corrupt: int = 0,
                  paper: pd.DataFrame | bool | None = None) -> TableSet:
     """Every table of ``frame`` for ``metric`` (default :func:`~harness.results.frame.default_metric`)."""
@@ -744,7 +766,8 @@ def build_tables(frame: pd.DataFrame, metric: str | None = None, n_corrupt: int 
     tables = {ds: [grid_table(stats, metric, ds), compare_table(stats, metric, ds, apart), metrics_table(stats, ds)]
               for ds in stats["dataset"].unique()}
     named = "dataset_kind" in frame.columns and bool((frame["dataset_kind"] == "coco_format").any())
-    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics), named=named)
+    return TableSet(metric, stats, tables, _summary(frame, stats, n_corrupt), seed_values(frame, metrics), named=named,
+                    headings=_headings(frame))
 
 
 def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: Iterable[str] = FORMATS,
