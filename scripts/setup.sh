@@ -106,6 +106,31 @@ else
   log "mmcv built and cached in $CACHE"
 fi
 
+# tcmalloc, the memory allocator the harness's local run processes preload (harness/run/allocator.py): the
+# same results, 9-18 % faster training steps on CPU. Best effort: without it runs use the C library's malloc.
+if ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 '; then
+  APT=()
+  if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then APT=(apt-get); elif sudo -n true 2>/dev/null; then APT=(sudo -n apt-get); fi
+  fi
+  if [ ${#APT[@]} -gt 0 ]; then
+    log "installing tcmalloc (libtcmalloc-minimal4) with apt, the allocator local runs preload"
+    aptlog=$(mktemp /tmp/harness-tcmalloc-apt.XXXXXX.log)
+    if DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
+        --no-install-recommends libtcmalloc-minimal4 >"$aptlog" 2>&1 ||
+       { DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 update -q &&
+         DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
+           --no-install-recommends libtcmalloc-minimal4; } >>"$aptlog" 2>&1; then
+      rm -f "$aptlog"
+    else
+      log "could not install libtcmalloc-minimal4 (log: $aptlog); local runs use the C library's malloc (same results, slower)"
+    fi
+  else
+    log "no tcmalloc and no apt-get as root here: local runs use the C library's malloc (same results, slower);" \
+        "install libtcmalloc-minimal4 (or gperftools) to speed them up"
+  fi
+fi
+
 "${PIP[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c 'import torch, mmcv._ext, mmdet, harness; print("[setup] ok: torch", torch.__version__, "CUDA", torch.version.cuda, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
 echo "$want" > "$STAMP"

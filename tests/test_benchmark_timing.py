@@ -111,3 +111,17 @@ def test_a_failing_reference_workload_is_one_line(monkeypatch):
     monkeypatch.setattr(reference.subprocess, "run", failing)
     with pytest.raises(RuntimeError, match=r"^the reference workload failed \(exit 1\): ImportError: no torch$"):
         reference.measure()
+
+
+def test_the_full_run_says_which_memory_allocator_its_runs_used(tmp_path):
+    """The allocator moves a run's time (harness.run.allocator), so the benchmark says which one each run had."""
+    rows = [_row("atss", s, train_s=6.0) for s in range(3)]
+    for row in rows[:2]:
+        row["provenance"]["allocator"] = "libtcmalloc_minimal.so.4.5.10"
+    rows[2]["provenance"]["allocator"] = "system"
+    rows.append(_row("paa", 0, train_s=7.0))  # a row from before the allocator was recorded
+    md = record(700.0, 35, 35, False, out_dir=tmp_path, rows=rows)
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert data["full"]["allocators"] == {"libtcmalloc_minimal.so.4.5.10": 2, "system": 1, "unrecorded": 1}
+    assert ("libtcmalloc_minimal.so.4.5.10 in 2, the C library in 1, unrecorded in 1 of 4 runs."
+            in md.read_text())

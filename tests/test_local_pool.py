@@ -8,6 +8,7 @@ row's), and `--wait` / `harness benchmark` report the runs they ran, exit 1 when
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,15 +35,30 @@ def spec_file(folder: Path, name: str, losses=("focal", "rs"), modules=()) -> Pa
     return path
 
 
-def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_path):
+def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_path, monkeypatch):
+    """... with tcmalloc preloaded where installed (each row says which allocator its process had), and the
+    same values bit for bit with the C library's malloc (HARNESS_ALLOCATOR=system)."""
+    from harness.run.allocator import library
+
     results = tmp_path / "results"
     proc = harness("run", str(spec_file(tmp_path, "pool")), "--executor", "local", "--wait", "--results", str(results))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows, corrupt = read_rows(results / "pool")
     assert not corrupt and sorted(r["loss"] for r in rows) == ["focal", "rs"]
+    monkeypatch.setenv("HARNESS_ALLOCATOR", "system")
+    proc = harness("run", str(spec_file(tmp_path, "pool")), "--executor", "local", "--wait", "--results",
+                   str(tmp_path / "system"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    system = {r["run_id"]: r for r in read_rows(tmp_path / "system" / "pool")[0]}
+    monkeypatch.delenv("HARNESS_ALLOCATOR")
+    tcmalloc = library()
     for row in rows:
         assert row["status"] == "done" and "bbox_AP" in row["metrics"]
         prov = row["provenance"]
+        assert prov["allocator"] == (os.path.basename(os.path.realpath(tcmalloc)) if tcmalloc else "system")
+        other = system[row["run_id"]]
+        assert other["provenance"]["allocator"] == "system"
+        assert other["metrics"] == row["metrics"] and other["curve"] == row["curve"]
         assert prov["process"] == "fork of the preloaded local worker"
         assert set(prov["timing"]) == {f"{p}_s" for p in PHASES}
         assert all(v >= 0 for v in prov["timing"].values())

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from harness.cli import main
+from harness.run import allocator
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +35,8 @@ def test_a_two_process_imagenet_run_rehearses_with_a_resume(tmp_path, capsys, mo
     assert not (results / "grid").exists()  # never the real experiment's folder
     row, = [json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")]
     assert row["status"] == "done" and row["provenance"]["world_size"] == 2
+    tcmalloc = allocator.library()  # its processes preload tcmalloc where installed, as the local runs do
+    assert row["provenance"]["allocator"] == (Path(tcmalloc).resolve().name if tcmalloc else "system")
     assert row["dataset"]["kind"] == "coco" and row["backbone_init"] == "imagenet"
     work = folder / "work" / row["run_id"]
     logs = "\n".join(p.read_text() for p in work.glob("*/*.log"))

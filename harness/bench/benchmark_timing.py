@@ -79,6 +79,16 @@ def cell_split(rows: Iterable[Mapping]) -> dict:
     return out
 
 
+def allocators(rows: Iterable[Mapping]) -> dict[str, int]:
+    """How many runs used each memory allocator (``provenance.allocator``, :mod:`harness.run.allocator`;
+    ``unrecorded`` for rows from before it was recorded): it moves a run's time, never its values."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if isinstance((row.get("provenance") or {}).get("timing"), Mapping):
+            counts[str((row.get("provenance") or {}).get("allocator") or "unrecorded")] += 1
+    return dict(sorted(counts.items()))
+
+
 def record(seconds: float, trained: int, total: int, generated_data: bool, out_dir: str | Path = BENCH_DIR, *,
            steps: Mapping[str, float] | None = None, rows: Iterable[Mapping] | None = None,
            slots: int | None = None, reference: Mapping | None = None) -> Path | None:
@@ -106,7 +116,9 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
         entry["reference"] = {"seconds": round(float(reference["seconds"]), 3),
                               "repeats": list(reference.get("repeats", [])), "workload": reference.get("workload", "")}
     if kind == "full" and rows is not None:
+        rows = list(rows)
         entry["cells"] = cell_split(rows)
+        entry["allocators"] = allocators(rows)
     data[kind] = entry
     from harness.files import write_json_atomic, write_text_atomic
 
@@ -193,4 +205,8 @@ def render(data: dict) -> str:
         if every:
             lines.append(f"| **all runs (sum)** | {every['runs']} | " + " | ".join(f"{every.get(p, 0):.0f}" for p in cols)
                          + f" | {every.get('total', 0):.0f} |")
+    if full.get("allocators"):
+        used = ", ".join(f"{'the C library' if name == 'system' else name} in {n}" for name, n in full["allocators"].items())
+        lines += ["", f"The runs' memory allocator (`provenance.allocator`; it moves a run's time, never its values): "
+                      f"{used} of {sum(full['allocators'].values())} runs."]
     return "\n".join(lines) + "\n"

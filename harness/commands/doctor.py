@@ -216,6 +216,24 @@ def check_packages() -> list[Finding]:
     return out
 
 
+def check_allocator() -> list[Finding]:
+    """The memory allocator local runs preload (:mod:`harness.run.allocator`): speed only, never results."""
+    from harness.run import allocator
+
+    try:
+        lib = allocator.library()
+    except ValueError as exc:
+        return [Finding("problem", "allocator", str(exc), f"unset {allocator.ENV} or set it to system")]
+    if lib is not None:
+        return [Finding("ok", "allocator", f"local runs preload tcmalloc ({lib})")]
+    if os.environ.get(allocator.ENV, "").strip().lower() == "system":
+        return [Finding("note", "allocator", f"{allocator.ENV}=system: local runs use the C library's malloc "
+                                             "(the same results, 9-18 % slower training steps on CPU)")]
+    return [Finding("note", "allocator", "no tcmalloc here: local runs use the C library's malloc (the same results, "
+                                         "9-18 % slower training steps on CPU)",
+                    "install libtcmalloc-minimal4 (apt) or gperftools; make setup does where it can")]
+
+
 def suggested_variant(driver: DriverInfo) -> str | None:
     """The torch build variant (``cu126``, ...) to install for this driver, from its highest CUDA."""
     if not driver.cuda:
@@ -402,7 +420,8 @@ def diagnose(spec=None, cluster_named: bool = False) -> list[Finding]:
     torch_info = probe_torch()
     driver = probe_driver()
     slurm = probe_slurm()
-    findings = check_python() + check_packages() + check_gpu(torch_info, driver) + check_nccl(torch_info)
+    findings = check_python() + check_packages() + check_allocator() + check_gpu(torch_info, driver)
+    findings += check_nccl(torch_info)
     findings += check_slurm(*slurm)
     if spec is not None:
         findings += check_spec(spec, torch_info, slurm, cluster_named)

@@ -17,6 +17,7 @@ run`` (:mod:`harness.launch.scheduler`). Each run's outcome is its own attempt's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -33,6 +34,7 @@ from harness.files import FILE_MODE
 from harness.launch.manifest import record_ended, record_submission
 from harness.launch.scheduler import pool_lock
 from harness.rows import now_iso, write_row
+from harness.run.allocator import preloaded
 from harness.run.job import RunJob, RunLock, attempt_outcome, freeze_imported, row_identity, work_dir
 
 POOL_ENV = "HARNESS_POOL_ID"  # the id a background pool takes (its parent waits for that pool's lock)
@@ -232,6 +234,12 @@ class LocalPool:
         if kind == "local" and any(r.world_size == 1 for r in runs):
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(PRELOAD))
+        # the processes started here preload tcmalloc where installed (harness.run.allocator)
+        with preloaded() if kind != "debug" else contextlib.nullcontext():
+            return self._run_queue(executor, ctx, slots, threads)
+
+    def _run_queue(self, executor, ctx, slots: int, threads: int) -> dict[str, tuple[str, str]]:
+        runs, results_dir, kind = self.runs, self.results_dir, self.kind
         queue = list(runs)
         running: list[tuple[RunSpec, _Handle]] = []
         outcomes: dict[str, tuple[str, str]] = {}

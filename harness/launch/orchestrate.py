@@ -39,6 +39,7 @@ from harness.launch.manifest import submitting
 from harness.launch.plan import Plan, group_by_resources, make_plan
 from harness.launch.wait import wait_for
 from harness.rows import read_spec_record, record_spec, row_path
+from harness.run import allocator
 from harness.run.job import new_attempt
 
 
@@ -123,10 +124,15 @@ def missing_here(spec: Spec) -> list[str]:
 
 
 def _load(request: Request) -> Spec:
-    """The request's spec, validated and restricted to its ``--only`` cells."""
+    """The request's spec, validated and restricted to its ``--only`` cells (and ``HARNESS_ALLOCATOR``,
+    which the local runs read, checked)."""
     try:
         spec = load_spec(request.spec)
     except SpecError as exc:
+        raise LaunchError(str(exc)) from None
+    try:
+        allocator.library()
+    except ValueError as exc:
         raise LaunchError(str(exc)) from None
     return restrict(spec, tuple(request.only))
 

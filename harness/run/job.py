@@ -59,6 +59,7 @@ import submitit
 from harness.experiments.spec import RunSpec
 from harness.files import FILE_MODE, write_json_atomic
 from harness.rows import now_iso, row_path, write_row
+from harness.run.allocator import in_use as allocator_in_use
 from harness.run.fingerprint import loaded_code, recorded, with_starts  # imported with the job: the code as loaded
 
 
@@ -426,6 +427,7 @@ class RunJob(submitit.helpers.Checkpointable):
             **provenance(),
             **info,
             "process": _process_kind(spec.run_id),
+            "allocator": allocator_in_use(),  # speed only: the same values with any (harness.run.allocator)
             "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
