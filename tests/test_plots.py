@@ -86,7 +86,7 @@ def test_seeds_plot_of_single_seeds_stars_nothing_and_says_why():
     tset = build_tables(rows_frame(rows), paper=False)
     fig = seeds_figure(tset.values, tset.stats, "bbox_AP", "coco")
     assert not [l for ax in fig.axes for l in ax.lines if l.get_marker() == "*"]
-    assert "One seed: seed noise cannot be measured" in fig._suptitle.get_text()
+    assert "One seed: seed noise cannot be measured" in " ".join(fig._suptitle.get_text().split())  # wrapped
 
 
 def test_seeds_plot_of_a_metric_undefined_for_every_run_says_so_not_one_seed():
@@ -176,3 +176,23 @@ def test_unchanged_inputs_reuse_the_plots_and_any_change_redraws(tmp_path):
     build_all(folder)
     assert plots["plots/curves.png"].is_file()
     assert plots["plots/seeds_bbox_AP.png"].stat().st_mtime_ns != stamps["plots/seeds_bbox_AP.png"]
+
+
+@pytest.mark.parametrize("detectors", [("atss",), ("atss", "mask_rcnn")])
+def test_seeds_plot_title_fits_a_narrow_figure(detectors):
+    """One or two detectors make a narrow figure: the title is wrapped to its width (it was cut at both
+    edges) and stays above the panels' titles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    own = {"kind": "coco_format", "name": "my-insects-with-a-long-name", "train": {"ann": "/d/t.json", "images": "/d"},
+           "val": {"ann": "/d/v.json", "images": "/d"}}
+    rows = [make_row(det, loss, 0, metrics=box(ap), dataset=dict(own)) for det in detectors
+            for loss, ap in (("focal", 0.1), ("rs", 0.4))]
+    tset = build_tables(rows_frame(rows), paper=False)
+    fig = seeds_figure(tset.values, tset.stats, "bbox_AP", "coco_format my-insects-with-a-long-name")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.width and title.y1 <= fig.bbox.height, (title, fig.bbox)
+    tops = [ax.title.get_window_extent(renderer).y1 for ax in fig.axes if ax.get_title()]
+    assert tops and title.y0 >= max(tops), (title, tops)
+    assert "One seed: seed noise cannot be measured" in " ".join(fig._suptitle.get_text().split())

@@ -153,14 +153,28 @@ def seeds_figure(values, stats, metric: str, dataset: str, title: str = "") -> F
         undefined = int((s["done"] - s["lacking"]).where(s["applicable"], 0).sum())
         why = (f"Undefined (n/d) for all {undefined} finished run(s): no ground truth or detections of that kind "
                f"in the evaluated images." if undefined else "No finished run has a value of it.")
-        fig.suptitle(f"{head}: no run has a value\n{textwrap.fill(why, max(40, int(w * 15)))}", fontsize=9.5)
+        _fit_title(fig, axes, f"{head}: no run has a value\n{why}", w, h)
         return fig
     note = "" if any_best else " No loss is separated from the others beyond seed noise."
     if len(seeds) < 2:
         note = " One seed: seed noise cannot be measured, so nothing is starred."
-    fig.suptitle(f"{head}: every seed (dot), mean (bar) ± std (line)\n"
-                 f"★: best of the detector beyond seed noise ({TEST_NAME}).{note}", fontsize=9.5)
+    _fit_title(fig, axes, f"{head}: every seed (dot), mean (bar) ± std (line)\n"
+                          f"★: best of the detector beyond seed noise ({TEST_NAME}).{note}", w, h)
     return fig
+
+
+def _fit_title(fig: Figure, axes, text: str, w: float, h: float, fontsize: float = 9.5) -> None:
+    """``text`` as the figure's title, each line wrapped to the figure's width (a figure of one or two
+    detectors is narrow: the line was cut at both edges), the figure made taller by the lines beyond two
+    so that the title stays above the panels."""
+    lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, max(30, int(w * 12))) or [""])]
+    extra = 0.2 * max(0, len(lines) - 2)  # inches: a 9.5 pt line and its spacing
+    if extra:
+        fig.set_size_inches(w, h + extra)
+        axes[0][0].get_gridspec().update(top=1 - (0.95 + extra) / (h + extra), bottom=0.75 / (h + extra))
+        for ax in axes.flat:  # update() moves the axes of pyplot's figures only
+            ax.set_position(ax.get_subplotspec().get_position(fig))
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 # ------------------------------------------------------------------------------------------------
