@@ -344,3 +344,42 @@ def test_ap_and_olrp_read_the_same_ignore_rule(kind):
         gt["annotations"][1].update(ignore=0, iscrowd=1)
         m = evaluate(gt, [_det(1, [10, 10, 40, 40]), _det(1, [55, 55, 40, 40], 0.95)], iou_types=("bbox",))
         assert m["bbox_AP"] == approx(1.0) and m["bbox_oLRP"] == 0.0 and m["bbox_oLRP_FP"] == 0.0
+
+
+def test_a_compressed_rle_string_is_checked_alike_byte_by_byte_and_with_numpy():
+    """Short strings (every tiny-profile detection's mask) are checked byte by byte, long ones with numpy:
+    the same answer for thousands of real masks' strings (pycocotools' encoding, which must pass, with
+    pycocotools' own area) and for every corruption of them, and for the edge cases of the format."""
+    from pycocotools import mask as mask_utils
+
+    from harness.evaluation.inputs import _rle_string_ok, _rle_string_ok_bytes, _rle_string_ok_numpy
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(1500):
+        h, w = [(128, 128), (480, 640), (7, 5), (1, 1)][i % 4]
+        m = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(0, 4)):
+            y, x = rng.integers(0, h), rng.integers(0, w)
+            m[y:y + rng.integers(1, h + 1), x:x + rng.integers(1, w + 1)] = 1
+        counts = mask_utils.encode(np.asfortranarray(m))["counts"]
+        assert _rle_string_ok_bytes(counts, h, w) and _rle_string_ok_numpy(counts, h, w)
+        assert mask_utils.area({"size": [h, w], "counts": counts}) == m.sum()
+        cases.append((counts, h, w))
+        bad = bytearray(counts)
+        for _ in range(rng.integers(1, 3)):
+            at = rng.integers(0, len(bad) + 1)
+            if rng.random() < 0.5 and bad:
+                bad[min(at, len(bad) - 1)] = rng.integers(40, 120)
+            else:
+                bad.insert(at, rng.integers(40, 120))
+        cases.append((bytes(bad), h, w))
+        cases.append((counts, h, w + 1))  # covers another size
+    cases += [(b"", 0, 0), (b"", 1, 1), (b"0", 0, 0), (b"1", 1, 1), (b"P", 1, 1), (b"o", 1, 1), (b"/", 1, 1),
+              (b"P" * 11 + b"0", 0, 0), (b"P" * 12 + b"0", 0, 0), (b"1" + b"`", 1, 1), (b"1" * 3 + b"X", 3, 1)]
+    answers = [(_rle_string_ok_bytes(*c), _rle_string_ok_numpy(*c)) for c in cases]
+    assert all(a == b for a, b in answers)
+    assert 1000 < sum(a for a, _ in answers) < len(answers) - 1000  # both kinds well represented
+    long = max(cases[0:4500:3], key=lambda c: len(c[0]))  # the longest of the real masks' strings
+    assert len(long[0]) > 256 and _rle_string_ok(*long)  # the dispatcher reaches the numpy path too
+    assert not _rle_string_ok(long[0], long[1], long[2] + 1)

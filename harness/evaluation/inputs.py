@@ -73,11 +73,47 @@ def _short(x, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
+_SHORT_RLE = 256  # bytes: a shorter string is checked one byte at a time (numpy's per-call cost dominates)
+
+
 def _rle_string_ok(counts: bytes, height: int, width: int) -> bool:
     """Whether a compressed RLE string (pycocotools' format: run lengths as 5-bit groups offset by 48,
     0x20 = more groups follow, 0x10 in the last group = negative; from the third run on each is stored
     as the difference to the run two before) decodes to non-negative runs covering height × width
-    pixels exactly. pycocotools decodes without bounds checks, so a bad string must not reach it."""
+    pixels exactly. pycocotools decodes without bounds checks, so a bad string must not reach it.
+    A short string (a small mask, such as every tiny-profile detection's) is read byte by byte, a long
+    one with numpy; both give the same answer (``tests/test_evaluation.py``)."""
+    if len(counts) <= _SHORT_RLE:
+        return _rle_string_ok_bytes(counts, height, width)
+    return _rle_string_ok_numpy(counts, height, width)
+
+
+def _rle_string_ok_bytes(counts: bytes, height: int, width: int) -> bool:
+    """:func:`_rle_string_ok` one byte at a time."""
+    runs: list[int] = []
+    total = value = shift = 0
+    for byte in counts:
+        c = byte - 48
+        if c < 0 or c > 63 or shift > 55:  # not a 6-bit group, or a 13th group (more than 60 bits)
+            return False
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:  # more groups follow
+            continue
+        if c & 0x10:  # the last group's sign bit
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return False
+        runs.append(value)
+        total += value
+        value = shift = 0
+    return shift == 0 and total == height * width
+
+
+def _rle_string_ok_numpy(counts: bytes, height: int, width: int) -> bool:
+    """:func:`_rle_string_ok` with numpy, for long strings."""
     raw = np.frombuffer(counts, dtype=np.uint8)
     if raw.size == 0:
         return height * width == 0
