@@ -211,6 +211,14 @@ def _val_categories(folder):
     _put(folder, d, "val")
 
 
+def _encoded(encoding: str):
+    """The train file as Windows tools and some exporters save it: json reads it, pycocotools and mmdet do not."""
+    def change(folder):
+        path = folder / "data" / "train.json"
+        path.write_bytes(path.read_text(encoding="utf-8").encode(encoding))
+    return change
+
+
 def _val_only_class(folder):
     """Same categories in both files, but no training object of 'hex nut' (12): val has some."""
     d = _ann(folder)
@@ -275,6 +283,10 @@ def _missing_folder(folder):
     (_val_categories, ["val.json: val categories differ from train's", "only in val: 12 'hex nut M5'",
                        "only in train: 12 'hex nut'", "same categories list"]),
     (_no_annotations, ["train.json: no annotation at all", "needs annotated objects"]),
+    (_encoded("utf-8-sig"), ["train.json: starts with a UTF-8 byte-order mark, which pycocotools and mmdet cannot read",
+                             "save it as UTF-8 without a byte-order mark", "encoding='utf-8-sig'"]),
+    (_encoded("utf-16"), ["train.json: is UTF-16 text (with a byte-order mark), which pycocotools and mmdet cannot read",
+                          "encoding='utf-16'"]),
     (_val_only_class, ["val.json: 1 classes have objects in val but none in train (12 'hex nut': ",
                        "add training objects of it to", "or remove the class and its annotations from both files"]),
     (_crowd_value, ["train.json: 2 annotations have an 'iscrowd' other than 0 or 1 (ids 1000, 3000; values 2, true)",

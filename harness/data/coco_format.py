@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,6 +85,10 @@ def resolve_paths(raw: Mapping[str, Any], base: str | Path) -> dict:
 # ------------------------------------------------------------------------------------------------ reading
 
 _CACHE: dict[tuple, dict] = {}
+#: What :func:`json.detect_encoding` finds in a file that is not plain UTF-8 (exporters and Windows tools write these).
+_ENCODINGS = {"utf-8-sig": "starts with a UTF-8 byte-order mark", "utf-16": "is UTF-16 text (with a byte-order mark)",
+              "utf-16-le": "is UTF-16 text", "utf-16-be": "is UTF-16 text", "utf-32": "is UTF-32 text",
+              "utf-32-le": "is UTF-32 text", "utf-32-be": "is UTF-32 text"}
 
 
 def read_annotations(path: str | Path) -> dict:
@@ -100,7 +105,14 @@ def read_annotations(path: str | Path) -> dict:
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
         try:
-            data = json.loads(p.read_bytes())
+            raw = p.read_bytes()
+            encoding = json.detect_encoding(raw)
+            if encoding != "utf-8":  # json reads these; pycocotools and mmdet open the file as UTF-8 and fail
+                raise DataProblems([f"{p}: {_ENCODINGS.get(encoding, encoding)}, which pycocotools and mmdet cannot "
+                                    "read (they open it as UTF-8); save it as UTF-8 without a byte-order mark, e.g. "
+                                    f"python -c \"import sys; d = open(sys.argv[1], encoding='{encoding}').read(); "
+                                    f"open(sys.argv[1], 'w', encoding='utf-8').write(d)\" {shlex.quote(str(p))}"])
+            data = json.loads(raw.decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise DataProblems([f"{p}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); "
                                 "fix the file or export it again"]) from None
