@@ -211,6 +211,17 @@ def _val_categories(folder):
     _put(folder, d, "val")
 
 
+def _resized_image(folder):
+    from PIL import Image
+
+    path = folder / "data" / "images" / "train_0003.png"
+    Image.open(path).resize((192, 144)).save(path)
+
+
+def _not_an_image(folder):
+    (folder / "data" / "images" / "train_0002.png").write_bytes(b"<html>404</html>")
+
+
 def _encoded(encoding: str):
     """The train file as Windows tools and some exporters save it: json reads it, pycocotools and mmdet do not."""
     def change(folder):
@@ -283,6 +294,10 @@ def _missing_folder(folder):
     (_val_categories, ["val.json: val categories differ from train's", "only in val: 12 'hex nut M5'",
                        "only in train: 12 'hex nut'", "same categories list"]),
     (_no_annotations, ["train.json: no annotation at all", "needs annotated objects"]),
+    (_resized_image, ["train.json: 1 of 16 images in", "differ in size from the file's width and height (first: "
+                      "train_0003.png is 192×144, the file says 96×72)", "boxes and masks are in the file's pixels"]),
+    (_not_an_image, ["train.json: 1 of 16 images in", "are not readable images (first: train_0002.png "
+                     "(UnidentifiedImageError))", "replace them"]),
     (_encoded("utf-8-sig"), ["train.json: starts with a UTF-8 byte-order mark, which pycocotools and mmdet cannot read",
                              "save it as UTF-8 without a byte-order mark", "encoding='utf-8-sig'"]),
     (_encoded("utf-16"), ["train.json: is UTF-16 text (with a byte-order mark), which pycocotools and mmdet cannot read",
@@ -457,6 +472,26 @@ def test_per_class_ap_comes_from_the_same_evaluation(parts):
     assert by_id[7]["AP"] == 0 and by_id[40]["AP"] == pytest.approx(1) and by_id[12]["AP"] == pytest.approx(1)
     assert by_id[40]["name"] == "washer Ø8"
     assert metrics["bbox_AP"] == pytest.approx(sum(c["AP"] for c in per_class["bbox"]) / 3)
+
+
+def test_image_sizes_are_read_as_mmdet_decodes_them(tmp_path):
+    """A JPEG turned a quarter by its EXIF orientation is decoded turned (OpenCV applies it, mmdet's
+    loader does too): the file's width and height must be the turned ones."""
+    import numpy as np
+    from PIL import Image
+
+    from harness.data.coco_format import check_images
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(tmp_path / "a.jpg", exif=exif)  # stored 100 × 40
+    for width, height, ok in ((40, 100, True), (100, 40, False)):
+        data = {"images": [{"id": 1, "file_name": "a.jpg", "width": width, "height": height}]}
+        ann = tmp_path / f"{width}x{height}.json"
+        ann.write_text(json.dumps(data))
+        found = check_images(data, ann, tmp_path)
+        assert (found == []) == ok, found
+        assert ok or "a.jpg is 40×100, the file says 100×40" in found[0]
 
 
 @pytest.mark.parametrize("n", [1, 1500])

@@ -14,8 +14,8 @@ ignored in training and in evaluation as COCO does; masks come from polygons or 
 fix (:class:`DataProblems`); :func:`mask_coverage` says whether every annotation has a mask (what the
 mask detectors need); :func:`coco_format_paths` gives the run its :class:`DatasetPaths`;
 :func:`inspect` / :func:`inspection_lines` summarise an annotation file (``harness data inspect``).
-Standard library only, plus the image folder's listing; the format and the checks:
-``docs/data-evaluation.md`` ("Your own data").
+Standard library only, plus the image folder's listing and each image's header (Pillow); the format and
+the checks: ``docs/data-evaluation.md`` ("Your own data").
 """
 
 from __future__ import annotations
@@ -263,14 +263,63 @@ def _has_mask(a: dict) -> bool:
 
 
 def check_images(data: dict, path: str | Path, images_dir: str | Path) -> list[str]:
-    """Images the file lists that are not in ``images_dir`` (how many, the first few names)."""
+    """Images the file lists that are not in ``images_dir`` (how many, the first few names); when all are
+    there, those that are not readable images or whose size differs from the file's (:func:`_image_sizes`)."""
     folder = Path(images_dir)
     names = [str(i["file_name"]) for i in data.get("images", []) if isinstance(i, dict) and "file_name" in i]
     absent = [n for n in names if not (folder / n).is_file()]
     if not absent:
-        return []
+        return _image_sizes(data, path, folder)
     return [f"{path}: {len(absent)} of {len(names)} images listed are not in {folder} (first: {_first(absent)}); "
             "copy them there or point the split's 'images' at the folder holding them"]
+
+
+_SIZES: dict[tuple, list[str]] = {}
+#: EXIF orientations that turn a JPEG a quarter: OpenCV (mmdet's decoder) applies them, so width and height swap.
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def _image_sizes(data: dict, path: str | Path, folder: Path) -> list[str]:
+    """Images that are not readable images, or whose size as mmdet decodes them (OpenCV applies a JPEG's EXIF
+    orientation) differs from the ``width`` and ``height`` the file gives: boxes and masks are in the
+    file's pixels, so an image resized or rotated after annotating trains on misplaced boxes, unsaid.
+    Reads each image's header only (Pillow); kept per process while the annotation file is unchanged."""
+    try:
+        st = Path(path).stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, str(folder))
+    except OSError:
+        key = None
+    if key in _SIZES:
+        return _SIZES[key]
+    from PIL import Image
+
+    listed = [i for i in data.get("images", []) if isinstance(i, dict) and "file_name" in i]
+    unreadable, differ = [], []
+    for i in listed:
+        if not (_int(i.get("width")) and _int(i.get("height"))):
+            continue  # check_file reports it
+        name = str(i["file_name"])
+        try:
+            with Image.open(folder / name) as im:
+                w, h = im.size
+                if im.format == "JPEG" and im.getexif().get(0x0112) in _QUARTER_TURNS:
+                    w, h = h, w
+        except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, the image cannot be decoded
+            unreadable.append(f"{name} ({type(exc).__name__})")
+            continue
+        if (w, h) != (i["width"], i["height"]):
+            differ.append(f"{name} is {w}×{h}, the file says {i['width']}×{i['height']}")
+    problems = []
+    if unreadable:
+        problems.append(f"{path}: {len(unreadable)} of {len(listed)} images in {folder} are not readable images "
+                        f"(first: {_first(unreadable)}); replace them with the original files")
+    if differ:
+        problems.append(f"{path}: {len(differ)} of {len(listed)} images in {folder} differ in size from the file's "
+                        f"width and height (first: {_first(differ, 2)}); boxes and masks are in the file's pixels: "
+                        "give the images annotated (not resized or rotated since) or export the annotations again")
+    if key is not None:
+        _SIZES[key] = problems
+    return problems
 
 
 def _where(name: str, split: str, key: str) -> str:
