@@ -695,9 +695,9 @@ def test_docs_list_every_cells_csv_column():
 
 
 def test_an_own_dataset_section_says_its_class_count_and_files(tmp_path):
-    """A result says exactly which data it came from: the heading of a coco_format dataset's section gives
-    its name, the number of classes its runs were evaluated on (the row's per_class) and its annotation
-    files; runs.csv has the count per run."""
+    """A result says exactly which data it came from: the heading of a coco_format dataset's section (and
+    each table file's first line) gives its name, the number of classes its runs were evaluated on (the
+    row's per_class) and its annotation files; runs.csv has the count per run."""
     ds = {"kind": "coco_format", "name": "my-insects", "train": {"ann": "/d/train.json", "images": "/d/train"},
           "val": {"ann": "/d/val.json", "images": "/d/val"}}
     per_class = {"bbox": [{"id": i, "name": f"c{i}", "AP": 0.1} for i in (7, 9, 15, 23)]}
@@ -705,5 +705,10 @@ def test_an_own_dataset_section_says_its_class_count_and_files(tmp_path):
                      run_id=f"atss-{loss}-s0-own") for loss in ("focal", "rs")]
     frame = rows_frame(rows)
     assert list(frame["num_classes"]) == [4, 4]
-    out = build_tables(frame, paper=False).markdown()
-    assert ("## Dataset: coco_format my-insects (4 classes; train /d/train.json; val /d/val.json)" in out), out
+    tset = build_tables(frame, paper=False)
+    heading = "coco_format my-insects (4 classes; train /d/train.json; val /d/val.json)"
+    assert f"## Dataset: {heading}" in tset.markdown()
+    assert f"% dataset: {heading}" in tset.latex()
+    written = write_tables(tset, frame, tmp_path / "tables")  # each table's own file says it too
+    assert written["grid_bbox_AP.md"].read_text().startswith(f"Dataset: {heading}\n")
+    assert written["metrics.tex"].read_text().startswith(f"% dataset: {heading}\n")

@@ -690,7 +690,8 @@ class TableSet:
         out = []
         for ds, tables in self.tables.items():
             for t in tables:
-                out.append(to_latex(t) if len(self.tables) == 1 else f"% dataset: {ds}\n" + to_latex(t))
+                out.append(to_latex(t) if len(self.tables) == 1 and not self.named
+                           else f"% dataset: {self.headings.get(ds, ds)}\n" + to_latex(t))
         return "\n".join(out)
 
 
@@ -781,11 +782,15 @@ def write_tables(tset: TableSet, frame: pd.DataFrame, out: str | Path, formats: 
     multi = len(tset.tables) > 1
     for ds, tables in tset.tables.items():
         suffix = f"_{_slug(ds)}" if multi else ""
+        # a table file copied elsewhere still says which data it is (as tables.md's sections do)
+        named = multi or tset.named
+        md_head = f"Dataset: {tset.headings.get(ds, ds)}\n\n" if named else ""
+        tex_head = f"% dataset: {tset.headings.get(ds, ds)}\n" if named else ""
         for t in tables:
             if "md" in formats:
-                written[f"{t.name}{suffix}.md"] = write_text_atomic(out / f"{t.name}{suffix}.md", to_markdown(t))
+                written[f"{t.name}{suffix}.md"] = write_text_atomic(out / f"{t.name}{suffix}.md", md_head + to_markdown(t))
             if "latex" in formats:
-                written[f"{t.name}{suffix}.tex"] = write_text_atomic(out / f"{t.name}{suffix}.tex", to_latex(t))
+                written[f"{t.name}{suffix}.tex"] = write_text_atomic(out / f"{t.name}{suffix}.tex", tex_head + to_latex(t))
     if "md" in formats:
         written["tables.md"] = write_text_atomic(out / "tables.md", tset.markdown(title))
     if "csv" in formats:
