@@ -57,7 +57,8 @@ bench-rehearse: setup  ## rehearse REHEARSE (default coco_1x) on CPU; copies its
 
 .PHONY: bench-phases
 bench-phases: setup  ## where a grid run's time goes, part by part (tiny, CPU); writes results/bench/phases.md
-	$(PY) -m harness bench-phases --out results/bench/phases
+	LD_PRELOAD="$$($(PY) -c 'from harness.run.allocator import library; print(library() or "")')$${LD_PRELOAD:+:$$LD_PRELOAD}" \
+	  $(PY) -m harness bench-phases --out results/bench/phases
 
 .PHONY: bench-steps
 bench-steps: setup  ## median training-step time per detector x loss cell (tiny, CPU); writes results/bench/steps.md

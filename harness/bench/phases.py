@@ -279,6 +279,7 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
 
     from harness.detectors.grid import DETECTORS
     from harness.files import prefixed, write_csv_atomic, write_text_atomic
+    from harness.run.allocator import in_use as allocator_in_use
 
     rows = []
     for c in cells:
@@ -293,7 +294,9 @@ def write_report(prefix: Path, cells: list[CellPhases], spec_path: str | Path) -
         f"Each cell trained and tested as its first seed's run in `{spec_path}` (its dataset, schedule and "
         "overrides), by the same code as every run, with a timer around each part of the model "
         "(harness/bench/phases.py). Times are inclusive: a line contains the lines indented under it. "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}. Written by "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, memory allocator "
+        f"{allocator_in_use()} (a local run's: `make bench-phases` preloads tcmalloc where installed, as the local "
+        "executor does; harness/run/allocator.py). Written by "
         "`make bench-phases` (`harness bench-phases`). One run each on this machine's load at the time: "
         "compare within this file.",
         "",
