@@ -211,6 +211,15 @@ def _val_categories(folder):
     _put(folder, d, "val")
 
 
+def _ids_not_integers(folder):
+    """An exporter's text id ("7" for 7, which was reported as an unknown category 7) and an id that is not
+    even hashable (a list: a traceback)."""
+    d = _ann(folder)
+    d["annotations"][1]["category_id"] = "7"
+    d["annotations"][2]["image_id"] = [2]
+    _put(folder, d)
+
+
 def _resized_image(folder):
     from PIL import Image
 
@@ -294,6 +303,8 @@ def _missing_folder(folder):
     (_val_categories, ["val.json: val categories differ from train's", "only in val: 12 'hex nut M5'",
                        "only in train: 12 'hex nut'", "same categories list"]),
     (_no_annotations, ["train.json: no annotation at all", "needs annotated objects"]),
+    (_ids_not_integers, ["train.json: 2 annotations have an id / image_id / category_id that is not an integer",
+                         '(annotation ids 2000, 2001; values "7", [2])', 'COCO ids are integers: write 9, not "9"']),
     (_resized_image, ["train.json: 1 of 16 images in", "differ in size from the file's width and height (first: "
                       "train_0003.png is 192×144, the file says 96×72)", "boxes and masks are in the file's pixels"]),
     (_not_an_image, ["train.json: 1 of 16 images in", "are not readable images (first: train_0002.png "

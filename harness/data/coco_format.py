@@ -43,6 +43,7 @@ EXAMPLES = 3
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
+_ANN_IDS = ("id", "image_id", "category_id")
 _CAT_KEYS = ("id", "name")
 
 
@@ -188,6 +189,14 @@ def check_file(data: dict, path: str | Path) -> list[str]:
         problems.append(f"{where}: {lacking} of {len(data['annotations'])} annotations lack COCO keys (first: "
                         f"annotations[{i}] has no {', '.join(absent)}); every annotation needs "
                         f"{', '.join(_ANN_KEYS)}")
+    not_int = [a for a in anns if not all(_int(a[k]) for k in _ANN_IDS)]
+    if not_int:  # "9" for 9 (some exporters write text), or worse: every check below looks ids up
+        shown = sorted({json.dumps(a[k])[:20] for a in not_int for k in _ANN_IDS if not _int(a[k])})
+        where_ids = [json.dumps(a["id"])[:20] for a in not_int]
+        problems.append(f"{where}: {len(not_int)} annotations have an {' / '.join(_ANN_IDS)} that is not an integer "
+                        f"(annotation ids {_first(where_ids)}; values {_first(shown)}); COCO ids are integers: "
+                        "write 9, not \"9\"")
+        anns = [a for a in anns if all(_int(a[k]) for k in _ANN_IDS)]
     ids = [a["id"] for a in anns]
     if len(set(ids)) != len(ids):
         seen, rep = set(), set()
@@ -368,7 +377,7 @@ def _objects_per_category(data: dict) -> dict:
     """Non-crowd annotations per ``category_id`` (what training learns from and evaluation scores)."""
     out: dict = {}
     for a in data.get("annotations") or []:
-        if isinstance(a, dict) and not a.get("iscrowd") and "category_id" in a:
+        if isinstance(a, dict) and not a.get("iscrowd") and _int(a.get("category_id")):
             out[a["category_id"]] = out.get(a["category_id"], 0) + 1
     return out
 
@@ -390,7 +399,8 @@ def _unseen_in_train(files: dict, entry: Mapping[str, Any]) -> list[str]:
 
 def category_pairs(data: dict) -> list[tuple]:
     """``(id, name)`` of each category, in file order (the label order mmdet gives the classes)."""
-    return [(c.get("id"), str(c.get("name"))) for c in data.get("categories", []) if isinstance(c, dict)]
+    return [(c.get("id"), str(c.get("name"))) for c in data.get("categories", [])
+            if isinstance(c, dict) and _int(c.get("id"))]  # other ids are problems of check_file
 
 
 def mask_coverage(entry: Mapping[str, Any]) -> dict | None:
@@ -487,17 +497,17 @@ def inspect(data: dict) -> dict:
     regions, and the instances mmdet's training leaves out (valid COCO, skipped unsaid: :data:`LEFT_OUT`).
     Crowd regions are counted apart, never as instances. Tolerates malformed entries (skipped)."""
     images = [i for i in data.get("images") or [] if isinstance(i, dict)]
-    cats = [c for c in data.get("categories") or [] if isinstance(c, dict)]
+    cats = [c for c in data.get("categories") or [] if isinstance(c, dict) and _int(c.get("id"))]
     anns = [a for a in data.get("annotations") or [] if isinstance(a, dict)]
     objects = [a for a in anns if not a.get("iscrowd")]
     crowd = len(anns) - len(objects)
     per_class = {c.get("id"): 0 for c in cats}
     for a in objects:
-        if a.get("category_id") in per_class:
+        if _int(a.get("category_id")) and a["category_id"] in per_class:  # an unhashable id is a problem, not a crash
             per_class[a["category_id"]] += 1
-    per_image = {i.get("id"): 0 for i in images}
+    per_image = {i.get("id"): 0 for i in images if _int(i.get("id"))}
     for a in objects:
-        if a.get("image_id") in per_image:
+        if _int(a.get("image_id")) and a["image_id"] in per_image:
             per_image[a["image_id"]] += 1
     sizes = {"small": 0, "medium": 0, "large": 0}
     for a in objects:
@@ -517,7 +527,8 @@ def inspect(data: dict) -> dict:
     rarest = sorted(per_class.items(), key=lambda kv: (kv[1], str(kv[0])))[:5]
     masks = sum(1 for a in anns if _has_mask(a))
     polygons = sum(1 for a in anns if isinstance(a.get("segmentation"), list) and a["segmentation"])
-    dims = sorted({(i.get("width"), i.get("height")) for i in images}, key=str)
+    dims = sorted({(i.get("width"), i.get("height")) for i in images if _num(i.get("width")) and _num(i.get("height"))},
+                  key=str)
     return {
         "images": len(images),
         "images_without_objects": sum(1 for n in per_image.values() if n == 0),
