@@ -705,6 +705,7 @@ def test_an_own_dataset_section_says_its_class_count_and_files(tmp_path):
                      run_id=f"atss-{loss}-s0-own") for loss in ("focal", "rs")]
     frame = rows_frame(rows)
     assert list(frame["num_classes"]) == [4, 4]
+    assert list(frame["dataset_val_ann"]) == ["/d/val.json"] * 2 and "dataset_val" not in frame.columns
     tset = build_tables(frame, paper=False)
     heading = "coco_format my-insects (4 classes; train /d/train.json; val /d/val.json)"
     assert f"## Dataset: {heading}" in tset.markdown()
@@ -712,3 +713,5 @@ def test_an_own_dataset_section_says_its_class_count_and_files(tmp_path):
     written = write_tables(tset, frame, tmp_path / "tables")  # each table's own file says it too
     assert written["grid_bbox_AP.md"].read_text().startswith(f"Dataset: {heading}\n")
     assert written["metrics.tex"].read_text().startswith(f"% dataset: {heading}\n")
+    runs = pd.read_csv(written["runs.csv"])  # plain paths, not a Python dict's repr
+    assert list(runs["dataset_train_images"]) == ["/d/train"] * 2

@@ -8,7 +8,8 @@ Columns (in this order; a column appears only when some run has it):
   ``reason`` (why it failed);
 - parameters: ``dataset`` (a label: the whole dataset entry, :func:`dataset_label`),
   ``dataset_kind``, ``dataset_root``, ``dataset_repeat_factor`` (and any other dataset key as
-  ``dataset_<key>``), ``num_classes`` (the classes the run was evaluated on: its row's ``per_class``),
+  ``dataset_<key>``; your own data's files as ``dataset_train_ann``, ``dataset_train_images``,
+  ``dataset_val_ann``, ``dataset_val_images``), ``num_classes`` (the classes the run was evaluated on: its row's ``per_class``),
   ``profile``, ``schedule_<key>`` for every schedule key, ``loss_modules``
   (comma-separated), ``fingerprint`` (the digest of the row's fingerprint: the config, code, loss modules
   and versions it ran with), ``metrics_absent`` (for a finished run: the metrics other rows have and
@@ -129,7 +130,10 @@ def _flatten(row: Mapping[str, Any]) -> dict:
         out["dataset_root"] = ds.get("root")
         out["dataset_repeat_factor"] = ds.get("repeat_factor")
         for k, v in ds.items():
-            if k not in ("kind", "root", "repeat_factor"):
+            if isinstance(v, dict):  # your own data's train / val files: a column each, not a Python repr in runs.csv
+                for sub, w in v.items():
+                    out[f"dataset_{k}_{sub}"] = w
+            elif k not in ("kind", "root", "repeat_factor"):
                 out[f"dataset_{k}"] = v
     per_class = row.get("per_class")
     if isinstance(per_class, dict) and per_class and isinstance(next(iter(per_class.values())), list):

@@ -741,8 +741,7 @@ def _headings(frame: pd.DataFrame) -> dict[str, str]:
             elif counts:
                 extra.append(f"{' / '.join(map(str, counts))} classes: the rows differ (the files changed between runs)")
         for split in ("train", "val"):
-            files = {v["ann"] for v in part.get(f"dataset_{split}", pd.Series(dtype=object)).dropna()
-                     if isinstance(v, dict) and "ann" in v}
+            files = {str(v) for v in part.get(f"dataset_{split}_ann", pd.Series(dtype=object)).dropna()}
             if files:
                 extra.append(f"{split} {', '.join(sorted(files))}")
         out[ds] = f"{ds} ({'; '.join(extra)})" if extra else ds
