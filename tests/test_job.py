@@ -98,3 +98,35 @@ def test_force_restarts_once_per_attempt_and_a_requeue_of_that_attempt_resumes(r
 
     row = RunJob(run, results, force=True, attempt="a2")()  # another submission's --force restarts again
     assert resumed == [False, True, False] and row["provenance"]["attempt"] == "a2"
+
+
+def test_a_preemption_signal_during_a_checkpoint_save_is_handled_once_the_save_is_done():
+    """submitit's USR2 handler (checkpoint and requeue) does not run in the middle of a checkpoint save:
+    the signal is held back until the save returns, then handled before the next step."""
+    import os
+    import signal
+    import time
+
+    from harness.run.train import _whole
+
+    order = []
+
+    class Runner:
+        def save_checkpoint(self):
+            os.kill(os.getpid(), signal.SIGUSR2)  # the scheduler preempts the job mid-save
+            time.sleep(0.05)  # a handler that is not held back runs here
+            order.append("saved")
+
+    def handler(signum, frame):
+        order.append("handled")
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        runner = Runner()
+        _whole(runner, "save_checkpoint")
+        runner.save_checkpoint()
+        order.append("next step")
+        assert signal.getsignal(signal.SIGUSR2) is handler  # the job's handler is back
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert order == ["saved", "handled", "next step"]

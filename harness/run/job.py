@@ -49,6 +49,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -406,6 +407,10 @@ class RunJob(submitit.helpers.Checkpointable):
             info["timing"] = {"startup_s": _startup_s(self), **info.get("timing", {}), "finish_s": 0.0}
         except BaseException as exc:
             if getattr(self, "_interrupted", False):  # being requeued: whatever was raised, the run did not fail
+                if not isinstance(exc, SystemExit):  # not submitit's exit after its requeue: say what ended it
+                    print(f"harness: the run was being requeued (checkpoint() was called) when "
+                          f"{type(exc).__name__} ended it; exiting without a row:\n{traceback.format_exc()}",
+                          file=sys.stderr, flush=True)
                 raise SystemExit(-1) from None
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not the run's fault either
                 raise

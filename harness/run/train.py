@@ -34,6 +34,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,6 +322,39 @@ def _timed(obj, name: str, timing: dict, key: str) -> None:
     setattr(obj, name, timed)
 
 
+# The signals a scheduler preempts or times out a job with (submitit's USR2 handler checkpoints and requeues
+# the run; SIGTERM comes first on preemption).
+PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+def _whole(obj, name: str) -> None:
+    """Make every call of ``obj.<name>`` finish before a preemption signal is handled: while it runs, the
+    Python handlers of :data:`PREEMPTION_SIGNALS` only note a signal, and once it returns the noted signals
+    are raised again for the handlers the job set. A checkpoint save is wrapped so: submitit's handler,
+    run in the middle of one (inside torch.save, or mmengine's formatting of the config), requeues and exits
+    with the checkpoint half-written, and once (the loopback cluster's preemption test) ended the job
+    without a requeue at all; after the save it runs between training steps. (A signal mask would not do:
+    a process's signal goes to any thread that does not block it, and torch's threads do not.)"""
+    original = getattr(obj, name)
+
+    def whole(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+            return original(*args, **kwargs)
+        handlers = {s: signal.getsignal(s) for s in PREEMPTION_SIGNALS if callable(signal.getsignal(s))}
+        noted: list[int] = []
+        for s in handlers:
+            signal.signal(s, lambda signum, frame: noted.append(signum))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+            for signum in noted:  # handled now, by the job's own handlers, in the order they came
+                signal.raise_signal(signum)
+
+    setattr(obj, name, whole)
+
+
 def _data_time(runner) -> float:
     """Seconds the training loop waited for its data (mmengine's per-iteration ``data_time``)."""
     try:
@@ -399,6 +434,7 @@ def train_and_evaluate(run: RunSpec, folder: Path) -> TrainResult:
     runner.param_schedulers = fit_schedule(cfg.param_scheduler, epochs, epochs * len(runner.train_dataloader),
                                            run.batch.run.accumulate)
     runner.cfg.param_scheduler = runner.param_schedulers  # the config saved with the run is what ran
+    _whole(runner, "save_checkpoint")  # a preemption is handled once the checkpoint is written
     _timed(runner, "save_checkpoint", timing, "checkpoint_s")
     if _START_LISTENERS:
         from harness.run.hooks import TrainingStartHook
