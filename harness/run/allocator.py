@@ -1,16 +1,15 @@
 """The memory allocator of a run's process: tcmalloc where it is installed, else the C library's malloc.
 
-A training step of the tiny profile makes and frees thousands of small tensors, and a step of the paper
-profile tensors of hundreds of megabytes; the C library's malloc hands the large ones back to the system
-after each use, so the next step faults their pages in again. tcmalloc keeps both in its own caches: on
-this machine (one thread a run) a tiny training step takes 9 to 18 % less time with it (Faster R-CNN 80
--> 73 ms, YOLACT 59 -> 50 ms, ATSS 52 -> 43 ms), and a run computes the same values bit for bit (its
-row's metrics and curve are equal). ``scripts/setup.sh`` installs it with apt where it can
+A training step of the tiny profile makes and frees thousands of small tensors; tcmalloc serves them
+from its own caches faster than the C library's malloc: on this machine (one thread a run) a tiny
+training step takes 9 to 18 % less time with it (Faster R-CNN 80 -> 73 ms, YOLACT 59 -> 50 ms, ATSS 52
+-> 43 ms), and a run computes the same values bit for bit (its row's metrics and curve are equal). ``scripts/setup.sh`` installs it with apt where it can
 (``libtcmalloc-minimal4``).
 
-The processes the harness starts on this machine for runs, the local executor's (forked single-process
-runs and multi-process runs) and the rehearsal's, preload it (``LD_PRELOAD``) when it is found (see
-:func:`library`); ``HARNESS_ALLOCATOR=system`` keeps the C library's malloc. The allocator changes no
+The processes the local executor starts for runs (forked single-process runs and multi-process runs)
+preload it (``LD_PRELOAD``) when it is found (see :func:`library`); ``HARNESS_ALLOCATOR=system`` keeps the
+C library's malloc. The rehearsal's processes do not: at the paper profile's scale a rehearsed Faster
+R-CNN (4 processes, 1333 x 800) took 93-101 s with it against 84-86 s without. The allocator changes no
 value a run computes, only how fast, so it is not part of a run's fingerprint; its row records it
 (``provenance.allocator``, :func:`in_use`), and ``harness benchmark`` reports the runs' allocators beside
 its times.
