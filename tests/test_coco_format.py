@@ -246,6 +246,16 @@ def _val_only_class(folder):
     _put(folder, d)
 
 
+def _class_all_left_out(folder):
+    """'hex nut' (12) has training objects, but mmdet's dataset drops every one of them (area 0)."""
+    d = _ann(folder)
+    for a in d["annotations"]:
+        if a["category_id"] == 12 and not a.get("iscrowd"):
+            a["area"] = 0
+    assert any(a["category_id"] == 12 and not a.get("iscrowd") for a in d["annotations"])
+    _put(folder, d)
+
+
 def _crowd_value(folder):
     d = _ann(folder)
     d["annotations"][0]["iscrowd"] = 2
@@ -313,8 +323,11 @@ def _missing_folder(folder):
                              "save it as UTF-8 without a byte-order mark", "encoding='utf-8-sig'"]),
     (_encoded("utf-16"), ["train.json: is UTF-16 text (with a byte-order mark), which pycocotools and mmdet cannot read",
                           "encoding='utf-16'"]),
-    (_val_only_class, ["val.json: 1 classes have objects in val but none in train (12 'hex nut': ",
+    (_val_only_class, ["val.json: 1 classes have objects in val but none in train that training keeps (12 'hex nut': ",
                        "add training objects of it to", "or remove the class and its annotations from both files"]),
+    (_class_all_left_out, ["val.json: 1 classes have objects in val but none in train that training keeps (12 "
+                           "'hex nut': ", " in train all left out by mmdet (zero area,",
+                           "fix the ones mmdet leaves out: harness data inspect lists them"]),
     (_crowd_value, ["train.json: 2 annotations have an 'iscrowd' other than 0 or 1 (ids 1000, 3000; values 2, true)",
                     "write 1 for a crowd region, 0 (or leave the key out) for an object"]),
 ])
@@ -534,3 +547,35 @@ def test_doctor_reports_each_data_problem(parts, capsys):
     _absent_images(parts)
     findings = check_data(load_spec(write_spec(parts, "parts", ["atss"])))
     assert [f.status for f in findings] == ["problem"] and "4 of 16 images listed" in findings[0].text
+
+
+def test_val_images_that_train_also_lists_are_warned_not_refused(parts):
+    """Scoring each loss on images it trained on is allowed (a memorisation check) but said, on stderr by the
+    dry run and by `data inspect` (its JSON too): the same file for both splits, or splits that overlap."""
+    path = write_spec(parts, "parts", ["atss"])
+    proc = harness("run", str(path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # the test dataset's splits are apart
+
+    val = _ann(parts, "val")
+    train = _ann(parts)
+    val["images"] += copy.deepcopy(train["images"][:2])  # two training images evaluated too
+    _put(parts, val, "val")
+    proc = harness("run", str(path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    expected = (f"warning: test-parts: 2 of {len(val['images'])} val images are also train images (e.g. "
+                f"{train['images'][0]['file_name']}, {train['images'][1]['file_name']}): the tables would score "
+                "every loss on images it trained on")
+    assert expected in proc.stderr, proc.stderr
+
+    raw = yaml.safe_load(path.read_text())
+    raw["dataset"]["val"]["ann"] = raw["dataset"]["train"]["ann"]
+    path.write_text(yaml.safe_dump(raw))
+    proc = harness("run", str(path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: test-parts: train and val are the same annotation file" in proc.stderr, proc.stderr
+    proc = harness("data", "inspect", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: test-parts: train and val are the same annotation file" in proc.stdout
+    report = json.loads(harness("data", "inspect", str(path), "--json").stdout)
+    assert len(report["warnings"]) == 1 and "same annotation file" in report["warnings"][0]

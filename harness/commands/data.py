@@ -125,10 +125,11 @@ NOT_CHECKED = ("not checked: whether the images it lists are on disk (a file alo
                "(harness data inspect SPEC) to run every check before training")
 
 
-def _inspect_targets(target: str):
+def _inspect_targets(target: str, warnings: list[str]):
     """(dataset label, annotation file, problems, dataset entry) per file to inspect: a spec's coco_format
     splits (every check, images included; the entry with its last split, else None), or one file (label and
-    entry None: its own checks only, :data:`NOT_CHECKED`)."""
+    entry None: its own checks only, :data:`NOT_CHECKED`). What can train but should be said goes to
+    ``warnings``."""
     from pathlib import Path
 
     from harness.commands import UsageError
@@ -148,7 +149,7 @@ def _inspect_targets(target: str):
             raise UsageError(f"{path} names no coco_format dataset (inspect reads your own COCO-format data; "
                              f"its kinds: {', '.join(d['kind'] for d in spec.datasets)})")
         for dataset in own:
-            problems = check_dataset(dataset, spec.path)
+            problems = check_dataset(dataset, spec.path, warnings)
             for split in SPLITS:
                 last = split == SPLITS[-1]
                 yield (f"{dataset['name']} {split}", dataset[split]["ann"], problems if last else [],
@@ -183,8 +184,8 @@ def _classes_line(c: dict) -> str:
 def _inspect(args) -> int:
     from harness.data.coco_format import DataProblems, inspect, inspection_lines, read_annotations
 
-    report, problems, alone, classes = [], [], False, []
-    for label, ann, found, dataset in _inspect_targets(args.target):
+    report, problems, alone, classes, warnings = [], [], False, [], []
+    for label, ann, found, dataset in _inspect_targets(args.target, warnings):
         alone = label is None
         problems += found
         try:
@@ -198,7 +199,7 @@ def _inspect(args) -> int:
             classes.append(trained)
     if args.json:
         print(json.dumps({"inspected": [{k: v for k, v in item.items() if k != "classes_line"} for item in report],
-                          "trained_classes": None if alone else classes, "problems": problems,
+                          "trained_classes": None if alone else classes, "problems": problems, "warnings": warnings,
                           "not_checked": NOT_CHECKED.removeprefix("not checked: ") if alone else None}, indent=2))
     else:
         for item in report:
@@ -209,6 +210,8 @@ def _inspect(args) -> int:
                 print(_classes_line(item["classes_line"]))
         if alone:
             print(NOT_CHECKED)
+        for warning in warnings:
+            print(f"warning: {warning}")
     if problems:
         from harness.commands import UsageError
 

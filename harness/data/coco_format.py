@@ -335,9 +335,11 @@ def _where(name: str, split: str, key: str) -> str:
     return f"dataset {name}: {split}.{key}"
 
 
-def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None) -> list[str]:
+def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None,
+                  warnings: list[str] | None = None) -> list[str]:
     """Every problem of a resolved ``coco_format`` entry: files and folders, each annotation file, the
-    images each lists, and val's categories against train's. Empty when it can train."""
+    images each lists, and val's categories against train's. Empty when it can train. What can train but
+    should be said (val images that train also lists) is appended to ``warnings`` when given."""
     name = entry.get("name", "?")
     origin = f" (relative paths are read from {Path(spec_file).parent}/)" if spec_file else ""
     problems, files = [], {}
@@ -370,31 +372,69 @@ def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None)
                             f"the same categories list as {entry['train']['ann']}")
         else:
             problems += _unseen_in_train(files, entry)
+    if warnings is not None and not problems:
+        warning = _shared_images(files, entry)
+        if warning:
+            warnings.append(warning)
     return problems
 
 
-def _objects_per_category(data: dict) -> dict:
-    """Non-crowd annotations per ``category_id`` (what training learns from and evaluation scores)."""
+def _shared_images(files: dict, entry: Mapping[str, Any]) -> str | None:
+    """A warning when val's images are also train's (the same file under the same folder: the same annotation
+    file for both splits, or splits that overlap), else ``None``. Not refused (a deliberate check of
+    memorisation is valid), but the tables would score each loss on images it trained on. ``files``: the
+    two splits' annotation data, as :func:`check_dataset` read them."""
+    names = {}
+    for split in SPLITS:
+        data = files[split]
+        folder = os.path.abspath(entry[split]["images"])
+        names[split] = [os.path.normpath(os.path.join(folder, i["file_name"])) for i in data.get("images") or []
+                        if isinstance(i, dict) and isinstance(i.get("file_name"), str)]
+    train = set(names["train"])
+    both = [n for n in names["val"] if n in train]
+    if not both:
+        return None
+    same = os.path.abspath(entry["train"]["ann"]) == os.path.abspath(entry["val"]["ann"])
+    how = "train and val are the same annotation file" if same else \
+        f"{len(both)} of {len(names['val'])} val images are also train images"
+    return (f"{entry.get('name', '?')}: {how} (e.g. {_first([os.path.basename(n) for n in both])}): the tables would "
+            f"score every loss on images it trained on, not on unseen ones; give val its own images (or keep this "
+            f"to check memorisation on purpose)")
+
+
+def _objects_per_category(data: dict, trained: bool = False) -> dict:
+    """Non-crowd annotations per ``category_id`` (what training learns from and evaluation scores); with
+    ``trained``, only those mmdet's training keeps (:func:`left_out_reason` gives none)."""
+    images = {i.get("id"): i for i in data.get("images") or [] if isinstance(i, dict) and _int(i.get("id"))} \
+        if trained else {}
     out: dict = {}
     for a in data.get("annotations") or []:
         if isinstance(a, dict) and not a.get("iscrowd") and _int(a.get("category_id")):
+            if trained and left_out_reason(a, images.get(a.get("image_id")) if _int(a.get("image_id")) else None):
+                continue
             out[a["category_id"]] = out.get(a["category_id"], 0) + 1
     return out
 
 
 def _unseen_in_train(files: dict, entry: Mapping[str, Any]) -> list[str]:
-    """Classes with objects in val and none in train: no detector can learn them, and COCO AP averages their
+    """Classes with objects in val and none that training learns from: none in train, or only some that
+    mmdet's dataset leaves out (:data:`LEFT_OUT`). No detector can learn them, and COCO AP averages their
     (near-zero) AP into every loss's number alike, so the comparison would be read off a deflated mean."""
-    train, val = (_objects_per_category(files[s]) for s in SPLITS)
-    if not train:  # no object at all: check_file says so
+    listed, trained = _objects_per_category(files["train"]), _objects_per_category(files["train"], trained=True)
+    val = _objects_per_category(files["val"])
+    if not listed:  # no object at all: check_file says so
         return []
-    unseen = [(i, n, val[i]) for i, n in category_pairs(files["val"]) if val.get(i) and not train.get(i)]
+    unseen = [(i, n, val[i], listed.get(i, 0)) for i, n in category_pairs(files["val"])
+              if val.get(i) and not trained.get(i)]
     if not unseen:
         return []
-    shown = _first([f"{i} {n!r}: {k} in val" for i, n, k in unseen])
-    return [f"{entry['val']['ann']}: {len(unseen)} classes have objects in val but none in train ({shown}); no "
-            f"detector can learn a class it never sees: add training objects of it to {entry['train']['ann']}, or "
-            "remove the class and its annotations from both files"]
+    shown = _first([f"{i} {n!r}: {k} in val" + (f", its {t} in train all left out by mmdet (zero area, a side under "
+                                                  "1 px, outside the image or 'ignore')" if t else "")
+                    for i, n, k, t in unseen])
+    return [f"{entry['val']['ann']}: {len(unseen)} classes have objects in val but none in train that training "
+            f"keeps ({shown}); no detector can learn a class it never sees: add training objects of it to "
+            f"{entry['train']['ann']} (or fix the ones mmdet leaves out: harness data inspect lists them), or remove "
+            "the class and its annotations from both files"]
 
 
 def category_pairs(data: dict) -> list[tuple]:

@@ -96,15 +96,18 @@ def restrict(spec: Spec, only: tuple[str, ...]) -> Spec:
 
 def check_own_data(spec: Spec) -> None:
     """The spec's ``coco_format`` datasets pass :func:`harness.data.coco_format.check_dataset`, else
-    :class:`LaunchError` with every problem on its own line (file and fix)."""
+    :class:`LaunchError` with every problem on its own line (file and fix). A dataset whose val images are
+    train's is not refused: a warning line on stderr."""
     from harness.data.coco_format import check_dataset
 
-    problems = []
+    problems, warnings = [], []
     for dataset in spec.datasets:
         if dataset["kind"] == "coco_format":
-            problems += check_dataset(dataset, spec.path)
+            problems += check_dataset(dataset, spec.path, warnings)
     if problems:
         raise LaunchError("\n".join(problems))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def missing_here(spec: Spec) -> list[str]:
