@@ -58,6 +58,47 @@ def test_write_plots_makes_real_pngs(experiment, tmp_path):
     assert w > h
 
 
+def test_plots_drawn_by_two_processes_are_the_serial_ones(experiment, tmp_path, monkeypatch):
+    """With two cores a forked helper draws every other plot: the same files, byte for byte, as one process
+    drawing them all; a plot that fails in the helper fails the call."""
+    import os
+
+    from harness.results import plots
+
+    frame, rows, _ = load_experiment(experiment)
+    tset = build_tables(frame, paper=False)
+    helpers = []
+    real_pool = plots.multiprocessing.get_context("fork").Pool
+
+    def counting_pool(*a, **k):
+        helpers.append(1)
+        return real_pool(*a, **k)
+
+    monkeypatch.setattr(plots, "_cores", lambda: 1)
+    serial = write_plots(rows, tset, tmp_path / "one")
+    ctx = plots.multiprocessing.get_context("fork")
+    monkeypatch.setattr(ctx, "Pool", counting_pool)
+    monkeypatch.setattr(plots.multiprocessing, "get_context", lambda method: ctx)
+    monkeypatch.setattr(plots, "_cores", lambda: 2)
+    parallel = write_plots(rows, tset, tmp_path / "two")
+    assert helpers == [1]  # the helper drew
+    assert sorted(serial) == sorted(parallel) and len(serial) >= 4
+    for name in serial:
+        assert serial[name].read_bytes() == parallel[name].read_bytes(), name
+
+    parent = os.getpid()
+    real_cell = plots.cell_figure
+
+    def failing_in_helper(*a, **k):
+        if os.getpid() != parent:
+            raise RuntimeError("drawing failed in the helper")
+        return real_cell(*a, **k)
+
+    monkeypatch.setattr(plots, "cell_figure", failing_in_helper)
+    with pytest.raises(RuntimeError, match="drawing failed in the helper"):
+        write_plots(rows, tset, tmp_path / "three")
+
+
 def _scatter_points(ax) -> list[tuple[float, float]]:
     from matplotlib.collections import PathCollection
 

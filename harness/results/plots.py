@@ -17,6 +17,7 @@ file names get ``_<dataset>``.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import re
 import textwrap
 from pathlib import Path
@@ -315,27 +316,71 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", str(text)).strip("-") or "x"
 
 
-def write_plots(rows: list[Mapping], tset, out: str | Path, title: str = "") -> dict[str, Path]:
-    """All plots of a table set (:class:`harness.results.tables.TableSet`) and its rows into folder ``out``;
-    returns ``{file name relative to out: path}``."""
-    out = Path(out)
-    written: dict[str, Path] = {}
+def _plot_jobs(rows: list[Mapping], tset, title: str) -> list[tuple[str, Any]]:
+    """(file name relative to the plots folder, a function drawing its figure and returning (figure, dpi))
+    for every plot of a table set."""
+    jobs: list[tuple[str, Any]] = []
     datasets = list(tset.tables)
     for ds in datasets:
         suffix = f"_{_slug(ds)}" if len(datasets) > 1 else ""
         head = f"{title} — " if title else ""
         ds_rows = rows if len(datasets) == 1 else [r for r in rows if dataset_label(r.get("dataset")) == ds]
         for metric in plot_metrics(tset):
-            fig = seeds_figure(tset.values, tset.stats, metric, ds, f"{head}{metric_label(metric)} ({ds})")
-            name = f"seeds_{metric}{suffix}.png"
-            written[name] = save_png_atomic(fig, out / name)
-        fig = curves_figure(ds_rows, tset.stats, ds, tset.metric,
-                            f"{head}training loss ({ds}): one line per seed, failed runs dashed")
-        name = f"curves{suffix}.png"
-        written[name] = save_png_atomic(fig, out / name)
+            jobs.append((f"seeds_{metric}{suffix}.png",
+                         lambda m=metric, d=ds, h=head: (seeds_figure(tset.values, tset.stats, m, d,
+                                                                      f"{h}{metric_label(m)} ({d})"), 110)))
+        jobs.append((f"curves{suffix}.png",
+                     lambda d=ds, r=ds_rows, h=head: (curves_figure(r, tset.stats, d, tset.metric,
+                                                                    f"{h}training loss ({d}): one line per seed, "
+                                                                    "failed runs dashed"), 110)))
         for (det, loss), runs in sorted(_cell_runs(ds_rows, None).items(), key=lambda kv: str(kv[0])):
             if not any(len(parse_curve(r.get("curve"))[0]) for r in runs):
                 continue
-            name = f"curves{suffix}/{_slug(det)}-{_slug(loss)}.png"
-            written[name] = save_png_atomic(cell_figure(runs, det, loss), out / name, dpi=90)
+            jobs.append((f"curves{suffix}/{_slug(det)}-{_slug(loss)}.png",
+                         lambda r=runs, d=det, lo=loss: (cell_figure(r, d, lo), 90)))
+    return jobs
+
+
+_JOBS: list = []  # what a forked helper of write_plots draws: (job, folder), set before it forks
+
+
+def _draw(indices: list[int]) -> list[str]:
+    written = []
+    for i in indices:
+        (name, draw), out = _JOBS[i]
+        fig, dpi = draw()
+        written.append(str(save_png_atomic(fig, out / name, dpi=dpi)))
     return written
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def write_plots(rows: list[Mapping], tset, out: str | Path, title: str = "") -> dict[str, Path]:
+    """All plots of a table set (:class:`harness.results.tables.TableSet`) and its rows into folder ``out``;
+    returns ``{file name relative to out: path}``. With two cores or more (and ``fork``), a forked helper
+    process draws every other plot while this one draws the rest: the same files, in about half the time."""
+    global _JOBS
+    out = Path(out)
+    jobs = _plot_jobs(rows, tset, title)
+    _JOBS = [(job, out) for job in jobs]
+    try:
+        mine, theirs = list(range(0, len(jobs), 2)), list(range(1, len(jobs), 2))
+        if _cores() < 2 or len(jobs) < 4 or "fork" not in multiprocessing.get_all_start_methods():
+            mine, theirs = mine + theirs, []
+        helper = multiprocessing.get_context("fork").Pool(1) if theirs else None
+        try:
+            pending = helper.map_async(_draw, [theirs]) if helper else None
+            _draw(mine)
+            if pending is not None:
+                pending.get()  # a helper's exception is raised here
+        finally:
+            if helper is not None:
+                helper.terminate()
+                helper.join()
+    finally:
+        _JOBS = []
+    return {name: out / name for name, _ in jobs}
