@@ -10,9 +10,11 @@ files, :mod:`harness.detectors.datasets`).
 
 Importing it also routes mmcv's NMS, RoIAlign and sigmoid focal loss through torchvision / torch
 (:mod:`harness.detectors.kernels`), so that no cell needs mmcv's compiled kernels: an mmcv built without
-CUDA serves GPU nodes.
+CUDA serves GPU nodes; and it has Mask R-CNN paste its masks into small images in one batch on a CPU
+(:mod:`harness.detectors.mask_paste`: mmdet's pixels, fewer operations).
 """
 
-from harness.detectors import datasets, dense_heads, head_loss, hooks, kernels, roi_heads  # noqa: F401  (registration)
+from harness.detectors import datasets, dense_heads, head_loss, hooks, kernels, mask_paste, roi_heads  # noqa: F401  (registration)
 
 kernels.install()
+mask_paste.install()
