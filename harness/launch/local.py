@@ -275,8 +275,9 @@ class LocalPool:
                                  f"({len(outcomes)}/{total})")
                     else:
                         still.append((run, handle))
+                ended = len(still) < len(running)
                 running = still
-                if running:
+                if running and not ended:  # a slot that just freed is refilled at once, not after the wait
                     _wait_for_an_end(running, 0.2)
         finally:
             for _, handle in running:
