@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import sigmoid_focal_loss
 
 from harness.losses._ranking import validate_inputs
 from harness.losses.registry import ClassificationOutput, LossSpec, register_loss
@@ -50,6 +49,10 @@ def cross_entropy_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
     """torchvision's sigmoid Focal Loss summed over non-ignored entries, divided by max(#positives, 1)."""
+    # imported here: importing torchvision (its models, torch._dynamo) would add seconds to every command
+    # that only reads the loss registry, such as planning a spec
+    from torchvision.ops import sigmoid_focal_loss
+
     x, binary, valid, num_pos = _prepare(logits, targets, "focal_loss")
     return _reduce(sigmoid_focal_loss(x, binary, alpha=alpha, gamma=gamma, reduction="none"), valid, num_pos)
 
