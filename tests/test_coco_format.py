@@ -579,3 +579,5 @@ def test_val_images_that_train_also_lists_are_warned_not_refused(parts):
     assert "warning: test-parts: train and val are the same annotation file" in proc.stdout
     report = json.loads(harness("data", "inspect", str(path), "--json").stdout)
     assert len(report["warnings"]) == 1 and "same annotation file" in report["warnings"][0]
+    proc = harness("doctor", str(path))
+    assert "test-parts: train and val are the same annotation file" in proc.stdout, proc.stdout

@@ -384,10 +384,12 @@ def check_data(spec) -> list[Finding]:
     for dataset in spec.datasets:
         kind = dataset["kind"]
         if kind == "coco_format":
-            problems = check_dataset(dataset, spec.path)
+            warnings: list[str] = []
+            problems = check_dataset(dataset, spec.path, warnings)
             out += [Finding("problem", "data", line) for line in problems]  # each line names its fix
             if not problems:
                 out.append(Finding("ok", "data", f"{dataset['name']}: {dataset['train']['ann']}, {dataset['val']['ann']}"))
+            out += [Finding("note", "data", line) for line in warnings]  # val images that train also lists
             continue
         if kind not in ("coco", "lvis"):
             out.append(Finding("ok", "data", f"{kind}: generated on first use (under data/)"))
