@@ -35,7 +35,8 @@ def write_spec(folder: Path, launch: dict, name: str = "site", detectors=("atss"
 
 def fake_slurm(folder: Path, refuse_after: int | None = None) -> Path:
     """sinfo and sbatch on PATH that log each call to ``calls.log``; sbatch refuses every call after the
-    first ``refuse_after`` (None: never)."""
+    first ``refuse_after`` (None: never). An srun too, as every SLURM installation has (submitit looks for
+    it before it submits), which is never called here."""
     bin_dir = folder / "bin"
     bin_dir.mkdir()
     log = folder / "calls.log"
@@ -46,6 +47,7 @@ def fake_slurm(folder: Path, refuse_after: int | None = None) -> Path:
                       f'Invalid account or account/partition combination specified" >&2; exit 1; fi\n'
                       if refuse_after is not None else "")
                    + 'echo "Submitted batch job $((1000 + n))"\n'),
+        "srun": f'echo "srun $*" >> {log}\nexit 1\n',
     }
     for name, body in scripts.items():
         path = bin_dir / name
@@ -117,6 +119,20 @@ def test_the_dry_run_prints_the_exact_submission_and_its_cost(slurm, capsys):
     assert ("cost in all: at most 6,048 GPU-h by the time limits (21 attempts of each run; 288 GPU-h an attempt of "
             "each); expected ~43 GPU-h for the 1 of 2 run(s)") in out
     assert sbatch_calls(slurm) == []
+
+
+def test_the_dry_run_shows_the_submission_where_slurm_is_not_installed(tmp_path, monkeypatch, capsys):
+    """A laptop has no srun, sinfo or sbatch: the dry run still prints each array's sbatch options (submitit
+    builds its SLURM executor only where srun is on PATH)."""
+    path = [d for d in os.environ["PATH"].split(os.pathsep)
+            if d and not any((Path(d) / tool).exists() for tool in ("srun", "sinfo", "sbatch"))]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    spec = write_spec(tmp_path, {"account": "p1"})
+    assert main(["run", str(spec), "--dry-run", "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    sbatch = [line.strip() for line in out.splitlines() if line.strip().startswith("sbatch ")]
+    assert len(sbatch) == 2 and "--partition=gpu" in sbatch[0] and "--gres=gpu:a100:4" in sbatch[0], out
+    assert "no SLURM controller answers here" in out
 
 
 def cost_lines(out: str) -> list[str]:

@@ -102,10 +102,16 @@ class Array:
         """The ``#SBATCH`` options submitit writes for this array (log-file options left out)."""
         if self.profile is None:
             return []
-        import submitit
-        from submitit.slurm.slurm import _make_sbatch_string
+        from unittest import mock
 
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
+        import submitit
+        from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+        # submitit refuses to build its SLURM executor where `srun` is not on PATH (a laptop, a CI machine
+        # without SLURM), but only the text it would write is wanted here: the dry run shows the submission
+        # anywhere
+        with mock.patch.object(SlurmExecutor, "affinity", classmethod(lambda cls: 2)):
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(name=job_name, **self.params)
         text = _make_sbatch_string(command="true", folder=folder, map_count=len(self.runs),
                                    **executor._executor.parameters)
