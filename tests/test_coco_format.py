@@ -581,3 +581,27 @@ def test_val_images_that_train_also_lists_are_warned_not_refused(parts):
     assert len(report["warnings"]) == 1 and "same annotation file" in report["warnings"][0]
     proc = harness("doctor", str(path))
     assert "test-parts: train and val are the same annotation file" in proc.stdout, proc.stdout
+
+
+def test_the_data_of_many_cells_is_checked_once_a_process_until_it_changes(parts, monkeypatch):
+    """`harness status` compares every done run's fingerprint with the current one, cell by cell; a check
+    reads both annotation files and every image's header, so a process checks an unchanged dataset once
+    (and the fingerprint's data stamp only stats the files). A changed file is checked again."""
+    from harness.data import coco_format
+    from harness.run import fingerprint
+
+    calls = []
+    real = coco_format.check_dataset
+    monkeypatch.setattr(coco_format, "check_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(coco_format, "_CHECKED", {})
+    monkeypatch.setattr(fingerprint, "_CONFIGS", {})
+    spec = load_spec(write_spec(parts, "parts", ["atss", "paa"], losses=("focal", "rs")))
+    runs = spec.runs()
+    assert len({(r.detector, r.loss) for r in runs}) == 4
+    for run in runs:
+        assert fingerprint.current(run)["components"]["config"]  # every cell's config was built
+    assert len(calls) == 1
+    ann = Path(runs[0].dataset["val"]["ann"])
+    ann.write_text(ann.read_text() + "\n")  # the same data, but a changed file: checked again
+    coco_format.coco_format_paths(runs[0].dataset)
+    assert len(calls) == 2

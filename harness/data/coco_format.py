@@ -470,10 +470,36 @@ def masks_missing(coverage: Mapping[str, tuple]) -> str | None:
 def coco_format_paths(entry: Mapping[str, Any]) -> DatasetPaths:
     """The run's :class:`DatasetPaths`: mmdet's ``CocoDataset`` on the two files, classes the train file's
     category names in file order, each label's category id from there. :class:`DataProblems` when the
-    dataset does not pass :func:`check_dataset` (a job started elsewhere checks again)."""
+    dataset does not pass :func:`check_dataset` (a job started elsewhere checks again). Within a process
+    the answer is kept while the files and folders are unchanged (size and modification time): `harness
+    status` asks once per cell, and a check reads both files and every image's header."""
+    key = _paths_key(entry)
+    if key is not None and key in _CHECKED:
+        return _CHECKED[key]
     problems = check_dataset(entry)
     if problems:
         raise DataProblems(problems)
+    paths = _dataset_paths(entry)
+    if key is not None:
+        _CHECKED[key] = paths
+    return paths
+
+
+_CHECKED: dict = {}  # _paths_key → the DatasetPaths of an entry that passed its checks, in this process
+
+
+def _paths_key(entry: Mapping[str, Any]) -> str | None:
+    """The entry and the size and modification time of its annotation files and image folders; None when
+    one of them cannot be read (the checks say why)."""
+    try:
+        stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
+                 for split in SPLITS for p in (entry[split]["ann"], entry[split]["images"])]
+    except (OSError, KeyError, TypeError):
+        return None
+    return json.dumps([dict(entry), stats], sort_keys=True, default=str)
+
+
+def _dataset_paths(entry: Mapping[str, Any]) -> DatasetPaths:
     pairs = category_pairs(read_annotations(entry["train"]["ann"]))
     folders = {s: os.path.abspath(entry[s]["images"]) for s in SPLITS}
     root = os.path.commonpath(list(folders.values()))
