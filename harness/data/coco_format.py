@@ -492,8 +492,8 @@ def _paths_key(entry: Mapping[str, Any]) -> str | None:
     """The entry and the size and modification time of its annotation files and image folders; None when
     one of them cannot be read (the checks say why)."""
     try:
-        stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
-                 for split in SPLITS for p in (entry[split]["ann"], entry[split]["images"])]
+        stats = [(p, st.st_size, st.st_mtime_ns)
+                 for split in SPLITS for p in (entry[split]["ann"], entry[split]["images"]) for st in [os.stat(p)]]
     except (OSError, KeyError, TypeError):
         return None
     return json.dumps([dict(entry), stats], sort_keys=True, default=str)

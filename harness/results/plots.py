@@ -344,13 +344,11 @@ def _plot_jobs(rows: list[Mapping], tset, title: str) -> list[tuple[str, Any]]:
 _JOBS: list = []  # what a forked helper of write_plots draws: (job, folder), set before it forks
 
 
-def _draw(indices: list[int]) -> list[str]:
-    written = []
+def _draw(indices: list[int]) -> None:
     for i in indices:
         (name, draw), out = _JOBS[i]
         fig, dpi = draw()
-        written.append(str(save_png_atomic(fig, out / name, dpi=dpi)))
-    return written
+        save_png_atomic(fig, out / name, dpi=dpi)
 
 
 def _cores() -> int:

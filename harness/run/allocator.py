@@ -3,8 +3,8 @@
 A training step of the tiny profile makes and frees thousands of small tensors; tcmalloc serves them
 from its own caches faster than the C library's malloc: on this machine (one thread a run) a tiny
 training step takes 9 to 18 % less time with it (Faster R-CNN 80 -> 73 ms, YOLACT 59 -> 50 ms, ATSS 52
--> 43 ms), and a run computes the same values bit for bit (its row's metrics and curve are equal). ``scripts/setup.sh`` installs it with apt where it can
-(``libtcmalloc-minimal4``).
+-> 43 ms), and a run computes the same values bit for bit (its row's metrics and curve are equal).
+``scripts/setup.sh`` installs it with apt where it can (``libtcmalloc-minimal4``).
 
 The processes the local executor starts for runs (forked single-process runs and multi-process runs)
 preload it (``LD_PRELOAD``) when it is found (see :func:`library`); ``HARNESS_ALLOCATOR=system`` keeps the
