@@ -232,35 +232,3 @@ def test_heads_never_read_a_loss_name():
         assert not pattern.search(source), (module.__name__, pattern.search(source).group(0))
     source = inspect.getsource(HarnessLoss)
     assert not pattern.search(source) and ".name ==" not in source
-
-
-def test_paa_mixture_fit_survives_collapsed_candidate_scores():
-    """Six candidates scoring exactly the same and one outlier (float32, as PAA passes them) make sklearn's
-    fit fail; the PAA heads refit with a larger regulariser, and leave ordinary fits unchanged."""
-    import numpy as np
-    import sklearn.mixture as skm
-
-    def fit(module, x):
-        x = np.sort(np.asarray(x, dtype=np.float32)).reshape(-1, 1)
-        gmm = module.GaussianMixture(2, weights_init=np.array([0.5, 0.5]), means_init=np.array([x.min(), x.max()]).reshape(2, 1),
-                                     precisions_init=np.ones((2, 1)), covariance_type="diag")
-        gmm.fit(x)
-        return gmm.predict(x), gmm.reg_covar
-
-    collapsed = [4.5161767] * 6 + [5.668637]
-    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
-        fit(skm, collapsed)
-    robust = dense_heads._robust_gmm_module()
-    labels, reg = fit(robust, collapsed)
-    assert reg == 1e-3 and list(labels) == [0] * 6 + [1]
-    ordinary = [0.3, 0.35, 0.4, 1.2, 1.3, 1.25]
-    plain_labels, _ = fit(skm, ordinary)
-    labels, reg = fit(robust, ordinary)
-    assert reg == 1e-6 and list(labels) == list(plain_labels)
-
-
-def test_every_paa_head_fits_with_the_robust_mixture():
-    import sklearn.mixture as skm
-    from mmdet.models.dense_heads import paa_head  # mmdet's PAAHead (CE, Focal cells) reads this module's skm
-
-    assert paa_head.skm.harness_robust and issubclass(paa_head.skm.GaussianMixture, skm.GaussianMixture)

@@ -123,39 +123,16 @@ _PAA_SCORING_CLS = dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.2
 _PAA_SCORING_BOX = dict(type="GIoULoss", loss_weight=1.3)
 
 
-def _robust_gmm_module():
-    """``sklearn.mixture`` as mmdet's PAA head uses it, with a GaussianMixture that survives collapsed
-    samples.
-
-    PAA fits a two-component mixture to each ground truth's candidate anchor scores. Early in training
-    (from scratch, or with a loss whose scores barely move) several candidates can score exactly the same
-    and the rest be a single sample; the fit then fails with "ill-defined empirical covariance". The
-    refit uses the remedy the error message names, a larger covariance regulariser (1e-3 instead of
-    1e-6, small next to scores of order 0.1 to 1), and leaves every other fit unchanged. Installed into
-    mmdet's ``paa_head`` module when this module is imported, so mmdet's own PAAHead (the CE and Focal
-    cells) and :class:`RankPAAHead` both use it."""
-    import types
-
-    import sklearn.mixture as skm
-
-    class GaussianMixture(skm.GaussianMixture):
-        def fit(self, X, y=None):
-            try:
-                return super().fit(X, y)
-            except ValueError:
-                if self.reg_covar >= 1e-3:
-                    raise
-                self.reg_covar = 1e-3
-                return super().fit(X, y)
-
-    return types.SimpleNamespace(GaussianMixture=GaussianMixture, harness_robust=True)
-
-
 def _install_robust_paa_gmm() -> None:
+    """mmdet's ``paa_head`` module fits its mixtures through ``skm.GaussianMixture``: install the harness's
+    (scikit-learn's values, faster, surviving collapsed samples: :mod:`harness.detectors.mixture`), so that
+    mmdet's own PAAHead (the CE and Focal cells) and :class:`RankPAAHead` both use it."""
     from mmdet.models.dense_heads import paa_head
 
+    from harness.detectors.mixture import robust_module
+
     if not getattr(paa_head.skm, "harness_robust", False):
-        paa_head.skm = _robust_gmm_module()
+        paa_head.skm = robust_module()
 
 
 _install_robust_paa_gmm()
