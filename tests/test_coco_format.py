@@ -584,23 +584,33 @@ def test_val_images_that_train_also_lists_are_warned_not_refused(parts):
 
 
 def test_the_data_of_many_cells_is_checked_once_a_process_until_it_changes(parts, monkeypatch):
-    """`harness status` compares every done run's fingerprint with the current one, cell by cell; a check
-    reads both annotation files and every image's header, so a process checks an unchanged dataset once
-    (and the fingerprint's data stamp only stats the files). A changed file is checked again."""
+    """A check reads both annotation files and every image's header; the launch (check_own_data), the plan's
+    fingerprints and `harness status` (every done run's current fingerprint, cell by cell) all ask for it, so
+    a process checks an unchanged dataset once, its warning kept with it (and the fingerprint's data stamp
+    only stats the files). A changed file is checked again."""
     from harness.data import coco_format
+    from harness.launch.orchestrate import check_own_data
     from harness.run import fingerprint
 
     calls = []
-    real = coco_format.check_dataset
-    monkeypatch.setattr(coco_format, "check_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(coco_format, "_CHECKED", {})
+    real = coco_format._check_dataset
+    monkeypatch.setattr(coco_format, "_check_dataset", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(coco_format, "_PASSED", {})
     monkeypatch.setattr(fingerprint, "_CONFIGS", {})
-    spec = load_spec(write_spec(parts, "parts", ["atss", "paa"], losses=("focal", "rs")))
+    path = write_spec(parts, "parts", ["atss", "paa"], losses=("focal", "rs"))
+    raw = yaml.safe_load(path.read_text())
+    raw["dataset"]["val"]["ann"] = raw["dataset"]["train"]["ann"]  # a dataset with a warning
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
     runs = spec.runs()
     assert len({(r.detector, r.loss) for r in runs}) == 4
+    check_own_data(spec)
     for run in runs:
         assert fingerprint.current(run)["components"]["config"]  # every cell's config was built
     assert len(calls) == 1
+    warnings = []
+    assert coco_format.check_dataset(runs[0].dataset, None, warnings) == [] and len(calls) == 1
+    assert len(warnings) == 1 and "same annotation file" in warnings[0]  # the kept pass keeps its warning
     ann = Path(runs[0].dataset["val"]["ann"])
     ann.write_text(ann.read_text() + "\n")  # the same data, but a changed file: checked again
     coco_format.coco_format_paths(runs[0].dataset)

@@ -339,7 +339,30 @@ def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None,
                   warnings: list[str] | None = None) -> list[str]:
     """Every problem of a resolved ``coco_format`` entry: files and folders, each annotation file, the
     images each lists, and val's categories against train's. Empty when it can train. What can train but
-    should be said (val images that train also lists) is appended to ``warnings`` when given."""
+    should be said (val images that train also lists) is appended to ``warnings`` when given.
+
+    A pass is kept for the process while the files and folders are unchanged (:func:`_paths_key`: size and
+    modification time), warnings with it, so that a run's launch, its plan's fingerprints, ``harness status``
+    (once per cell) and ``doctor`` read both files and every image's header once; a failed check is
+    always redone."""
+    key = _paths_key(entry)  # a pass does not depend on spec_file (only a problem's wording does)
+    if key is not None and key in _PASSED:
+        if warnings is not None and _PASSED[key]:
+            warnings.append(_PASSED[key])
+        return []
+    problems, warning = _check_dataset(entry, spec_file)
+    if not problems and key is not None:
+        _PASSED[key] = warning
+    if warnings is not None and warning:
+        warnings.append(warning)
+    return problems
+
+
+_PASSED: dict = {}  # check_dataset's key → the warning (or None) of an entry that passed, in this process
+
+
+def _check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None) -> tuple[list[str], str | None]:
+    """:func:`check_dataset`'s work: its problems, and when there are none, its warning (or None)."""
     name = entry.get("name", "?")
     origin = f" (relative paths are read from {Path(spec_file).parent}/)" if spec_file else ""
     problems, files = [], {}
@@ -372,11 +395,7 @@ def check_dataset(entry: Mapping[str, Any], spec_file: str | Path | None = None,
                             f"the same categories list as {entry['train']['ann']}")
         else:
             problems += _unseen_in_train(files, entry)
-    if warnings is not None and not problems:
-        warning = _shared_images(files, entry)
-        if warning:
-            warnings.append(warning)
-    return problems
+    return problems, (None if problems else _shared_images(files, entry))
 
 
 def _shared_images(files: dict, entry: Mapping[str, Any]) -> str | None:
@@ -470,22 +489,12 @@ def masks_missing(coverage: Mapping[str, tuple]) -> str | None:
 def coco_format_paths(entry: Mapping[str, Any]) -> DatasetPaths:
     """The run's :class:`DatasetPaths`: mmdet's ``CocoDataset`` on the two files, classes the train file's
     category names in file order, each label's category id from there. :class:`DataProblems` when the
-    dataset does not pass :func:`check_dataset` (a job started elsewhere checks again). Within a process
-    the answer is kept while the files and folders are unchanged (size and modification time): `harness
-    status` asks once per cell, and a check reads both files and every image's header."""
-    key = _paths_key(entry)
-    if key is not None and key in _CHECKED:
-        return _CHECKED[key]
+    dataset does not pass :func:`check_dataset` (a job started elsewhere checks again; within a process a
+    pass is kept while the files are unchanged)."""
     problems = check_dataset(entry)
     if problems:
         raise DataProblems(problems)
-    paths = _dataset_paths(entry)
-    if key is not None:
-        _CHECKED[key] = paths
-    return paths
-
-
-_CHECKED: dict = {}  # _paths_key → the DatasetPaths of an entry that passed its checks, in this process
+    return _dataset_paths(entry)
 
 
 def _paths_key(entry: Mapping[str, Any]) -> str | None:
