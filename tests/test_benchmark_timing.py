@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from harness.bench.benchmark_timing import record
 
@@ -93,9 +94,39 @@ def test_the_reference_workload_is_fixed_work_timed_in_a_fresh_interpreter():
 
     times = reference.run_workload(steps=1, repeats=2)
     assert len(times) == 2 and all(t > 0 for t in times)
-    measured = reference.measure()
-    assert len(measured["repeats"]) == reference.REPEATS and measured["workload"] == reference.WORKLOAD
+    measured = reference.measure(steps=2, repeats=3)
+    assert len(measured["repeats"]) == 3 and measured["workload"] == reference.workload(2, 3)
+    assert measured["workload"].startswith("2 forward + backward steps") and measured["workload"].endswith("median of 3")
     assert measured["seconds"] == sorted(measured["repeats"])[1] > 0  # the median of 3
+    assert reference.workload() == reference.workload(reference.STEPS, reference.REPEATS)
+
+
+def test_the_reference_workload_runs_with_the_allocator_the_runs_get(monkeypatch, tmp_path):
+    """The reference's interpreter preloads what a local run's process preloads (tcmalloc where installed),
+    and says so; HARNESS_ALLOCATOR=system gives both the C library's malloc; a bad value is one line."""
+    import pytest
+
+    from harness.bench import reference
+    from harness.run import allocator
+
+    lib = allocator.library()
+    measured = reference.measure(steps=1, repeats=1)
+    assert measured["allocator"] == (Path(lib).resolve().name if lib else "system")  # the file mapped in
+    monkeypatch.setenv(allocator.ENV, "system")
+    assert reference.measure(steps=1, repeats=1)["allocator"] == "system"
+    monkeypatch.setenv(allocator.ENV, "jemalloc")
+    with pytest.raises(RuntimeError, match=r"^HARNESS_ALLOCATOR='jemalloc': use 'system'"):
+        reference.measure(steps=1, repeats=1)
+
+    ref = {"seconds": 1.0, "repeats": [1.0], "workload": "w", "allocator": "libtcmalloc_minimal.so.4.5.10"}
+    text = record(500.0, 105, 105, True, out_dir=tmp_path, reference=ref).read_text()
+    assert "(repetitions 1.00 s; memory allocator libtcmalloc_minimal.so.4.5.10, as the runs get it)" in text
+    assert json.loads((tmp_path / "benchmark.json").read_text())["full"]["reference"]["allocator"] == ref["allocator"]
+    text = record(500.0, 105, 105, True, out_dir=tmp_path, reference={**ref, "allocator": "system"}).read_text()
+    assert "memory allocator the C library's malloc, as the runs get it" in text
+    text = record(500.0, 105, 105, True, out_dir=tmp_path,
+                  reference={k: v for k, v in ref.items() if k != "allocator"}).read_text()
+    assert "(repetitions 1.00 s; its allocator not recorded)" in text
 
 
 def test_a_failing_reference_workload_is_one_line(monkeypatch):

@@ -115,6 +115,8 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
     if reference and reference.get("seconds"):
         entry["reference"] = {"seconds": round(float(reference["seconds"]), 3),
                               "repeats": list(reference.get("repeats", [])), "workload": reference.get("workload", "")}
+        if reference.get("allocator"):
+            entry["reference"]["allocator"] = str(reference["allocator"])
     if kind == "full" and rows is not None:
         rows = list(rows)
         entry["cells"] = cell_split(rows)
@@ -135,6 +137,14 @@ def _title(det: str) -> str:
         return det
 
 
+def _allocator_note(ref: Mapping) -> str:
+    """Which allocator the reference workload's process had (older records do not say)."""
+    if not ref.get("allocator"):
+        return "; its allocator not recorded"
+    name = "the C library's malloc" if ref["allocator"] == "system" else ref["allocator"]
+    return f"; memory allocator {name}, as the runs get it"
+
+
 def _reference_lines(full: Mapping) -> list[str]:
     """The full run against the reference workload timed in the same invocation."""
     ref = full.get("reference")
@@ -142,7 +152,8 @@ def _reference_lines(full: Mapping) -> list[str]:
         return []
     lines = ["", "## Times that compare across machines", "",
              f"The same invocation timed a fixed reference workload ({ref['workload']}): **{ref['seconds']:.2f} s** "
-             f"(repetitions {', '.join(f'{t:.2f}' for t in ref['repeats'])} s). Measured together, the two "
+             f"(repetitions {', '.join(f'{t:.2f}' for t in ref['repeats'])} s{_allocator_note(ref)}). "
+             "Measured together, the two "
              "slow down together on a slower or busier machine, so compare the multiples across machines: a "
              "larger multiple means the harness, not the machine, got slower.", "",
              "| measure | seconds | × reference |", "|---|---:|---:|",

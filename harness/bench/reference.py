@@ -10,8 +10,13 @@ The workload is what the benchmark's runs spend their time on: convolutions forw
 tiny profile's sizes (a batch of 4 images, 32 channels, 64 × 64 and 32 × 32 maps) with one torch thread,
 the thread count of a run. It is fixed (seeded inputs, a fixed number of steps; never tuned to a machine)
 and runs in a fresh interpreter (``python -m harness.bench.reference``), so that the benchmark's own
-process never starts torch's thread pools before the local pool forks its workers. It is timed
-:data:`REPEATS` times after one untimed warm-up step; the median is the reference.
+process never starts torch's thread pools before the local pool forks its workers. That interpreter
+gets the runs' memory allocator (:mod:`harness.run.allocator`: tcmalloc where installed, preloaded as
+the local executor preloads it into every run) and reports it: with the C library's malloc the
+workload's large buffers are returned to the system and faulted in again at every step, which added
+12 to 24 % to it on the developers' machine (2026-12-05: 1.09-1.20 s against 0.94-1.08 s with tcmalloc,
+in alternation), a cost that moves with the host's load and that the runs, under tcmalloc, do not pay.
+It is timed :data:`REPEATS` times after one untimed warm-up step; the median is the reference.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ import time
 
 STEPS = 20  # training steps of the fixed network per repetition
 REPEATS = 3
-WORKLOAD = (f"{STEPS} forward + backward steps of a fixed 6-convolution network (3 × 3, 32 channels, batch 4 "
-            "at 64 × 64 and 32 × 32) on 1 torch thread, median of 3")
+
+
+def workload(steps: int = STEPS, repeats: int = REPEATS) -> str:
+    """What the workload is, in words (recorded beside its time)."""
+    return (f"{steps} forward + backward steps of a fixed 6-convolution network (3 × 3, 32 channels, batch 4 "
+            f"at 64 × 64 and 32 × 32) on 1 torch thread, median of {repeats}")
+
 
 
 def run_workload(steps: int = STEPS, repeats: int = REPEATS) -> list[float]:
@@ -65,12 +75,18 @@ def run_workload(steps: int = STEPS, repeats: int = REPEATS) -> list[float]:
         torch.set_num_threads(threads)
 
 
-def measure(timeout_s: float = 300.0) -> dict:
-    """The workload timed in a fresh interpreter: ``{"seconds": median, "repeats": [...], "workload": ...}``.
-    RuntimeError (one line) when that interpreter fails."""
+def measure(timeout_s: float = 300.0, steps: int = STEPS, repeats: int = REPEATS) -> dict:
+    """The workload timed in a fresh interpreter with the runs' allocator: ``{"seconds": median, "repeats":
+    [...], "workload": ..., "allocator": ...}``. RuntimeError (one line) when that interpreter fails or
+    ``HARNESS_ALLOCATOR`` is not a known value."""
+    from harness.run.allocator import preloaded
+
     try:
-        done = subprocess.run([sys.executable, "-m", "harness.bench.reference"], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        with preloaded():
+            done = subprocess.run([sys.executable, "-m", "harness.bench.reference", str(steps), str(repeats)],
+                                  capture_output=True, text=True, timeout=timeout_s, check=False)
+    except ValueError as exc:  # HARNESS_ALLOCATOR set to something else than system or tcmalloc
+        raise RuntimeError(str(exc)) from None
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the reference workload took more than {timeout_s:g} s") from None
     if done.returncode != 0:
@@ -79,10 +95,16 @@ def measure(timeout_s: float = 300.0) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    times = run_workload()
+def main(argv: list[str] | None = None) -> None:
+    """``python -m harness.bench.reference [STEPS [REPEATS]]``: time the workload here and print one JSON
+    line (what :func:`measure` reads)."""
+    from harness.run.allocator import in_use
+
+    args = [int(a) for a in (sys.argv[1:] if argv is None else argv)]
+    steps, repeats = (args + [STEPS, REPEATS][len(args):])[:2]
+    times = run_workload(steps, repeats)
     print(json.dumps({"seconds": round(statistics.median(times), 3), "repeats": [round(t, 3) for t in times],
-                      "workload": WORKLOAD}))
+                      "workload": workload(steps, repeats), "allocator": in_use()}))
 
 
 if __name__ == "__main__":
