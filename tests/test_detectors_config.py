@@ -145,7 +145,12 @@ def test_tiny_profile_is_small_with_the_same_heads_and_losses(detector, loss):
         return {k: v for k, v in flat.items() if (k.endswith(".type") and "backbone" not in k and "neck" not in k
                 and "sampler" not in k or ".loss_" in k) and not covered(k, paper_only)}
 
-    assert heads(tiny) == heads(paper)
+    # the tiny profile's anchor generators are mmdet's with their results kept (harness/detectors/anchors.py)
+    tiny_heads, paper_heads = heads(tiny), heads(paper)
+    generators = {k for k, v in paper_heads.items() if v == "AnchorGenerator"}
+    assert (detector == "solov2") == (not generators)
+    assert {k: v for k, v in tiny_heads.items() if k in generators} == dict.fromkeys(generators, "CachedAnchorGenerator")
+    assert {**tiny_heads, **dict.fromkeys(generators, "AnchorGenerator")} == paper_heads
 
 
 @pytest.mark.parametrize("detector,loss", [("atss", "rs"), ("paa", "alrp"), ("faster_rcnn", "ap"),

@@ -637,6 +637,11 @@ def _tiny_changes(ch: _Changes, base: dict, det: Detector, spec, recipe: Recipe)
         ch.set(f"{m}.mask_head.mask_feature_head.in_channels", 32, why)
         ch.set(f"{m}.mask_head.mask_feature_head.feat_channels", 32, why)
         ch.set(f"{m}.mask_head.mask_feature_head.out_channels", 32, why)
+    for path in walk_keys(base["model"], "anchor_generator", m):
+        if get_path(base, f"{path}.type") == "AnchorGenerator":
+            ch.set(f"{path}.type", "CachedAnchorGenerator", f"{why}: the same anchors and valid flags, computed "
+                   "once per feature-map size and image shape instead of at every iteration and test image "
+                   "(harness/detectors/anchors.py)")
     for path in walk_keys(base["model"].get("test_cfg", {}), "score_thr", f"{m}.test_cfg"):
         if (get_path(base, path) or 0) > TINY_MAX_SCORE_THR:
             ch.set(path, TINY_MAX_SCORE_THR, f"{why}: short trainings give low scores")
