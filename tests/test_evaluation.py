@@ -383,3 +383,19 @@ def test_a_compressed_rle_string_is_checked_alike_byte_by_byte_and_with_numpy():
     long = max(cases[0:4500:3], key=lambda c: len(c[0]))  # the longest of the real masks' strings
     assert len(long[0]) > 256 and _rle_string_ok(*long)  # the dispatcher reaches the numpy path too
     assert not _rle_string_ok(long[0], long[1], long[2] + 1)
+    # all at once (the detections and annotations of a file): the same answers, in any order and mix
+    from harness.evaluation.inputs import compressed_rle_verdicts, rle_strings_ok
+
+    cases += [(long[0], 1 << 16, 1 << 16), (b"", 1 << 16, 1 << 16), (b"", 0, 1 << 40)]  # areas checked alone
+    for order in (np.arange(len(cases)), rng.permutation(len(cases))):
+        batch = [cases[i] for i in order]
+        got = rle_strings_ok([c[0] for c in batch], [(c[1], c[2]) for c in batch])
+        assert got.tolist() == [_rle_string_ok_bytes(*c) for c in batch]
+    assert rle_strings_ok([], []).tolist() == []
+    segms = [{"size": [c[1], c[2]], "counts": c[0].decode("latin-1") if i % 2 else c[0]} for i, c in enumerate(cases[:60])]
+    segms += [None, [[0, 0, 1, 0, 1, 1]], {"size": [1, 1], "counts": [1]}, {"size": [-1, 1], "counts": "1"},
+              {"size": [1, 1], "counts": "\u00e91"}]
+    verdicts = compressed_rle_verdicts(segms)
+    assert verdicts[:60] == [_rle_string_ok_bytes(*c) if c[0].isascii() or i % 2 == 0 else None
+                             for i, c in enumerate(cases[:60])]
+    assert verdicts[60:] == [None] * 5
