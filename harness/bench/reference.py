@@ -37,7 +37,6 @@ def workload(steps: int = STEPS, repeats: int = REPEATS) -> str:
             f"at 64 × 64 and 32 × 32) on 1 torch thread, median of {repeats}")
 
 
-
 def run_workload(steps: int = STEPS, repeats: int = REPEATS) -> list[float]:
     """Seconds of each timed repetition of the workload, in this process (one torch thread meanwhile)."""
     import torch

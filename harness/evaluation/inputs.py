@@ -140,15 +140,21 @@ def _rle_string_ok_numpy(counts: bytes, height: int, width: int) -> bool:
     return bool((runs >= 0).all() and runs.sum() == height * width)
 
 
+def _rle_size_ok(size) -> bool:
+    """Whether an RLE's ``size`` is ``[height, width]``, two non-negative integers."""
+    return isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)
+
+
 _BATCH_AREA = 1 << 31  # a mask of at least this many pixels is checked alone (keeps the batch's sums in int64)
 
 
 def rle_strings_ok(strings: list[bytes], sizes: list[tuple[int, int]]) -> np.ndarray:
     """:func:`_rle_string_ok` of many strings at once (one boolean each), with a few numpy passes over
     their concatenation instead of a Python call per string (the 5,000 masks of a tiny-profile Mask R-CNN
-    run's predictions: 121 ms against 357 ms, a quarter of that run's evaluation). Groups never run across strings (a string's last byte always ends one), and a run
-    length larger than the mask's pixels (impossible in a valid string) marks the string invalid before
-    the sums, so no string's verdict depends on another's. ``tests/test_evaluation.py`` compares it with
+    run's predictions: 121 ms against 357 ms, a quarter of that run's evaluation). Groups never run across
+    strings (a string's last byte always ends one), and a run length larger than the mask's pixels
+    (impossible in a valid string) marks the string invalid before the sums, so no string's verdict
+    depends on another's. ``tests/test_evaluation.py`` compares it with
     the byte-by-byte check on real and corrupted strings."""
     count = len(strings)
     ok = np.ones(count, dtype=bool)
@@ -208,7 +214,7 @@ def compressed_rle_verdicts(segms: list) -> list[bool | None]:
         if not (isinstance(segm, dict) and isinstance(segm.get("counts"), (str, bytes))):
             continue
         size = segm.get("size")
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+        if not _rle_size_ok(size):
             continue
         counts = segm["counts"]
         if isinstance(counts, str):
@@ -241,7 +247,7 @@ def segmentation_to_rle(segm, height: int, width: int, where: str,
             rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], height, width))
         elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
             size = segm["size"]
-            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+            if not _rle_size_ok(size):
                 raise EvaluationError(f"{where}: RLE size must be [height, width], got {_short(size)}")
             if height is not None and width is not None and list(size) != [height, width]:
                 raise EvaluationError(f"{where}: RLE size {list(size)} differs from the image size [{height}, {width}]")
