@@ -170,6 +170,10 @@ BAD = [
     ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1], "score": 0.5}, "bbox must be 4 finite numbers"),
     ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}, "score must be a finite number"),
     ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": float("nan")}, "score must be a finite number"),
+    # an integer beyond a float's range (JSON allows it) is not a finite number, rather than an OverflowError
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 10 ** 400, 1], "score": 0.5}, "bbox must be 4 finite numbers"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": -(10 ** 400)}, "score must be a finite number"),
+    ({"image_id": 7, "category_id": 1, "bbox": [0, 0, True, 1], "score": 0.5}, "bbox must be 4 finite numbers"),
     ({"image_id": 7, "category_id": 1, "score": 0.5}, "neither bbox nor segmentation"),
 ]
 

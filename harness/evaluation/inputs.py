@@ -52,7 +52,16 @@ def _load_json(path, what: str):
 
 
 def _is_num(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+    """A finite real number, not a bool (an int too large for a float is not one)."""
+    kind = type(x)
+    if kind is float:  # what JSON numbers load as, checked first: a detections file has millions
+        return math.isfinite(x)
+    if kind is not int and (not isinstance(x, numbers.Real) or isinstance(x, bool)):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
 
 
 def _is_int(x) -> bool:
