@@ -89,16 +89,65 @@ def test_without_a_reference_there_is_no_multiple(tmp_path):
     assert "| 500.0 | 600 s | yes |  |" in text and "compare across machines" not in text
 
 
-def test_the_reference_workload_is_fixed_work_timed_in_a_fresh_interpreter():
+def test_the_reference_workload_is_fixed_work_timed_in_fresh_interpreters_at_once():
     from harness.bench import reference
 
     times = reference.run_workload(steps=1, repeats=2)
     assert len(times) == 2 and all(t > 0 for t in times)
-    measured = reference.measure(steps=2, repeats=3)
-    assert len(measured["repeats"]) == 3 and measured["workload"] == reference.workload(2, 3)
-    assert measured["workload"].startswith("2 forward + backward steps") and measured["workload"].endswith("median of 3")
-    assert measured["seconds"] == sorted(measured["repeats"])[1] > 0  # the median of 3
-    assert reference.workload() == reference.workload(reference.STEPS, reference.REPEATS)
+    measured = reference.measure(steps=1, repeats=2, processes=2)
+    assert measured["processes"] == 2 and len(measured["repeats"]) == 4  # 2 interpreters x 2 repetitions
+    assert measured["workload"] == reference.workload(1, 2, 2)
+    assert measured["workload"].startswith("1 training steps and 1 test batch of each of mmdet's own Faster R-CNN")
+    assert measured["workload"].endswith("2 at once as the runs share the machine, median of 2 × 2")
+    ordered = sorted(measured["repeats"])
+    assert measured["seconds"] == round((ordered[1] + ordered[2]) / 2, 3) > 0  # the median of the 4
+    assert reference.workload() == reference.workload(reference.STEPS, reference.REPEATS, reference.PROCESSES)
+
+
+def test_the_reference_models_are_mmdets_own_at_the_tiny_sizes():
+    """Nothing of the harness in the reference: mmdet's classes and losses, cut to the tiny profile's sizes."""
+    from harness.bench import reference
+
+    faster, atss = reference._models()
+    assert type(faster).__module__.startswith("mmdet.") and type(atss).__module__.startswith("mmdet.")
+    assert type(faster.rpn_head.loss_cls).__module__.startswith("mmdet.")
+    assert type(atss.bbox_head).__name__ == "ATSSHead" and atss.bbox_head.num_classes == 8
+    assert faster.backbone.depth == 18 and faster.backbone.conv1.out_channels == 16  # base_channels 16
+    assert faster.neck.out_channels == 32 and faster.roi_head.bbox_head.fc_out_channels == 64
+    assert faster.test_cfg.rpn.max_per_img == 100
+
+
+def test_the_reference_interpreters_wait_at_the_start_barrier():
+    """Each interpreter builds and warms up, says ``ready``, and times nothing until told to go, so that the
+    interpreters of one measurement time their repetitions while all of them run."""
+    import queue
+    import subprocess
+    import threading
+
+    import pytest
+
+    from harness.bench import reference
+
+    proc = subprocess.Popen(reference._command(1, 1), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=reference._lines, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        line = lines.get(timeout=120)
+        while line is not None and line.strip() != reference.READY:
+            line = lines.get(timeout=120)
+        assert line is not None, "the interpreter ended before its barrier"
+        with pytest.raises(queue.Empty):  # a repetition takes well under a second: nothing timed meanwhile
+            lines.get(timeout=4.0)
+        proc.stdin.write(reference.GO + "\n")
+        proc.stdin.flush()
+        out = lines.get(timeout=120)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = json.loads(out)
+    assert len(result["repeats"]) == 1 and result["seconds"] > 0
 
 
 def test_the_reference_workload_runs_with_the_allocator_the_runs_get(monkeypatch, tmp_path):
@@ -110,13 +159,13 @@ def test_the_reference_workload_runs_with_the_allocator_the_runs_get(monkeypatch
     from harness.run import allocator
 
     lib = allocator.library()
-    measured = reference.measure(steps=1, repeats=1)
+    measured = reference.measure(steps=1, repeats=1, processes=1)
     assert measured["allocator"] == (Path(lib).resolve().name if lib else "system")  # the file mapped in
     monkeypatch.setenv(allocator.ENV, "system")
-    assert reference.measure(steps=1, repeats=1)["allocator"] == "system"
+    assert reference.measure(steps=1, repeats=1, processes=1)["allocator"] == "system"
     monkeypatch.setenv(allocator.ENV, "jemalloc")
     with pytest.raises(RuntimeError, match=r"^HARNESS_ALLOCATOR='jemalloc': use 'system'"):
-        reference.measure(steps=1, repeats=1)
+        reference.measure(steps=1, repeats=1, processes=1)
 
     ref = {"seconds": 1.0, "repeats": [1.0], "workload": "w", "allocator": "libtcmalloc_minimal.so.4.5.10"}
     text = record(500.0, 105, 105, True, out_dir=tmp_path, reference=ref).read_text()
@@ -129,19 +178,21 @@ def test_the_reference_workload_runs_with_the_allocator_the_runs_get(monkeypatch
     assert "(repetitions 1.00 s; its allocator not recorded)" in text
 
 
-def test_a_failing_reference_workload_is_one_line(monkeypatch):
-    import subprocess
+def test_a_failing_or_stuck_reference_workload_is_one_line(monkeypatch):
+    import sys
 
     import pytest
 
     from harness.bench import reference
 
-    def failing(*args, **kwargs):
-        return subprocess.CompletedProcess(args, 1, stdout="", stderr="Traceback ...\nImportError: no torch")
-
-    monkeypatch.setattr(reference.subprocess, "run", failing)
+    monkeypatch.setattr(reference, "_command", lambda steps, repeats: [
+        sys.executable, "-c", "import sys; print('Traceback ...', file=sys.stderr); sys.exit('ImportError: no torch')"])
     with pytest.raises(RuntimeError, match=r"^the reference workload failed \(exit 1\): ImportError: no torch$"):
         reference.measure()
+    monkeypatch.setattr(reference, "_command", lambda steps, repeats: [
+        sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"])
+    with pytest.raises(RuntimeError, match=r"^the reference workload took more than 2 s$"):
+        reference.measure(timeout_s=2)
 
 
 def test_the_full_run_says_which_memory_allocator_its_runs_used(tmp_path):
