@@ -116,25 +116,26 @@ def run(args) -> int:
     if timing is not None:
         from harness.bench.benchmark_timing import record
         from harness.bench.reference import measure
+        from harness.launch.local import local_slots
 
+        slots = local_slots(spec.runs())
         reference = None
         if timing[0] == timing[1]:  # a full run: its time as a multiple of a fixed workload timed now, here
-            print("timing the reference workload ...", flush=True)
+            print(f"timing the reference workload ({slots} at once, as the runs) ...", flush=True)
             step = time.time()
             try:
-                reference = measure()
+                reference = measure(processes=slots)
             except RuntimeError as exc:
                 print(f"warning: {exc}; the full run is recorded without its reference", flush=True)
             steps["reference_s"] = time.time() - step
 
-        from harness.launch.local import local_slots
         from harness.rows import read_rows
 
         seconds = time.time() - started
         ids = {r.run_id for r in spec.runs()}
         rows = [r for r in read_rows(results_dir, warn=False)[0] if r["run_id"] in ids]
         path = record(seconds, *timing, out_dir=Path(args.results) / "bench", steps=steps, rows=rows,
-                      slots=local_slots(spec.runs()), reference=reference)
+                      slots=slots, reference=reference)
         if path:
             multiple = f", {seconds / reference['seconds']:.1f} × the reference workload's {reference['seconds']:.2f} s" \
                 if reference else ""
