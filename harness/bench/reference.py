@@ -182,9 +182,11 @@ def measure(timeout_s: float = 300.0, steps: int = STEPS, repeats: int = REPEATS
     try:
         outputs = [queue.Queue() for _ in procs]
         errors = [[] for _ in procs]
-        for proc, out, err in zip(procs, outputs, errors):
+        readers = [threading.Thread(target=lambda s, e: e.extend(s), args=(proc.stderr, err), daemon=True)
+                   for proc, err in zip(procs, errors)]
+        for proc, out, reader in zip(procs, outputs, readers):
             threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
-            threading.Thread(target=lambda s, e: e.extend(s), args=(proc.stderr, err), daemon=True).start()
+            reader.start()
 
         def next_line(i: int) -> str:
             try:
@@ -193,6 +195,7 @@ def measure(timeout_s: float = 300.0, steps: int = STEPS, repeats: int = REPEATS
                 raise RuntimeError(f"the reference workload took more than {timeout_s:g} s") from None
             if line is None:
                 code = procs[i].wait()
+                readers[i].join(timeout=10)  # its standard error read to the end, last line included
                 last = ("".join(errors[i]).strip().splitlines() or ["no output"])[-1]
                 raise RuntimeError(f"the reference workload failed (exit {code}): {last}")
             return line.strip()
