@@ -118,7 +118,8 @@ def run(args) -> int:
         from harness.bench.reference import measure
         from harness.launch.local import local_slots
 
-        slots = local_slots(spec.runs())
+        runs = spec.runs()
+        slots = local_slots(runs)
         reference = None
         if timing[0] == timing[1]:  # a full run: its time as a multiple of a fixed workload timed now, here
             print(f"timing the reference workload ({slots} at once, as the runs) ...", flush=True)
@@ -132,7 +133,7 @@ def run(args) -> int:
         from harness.rows import read_rows
 
         seconds = time.time() - started
-        ids = {r.run_id for r in spec.runs()}
+        ids = {r.run_id for r in runs}
         rows = [r for r in read_rows(results_dir, warn=False)[0] if r["run_id"] in ids]
         path = record(seconds, *timing, out_dir=Path(args.results) / "bench", steps=steps, rows=rows,
                       slots=slots, reference=reference)
