@@ -5,7 +5,7 @@ config does); then ``type='HarnessLoss'`` (or ``'RankSortLoss'``, ``'APLoss'``, 
 ``'RankATSSHead'``, ``'RankPAAHead'``, ``'RankRPNHead'``, ``'RankBBoxHead'``, ``'DiceMaskHead'``,
 ``'RankRoIHead'``, ``'RankYOLACTHead'``, ``'RankYOLACTProtonet'``, ``'RankYOLACT'``,
 ``'RankSOLOv2Head'``, ``'SigmoidClassesLoss'``, ``'AllProposalsSampler'``, ``'CachedAnchorGenerator'``
-(:mod:`harness.detectors.anchors`), ``'RecipeCheckHook'`` and ``'SelfBalanceHook'`` resolve like mmdet's
+(:mod:`harness.detectors.anchors`), ``'StemPoolResNet'`` (:mod:`harness.detectors.backbones`), ``'RecipeCheckHook'`` and ``'SelfBalanceHook'`` resolve like mmdet's
 own, and so does ``'CocoFormatDataset'`` (your own COCO-format files, :mod:`harness.detectors.datasets`).
 
 Importing it also routes mmcv's NMS, RoIAlign and sigmoid focal loss through torchvision / torch
@@ -14,7 +14,7 @@ CUDA serves GPU nodes; and it has Mask R-CNN paste its masks into small images i
 (:mod:`harness.detectors.mask_paste`: mmdet's pixels, fewer operations).
 """
 
-from harness.detectors import anchors, datasets, dense_heads, head_loss, hooks, kernels, mask_paste, roi_heads  # noqa: F401  (registration)
+from harness.detectors import anchors, backbones, datasets, dense_heads, head_loss, hooks, kernels, mask_paste, roi_heads  # noqa: F401  (registration)
 
 kernels.install()
 mask_paste.install()
