@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from harness.detectors.builder import TINY_BATCH, TINY_SIZE, build_cell_config, get_path, walk_keys
-from harness.detectors.check import CHECK_CLASSES, build_model, sgd_wrapper, synthetic_batch, train_step
+from harness.detectors.check import CHECK_CLASSES, build_model, sgd_wrapper, synthetic_batch
+from same_cell import assert_train_and_predict_the_same
 
 ANCHOR_CELLS = [("faster_rcnn", "rs"), ("cascade_rcnn", "ce"), ("mask_rcnn", "ap"), ("atss", "focal"),
                 ("paa", "rs"), ("yolact", "alrp")]
@@ -36,22 +37,7 @@ def _model(detector: str, loss: str, cached: bool):
 @pytest.mark.parametrize("detector,loss", ANCHOR_CELLS)
 def test_a_cell_trains_and_predicts_the_same_with_cached_anchors(detector, loss):
     batch = synthetic_batch(num_images=TINY_BATCH, size=TINY_SIZE, num_classes=len(CHECK_CLASSES))
-    (cached, cached_opt), (plain, plain_opt) = _model(detector, loss, True), _model(detector, loss, False)
-    for model, opt in ((cached, cached_opt), (plain, plain_opt)):
-        model.train()
-        torch.manual_seed(1)  # the same draws for both (CE and Focal cells sample RoIs at random)
-        for _ in range(3):
-            train_step(model, batch, opt)
-    for (name, a), b in zip(cached.state_dict().items(), plain.state_dict().values()):
-        assert torch.equal(a, b), name
-    outputs = []
-    for model in (cached, plain):
-        model.eval()
-        with torch.no_grad():
-            data = model.data_preprocessor(batch, False)
-            outputs.append([s.pred_instances for s in model(**data, mode="predict")])
-    for a, b in zip(*outputs):
-        assert torch.equal(a.bboxes, b.bboxes) and torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels)
+    assert_train_and_predict_the_same(_model(detector, loss, True), _model(detector, loss, False), batch)
 
 
 def test_the_cache_gives_fresh_values_for_every_shape_and_stays_bounded():
