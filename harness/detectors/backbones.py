@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from mmdet.models.backbones import ResNet
 from mmdet.registry import MODELS
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 class _ChannelsLastPool(torch.autograd.Function):
@@ -52,15 +53,14 @@ class ChannelsLastMaxPool2d(nn.Module):
     """``nn.MaxPool2d(kernel_size, stride, padding)`` (no dilation, floor mode): the same values and
     gradients, computed through the channels-last kernel for a 4-d CPU map in the default layout."""
 
-    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 1):
+    def __init__(self, kernel_size=3, stride=2, padding=1):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = (list(_pair(v)) for v in (kernel_size, stride, padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        k, s, p = ([v, v] for v in (self.kernel_size, self.stride, self.padding))
-        return _ChannelsLastPool.apply(x, k, s, p)
+        return _ChannelsLastPool.apply(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, channels last on CPU"

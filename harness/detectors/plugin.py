@@ -5,8 +5,9 @@ config does); then ``type='HarnessLoss'`` (or ``'RankSortLoss'``, ``'APLoss'``, 
 ``'RankATSSHead'``, ``'RankPAAHead'``, ``'RankRPNHead'``, ``'RankBBoxHead'``, ``'DiceMaskHead'``,
 ``'RankRoIHead'``, ``'RankYOLACTHead'``, ``'RankYOLACTProtonet'``, ``'RankYOLACT'``,
 ``'RankSOLOv2Head'``, ``'SigmoidClassesLoss'``, ``'AllProposalsSampler'``, ``'CachedAnchorGenerator'``
-(:mod:`harness.detectors.anchors`), ``'StemPoolResNet'`` (:mod:`harness.detectors.backbones`), ``'RecipeCheckHook'`` and ``'SelfBalanceHook'`` resolve like mmdet's
-own, and so does ``'CocoFormatDataset'`` (your own COCO-format files, :mod:`harness.detectors.datasets`).
+(:mod:`harness.detectors.anchors`), ``'StemPoolResNet'`` (:mod:`harness.detectors.backbones`),
+``'RecipeCheckHook'`` and ``'SelfBalanceHook'`` resolve like mmdet's own, and so does ``'CocoFormatDataset'``
+(your own COCO-format files, :mod:`harness.detectors.datasets`).
 
 Importing it also routes mmcv's NMS, RoIAlign and sigmoid focal loss through torchvision / torch
 (:mod:`harness.detectors.kernels`), so that no cell needs mmcv's compiled kernels: an mmcv built without
