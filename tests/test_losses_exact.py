@@ -26,8 +26,15 @@ def _grad(logits, loss):
 ALL_CASES = [(c, d) for c in CASES for d in DELTAS] + [(c, d) for c in LARGE_CASES for d in LARGE_DELTAS]
 
 
+# RS's positive-versus-positive sums on a CPU: the wavelet matrix, or dense P × P products up to
+# CPU_DENSE_MAX_POSITIVES positives; both paths are checked against the reference.
+PAIR_PATHS = {"wavelet": 0, "dense": 1 << 30}
+
+
+@pytest.mark.parametrize("pairs", sorted(PAIR_PATHS))
 @pytest.mark.parametrize("case,delta", ALL_CASES)
-def test_rank_sort_matches_reference(case, delta):
+def test_rank_sort_matches_reference(monkeypatch, case, delta, pairs):
+    monkeypatch.setattr(_ranking, "CPU_DENSE_MAX_POSITIVES", PAIR_PATHS[pairs])
     s, t = make_case(case)
     s.requires_grad_(True)
     out = rank_sort_loss(s, t, delta=delta)
@@ -74,10 +81,13 @@ def test_ap_matches_reference(case, delta):
     torch.testing.assert_close(_grad(s, loss), r_g, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("path", sorted(PAIR_PATHS))
 @pytest.mark.parametrize("delta", DELTAS)
 @pytest.mark.parametrize("grid", [None, 0.5])
-def test_positive_pairs_equal_brute_force(delta, grid):
-    """The O(P log P) positive-versus-positive sums equal the P × P definition, ties included."""
+def test_positive_pairs_equal_brute_force(monkeypatch, delta, grid, path):
+    """The positive-versus-positive sums (the O(P log P) wavelet path and the dense one) equal the P × P
+    definition, ties included."""
+    monkeypatch.setattr(_ranking, "CPU_DENSE_MAX_POSITIVES", PAIR_PATHS[path])
     g = torch.Generator().manual_seed(8)
     p = 257
     s = torch.randn(p, generator=g, dtype=torch.float64) * 2
@@ -86,6 +96,7 @@ def test_positive_pairs_equal_brute_force(delta, grid):
     y = torch.randint(1, 6, (p,), generator=g).double() / 5  # five qualities: many equal ones
     w = torch.rand(p, 3, generator=g, dtype=torch.float64)
     pairs = _ranking.PositivePairs(s, delta, quality=y)
+    assert pairs.dense == (path == "dense")
     h = ref.H(s[None, :] - s[:, None], delta)  # h[i, j] = H(s_j − s_i)
     ge = (y[None, :] >= y[:, None]).double()
     gt = (y[None, :] > y[:, None]).double()
@@ -110,16 +121,20 @@ def test_multidimensional_logits_are_flattened():
 
 @pytest.mark.parametrize("delta", [0.0, 0.5])
 def test_dense_positive_pairs_equal_the_wavelet(monkeypatch, delta):
-    """The dense P × P path (used on a GPU for small P) gives the same sums; forced here on the CPU."""
+    """The dense P × P path (on a GPU up to DENSE_MAX_POSITIVES, on a CPU up to CPU_DENSE_MAX_POSITIVES
+    for RS's sums) gives the same sums as the wavelet matrix."""
     g = torch.Generator().manual_seed(9)
     s = torch.round(torch.randn(300, generator=g, dtype=torch.float64) * 4) / 4
     y = torch.randint(1, 6, (300,), generator=g).double() / 5
     w = torch.rand(300, 2, generator=g, dtype=torch.float64)
+    dense = _ranking.PositivePairs(s, delta, quality=y)  # 300 positives: dense on a CPU
+    monkeypatch.setattr(_ranking, "CPU_DENSE_MAX_POSITIVES", 299)
     sparse = _ranking.PositivePairs(s, delta, quality=y)
+    assert not _ranking.PositivePairs(s, delta).dense  # the one-dimensional sums alone stay sorted
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
-    dense = _ranking.PositivePairs(s, delta, quality=y)
+    gpu = _ranking.PositivePairs(s, delta, quality=y)
     monkeypatch.undo()
-    assert dense.dense and not sparse.dense
+    assert dense.dense and gpu.dense and not sparse.dense
     for name in ("above", "above_at_least", "below_better"):
         torch.testing.assert_close(getattr(dense, name)(w), getattr(sparse, name)(w), atol=1e-12, rtol=0)
 
@@ -147,6 +162,7 @@ def test_gpu_code_paths_equal_the_cpu_ones(monkeypatch, loss_name):
             loss = ap_loss(x, t)
         return float(loss.detach()), _grad(x, loss)
 
+    monkeypatch.setattr(_ranking, "CPU_DENSE_MAX_POSITIVES", 0)  # RS's sums by the wavelet on the CPU
     cpu = run()
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     gpu_paths = run()
