@@ -24,7 +24,8 @@ linearity, over the positives sorted once, turns ``Σ_{j∈P} w_j H(s_j − s_i)
 sums at two cut positions per positive, O(P log P). RS's target sorting error restricts ``j`` to
 ``y_j ≥ y_i``, a two-dimensional dominance sum (logit order × quality order) that a wavelet matrix
 (:class:`_WaveletMatrix`) answers exactly with ⌈log2 (P+1)⌉ levels of prefix sums and gathers:
-O(P log P) with no search. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
+O(P log P) with no search. For few positives (RS's sums up to ``CPU_DENSE_MAX_POSITIVES`` on a CPU, any
+up to ``DENSE_MAX_POSITIVES`` on a GPU) the same sums are P × P products, which take fewer operations. All accumulation happens in float64 (``COMPUTE_DTYPE``), whatever the dtype
 of the logits.
 
 Host synchronisation: validating the inputs (one, to raise on NaN / Inf logits or bad targets), and
@@ -262,7 +263,8 @@ class PositivePairs:
     δ = 0, where ties are counted exactly as ``s_j ≥ s_i``). The restriction to better-localised
     positives makes the prefix two-dimensional (logit order × quality order), answered exactly by
     :class:`_WaveletMatrix`. On a GPU, up to ``DENSE_MAX_POSITIVES`` positives are paired densely
-    instead (the same sums as matrix products: fewer kernels, no search). Everything is float64.
+    instead (the same sums as matrix products: fewer kernels, no search), and on a CPU RS's sums (with
+    qualities) up to ``CPU_DENSE_MAX_POSITIVES`` (fewer small operations). Everything is float64.
     """
 
     def __init__(self, pos_logits: Tensor, delta: float, quality: Tensor | None = None):
