@@ -106,31 +106,44 @@ else
   log "mmcv built and cached in $CACHE"
 fi
 
-# tcmalloc, the memory allocator the harness's local run processes preload (harness/run/allocator.py): the
-# same results, 9-18 % faster training steps on CPU. Best effort: without it runs use the C library's malloc.
-if ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 '; then
-  APT=()
+# apt_install PACKAGE WHAT: best-effort apt install as root (or passwordless sudo); 0 when installed.
+apt_install() {
+  local APT=() aptlog
   if command -v apt-get >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then APT=(apt-get); elif sudo -n true 2>/dev/null; then APT=(sudo -n apt-get); fi
   fi
-  if [ ${#APT[@]} -gt 0 ]; then
-    log "installing tcmalloc (libtcmalloc-minimal4) with apt, the allocator local runs preload"
-    aptlog=$(mktemp /tmp/harness-tcmalloc-apt.XXXXXX.log)
-    if DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
-        --no-install-recommends libtcmalloc-minimal4 >"$aptlog" 2>&1 ||
-       { DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 update -q &&
-         DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
-           --no-install-recommends libtcmalloc-minimal4; } >>"$aptlog" 2>&1; then
-      rm -f "$aptlog"
-    else
-      log "could not install libtcmalloc-minimal4 (log: $aptlog); local runs use the C library's malloc (same results, slower)"
-    fi
-  else
-    log "no tcmalloc and no apt-get as root here: local runs use the C library's malloc (same results, slower);" \
-        "install libtcmalloc-minimal4 (or gperftools) to speed them up"
+  [ ${#APT[@]} -gt 0 ] || return 1
+  log "installing $2 ($1) with apt"
+  aptlog=$(mktemp "/tmp/harness-$1-apt.XXXXXX.log")
+  if DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
+      --no-install-recommends "$1" >"$aptlog" 2>&1 ||
+     { DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 update -q &&
+       DEBIAN_FRONTEND=noninteractive "${APT[@]}" -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 install -y -q \
+         --no-install-recommends "$1"; } >>"$aptlog" 2>&1; then
+    rm -f "$aptlog"
+    return 0
   fi
+  log "could not install $1 (log: $aptlog)"
+  return 1
+}
+
+# tcmalloc, the memory allocator the harness's local run processes preload (harness/run/allocator.py): the
+# same results, 9-18 % faster training steps on CPU. Best effort: without it runs use the C library's malloc.
+if ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 '; then
+  apt_install libtcmalloc-minimal4 "tcmalloc, the allocator local runs preload" ||
+    log "no tcmalloc: local runs use the C library's malloc (same results, slower); install libtcmalloc-minimal4" \
+        "(or gperftools) to speed them up"
+fi
+
+# A C compiler for the harness's CPU RoIAlign kernels (harness/detectors/roi_align.c, built below): torchvision's
+# values, 3-20 times faster. Best effort: without one RoIAlign runs torchvision's kernels (same results, slower).
+if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+  apt_install gcc "a C compiler for the harness's RoIAlign kernels" ||
+    log "no C compiler: RoIAlign on a CPU runs torchvision's kernels (same results, slower); install gcc to speed it up"
 fi
 
 "${PIP[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c 'import torch, mmcv._ext, mmdet, harness; print("[setup] ok: torch", torch.__version__, "CUDA", torch.version.cuda, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
+"$VENV/bin/python" -m harness.detectors.native ||
+  log "the RoIAlign kernels did not build (above): RoIAlign on a CPU runs torchvision's kernels (same results, slower)"
 echo "$want" > "$STAMP"

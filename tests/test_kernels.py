@@ -204,7 +204,7 @@ def test_roi_align_matches_mmcv_in_values_and_input_gradients(sampling_ratio, ou
     assert float(plain[0].abs().max()) > 0.1 and float(plain[1].abs().max()) > 0.1
     for got in (routed, routed_module, switch):
         torch.testing.assert_close(got[0], plain[0], atol=1e-5, rtol=0)
-        # the CPU backward sums a cell's contributions in another order: float32 rounding, relative
+        # mmcv's CPU backward sums a cell's contributions in another order: float32 rounding, relative
         torch.testing.assert_close(got[1], plain[1], atol=1e-5, rtol=1e-5)
 
 
@@ -221,29 +221,82 @@ def _roi_align_jacobian(features, rois, output_size, scale, sampling_ratio, alig
     return torch.stack(columns, dim=1)
 
 
-# how the CPU backward sums: every RoI over the whole map, every RoI over its own window only, or each
-# group of RoIs by its windows' size (the kernel's own thresholds, for a large map)
-_SUMMING = {"dense": {"_DENSE_MAP": 10 ** 9}, "windows": {"_DENSE_MAP": 0, "_DENSE_AREA": 0},
-            "by size": {"_DENSE_MAP": 0, "_DENSE_AREA": 2}}
+@contextlib.contextmanager
+def torchvision_cpu_kernels():
+    """torchvision's own CPU RoIAlign kernels meanwhile (the harness's C kernels unregistered)."""
+    assert kernels._TORCHVISION_CPU, "the plug-in did not register the C kernels"
+    kernels._TORCHVISION_CPU.pop()._destroy()
+    try:
+        yield
+    finally:
+        kernels.install()
+        assert kernels._TORCHVISION_CPU
 
 
-@pytest.mark.parametrize("summing", sorted(_SUMMING))
+def _hard_rois(n: int, seed: int, height: int, width: int, images: int, stride: float, dtype) -> torch.Tensor:
+    """RoIs over the border, tiny, empty, wholly outside the map, over all of it, images unsorted."""
+    rois = _rois(n, seed, height, width, images, stride)
+    extra = torch.tensor([[images - 1, 3, 3, 3, 3], [0, -50, -50, -40, -40], [0, 0, 0, width * stride, height * stride],
+                          [images - 1, width * stride + 5, 2, width * stride + 30, 9], [0, -3, -2, 0.5, 0.25]])
+    return torch.cat([rois, extra]).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 16, 37])  # below, at and past the forward's block of 16 channels
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio,output_size,stride", [(0, (7, 7), 4.0), (2, (7, 7), 8.0), (0, (3, 5), 2.0),
+                                                               (1, (2, 2), 16.0), (0, (14, 14), 1.0)])
+def test_cpu_roi_align_kernels_equal_torchvisions_bit_for_bit(dtype, channels, aligned, sampling_ratio, output_size,
+                                                              stride):
+    """The C kernels the plug-in registers (harness/detectors/roi_align.c) give torchvision's own CPU kernels'
+    values exactly (torch.equal), forward and backward, through the op and through autograd."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(channels + int(stride))
+    features = torch.randn(3, channels, 13, 11, dtype=dtype, generator=g)
+    rois = _hard_rois(40, 5, 13, 11, images=3, stride=stride, dtype=dtype)
+    args = (output_size, 1 / stride, sampling_ratio, aligned)
+    grad_out = torch.randn(rois.shape[0], channels, *output_size, dtype=dtype, generator=g)
+
+    def forward_backward():
+        x = features.clone().requires_grad_(True)
+        out = roi_align(x, rois, *args)
+        out.backward(grad_out)
+        direct = torch.ops.torchvision._roi_align_backward(grad_out, rois, 1 / stride, *output_size, *features.shape,
+                                                            sampling_ratio, aligned)
+        return out.detach(), x.grad, direct
+
+    ours = forward_backward()
+    with torchvision_cpu_kernels():
+        theirs = forward_backward()
+    assert float(theirs[0].abs().max()) > 0.1 and float(theirs[1].abs().max()) > 0.1
+    for got, want in zip(ours, theirs):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.equal(got, want), float((got - want).abs().max())
+
+
+def test_cpu_roi_align_kernels_are_the_ones_registered():
+    """With a C compiler (make setup installs one) the cells' RoIAlign runs the harness's C kernels, and a run
+    records which (``provenance.cpu_roi_align``)."""
+    from harness.detectors import native
+    from harness.run.job import _cpu_roi_align
+
+    assert native.compiler() is not None, "no C compiler: make setup installs gcc"
+    assert kernels.cpu_roi_align().startswith("harness C kernels")
+    assert _cpu_roi_align() == kernels.cpu_roi_align()
+    with torchvision_cpu_kernels():
+        assert kernels.cpu_roi_align().startswith("torchvision's kernels")
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio,output_size,stride", [(0, (7, 7), 4.0), (2, (7, 7), 8.0), (0, (3, 5), 2.0),
                                                                (1, (2, 2), 16.0)])
-def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_ratio, output_size, stride, summing,
-                                                          monkeypatch):
-    """The CPU backward the plug-in installs (``roi_align_backward_cpu``) is exactly ``Jᵀ · grad`` in
-    float64, with J built from torchvision's forward kernel: RoIs over the border, tiny and unsorted; summed
-    densely, by windows, or by the window size of each group."""
-    assert kernels._TORCHVISION_CPU  # installed by the plug-in
-    for name, value in _SUMMING[summing].items():
-        monkeypatch.setattr(kernels, name, value)
+def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_ratio, output_size, stride):
+    """The CPU backward is ``Jᵀ · grad`` in float64 (to 1e-12), with J built from the forward kernel: RoIs
+    over the border, tiny, empty and unsorted; an empty set of RoIs gives a zero gradient."""
     g = torch.Generator().manual_seed(7)
     features = torch.randn(3, 2, 12, 10, dtype=torch.float64, generator=g)
-    rois = _rois(30, 4, 12, 10, images=3, stride=stride).double()
-    whole = [0.0, 0, 0, 10 * stride, 12 * stride]  # a RoI over the whole map: summed densely when by size
-    rois = torch.cat([rois, torch.tensor([[1.0, 3, 3, 3, 3], [2.0, -50, -50, -40, -40], whole], dtype=torch.float64)])
+    rois = _hard_rois(30, 4, 12, 10, images=3, stride=stride, dtype=torch.float64)
     rows = _roi_align_jacobian(features, rois, output_size, 1 / stride, sampling_ratio, aligned)
     grad_out = torch.randn(rois.shape[0], 2, *output_size, dtype=torch.float64, generator=g)
     want = (rows.t() @ grad_out.reshape(-1)).view_as(features)
@@ -251,14 +304,12 @@ def test_cpu_roi_align_backward_is_the_transposed_forward(aligned, sampling_rati
     args = (1 / stride, *output_size, *features.shape, sampling_ratio, aligned)
     direct = kernels.roi_align_backward_cpu(grad_out, rois, *args)
     through_op = torch.ops.torchvision._roi_align_backward(grad_out, rois, *args)
-    x = features.clone().requires_grad_(True)
-    from torchvision.ops import roi_align
-
-    roi_align(x, rois, output_size, 1 / stride, sampling_ratio, aligned).backward(grad_out)
-    for got in (direct, through_op, x.grad):
-        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(direct, want, atol=1e-12, rtol=1e-12)
+    assert torch.equal(through_op, direct)
     empty = kernels.roi_align_backward_cpu(grad_out[:0], rois[:0], *args)
     assert empty.shape == features.shape and not empty.any()
+    no_rois = kernels.roi_align_forward_cpu(features, rois[:0], 1 / stride, *output_size, sampling_ratio, aligned)
+    assert no_rois.shape == (0, 2, *output_size)
 
 
 def test_mask_target_crop_matches_mmcv():

@@ -29,21 +29,20 @@ so every caller, whatever name it imported, is routed. RoIAlign with ``pool_mode
 kernel; no cell uses it) stays on mmcv's kernel. mmcv's own switch ``RoIAlign(use_torchvision=True)``
 calls torchvision directly and gives the same values (``tests/test_kernels.py``).
 
-**RoIAlign's backward on a CPU.** torchvision's CPU backward kernel recomputes every sample's bilinear
-weights for every channel, one scalar at a time: at the tiny profile it took about half of a Cascade
-R-CNN training step (35 ms for the 400 RoIs of a 32 × 32 feature map, six times its forward).
-:func:`install` registers :func:`roi_align_backward_cpu` as the CPU kernel of
-``torchvision::_roi_align_backward`` (the op behind ``torchvision.ops.roi_align``'s gradient and the
-routed mmcv backward below): the same gradient, computed as matrix products, since RoIAlign's average of
-bilinear samples is separable, ``out[r] = A_y[r] · F[image of r] · A_x[r]ᵀ`` with ``A_y`` (pooled
-height × H) and ``A_x`` (pooled width × W) each RoI's row and column weights. At the tiny profile's
-sizes it is 3-9 times faster (CPU time, one thread: 8.5 ms against 36 ms for 420 RoIs of a 32 × 32 map,
-8.4 against 52 ms for 200 mask RoIs of 14 × 14) and equal to torchvision's kernel to float64 precision
-(``tests/test_kernels.py``). On a large map (the paper profile's: 200 × 304 cells at stride 4) the dense
-product over every row and column is most of the work, although a RoI touches only its own window: there
-each RoI is summed over its window only, RoIs grouped by window size (5.8 s -> 1.1 s for 1,500 RoIs of
-2 images, 256 channels, a quarter of a Faster R-CNN step on one core at 1333 × 800); maps up to 64 × 64 and
-groups of RoIs covering over an eighth of the map stay dense. CUDA tensors keep torchvision's kernel.
+**RoIAlign on a CPU.** torchvision's CPU kernels loop over channels outside their samples, reading each
+channel's plane one scalar at a time, and the backward recomputes every sample's bilinear weights for every
+channel: at the tiny profile a Cascade R-CNN stage's RoIAlign took 7.3 ms forward and 51 ms backward (408
+RoIs of a 32 × 32 map, 32 channels). When the harness's C kernels build (``roi_align.c``, compiled by
+:mod:`harness.detectors.native` with the machine's C compiler; ``make setup`` does it), :func:`install`
+registers :func:`roi_align_forward_cpu` and :func:`roi_align_backward_cpu` as the CPU kernels of
+``torchvision::roi_align`` and ``torchvision::_roi_align_backward`` (the ops behind
+``torchvision.ops.roi_align``, its gradient and the routed mmcv functions below). They compute over the map
+made channels last, so a sample's neighbours are runs of contiguous channels, and give torchvision's values
+bit for bit in float32 and float64: the same sample positions and weights, every sum per channel in
+torchvision's order (``tests/test_kernels.py``). Same sizes: 1.9 ms forward and 2.3 ms backward (one
+thread). Without a C compiler (or with ``HARNESS_NATIVE=off``) torchvision's own kernels run: the same
+values, slower; :func:`cpu_roi_align` says which ran and every run records it in its provenance. CUDA
+tensors keep torchvision's CUDA kernels.
 
 The harness's mmdet plug-in (:mod:`harness.detectors.plugin`, imported by every cell config) calls
 :func:`install`. :func:`forbid_compiled_ops` makes every ``mmcv._ext`` function raise, which is how the
@@ -124,7 +123,7 @@ def roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, *, ali
                        aligned: bool, _ext=None):
     """``mmcv._ext.roi_align_backward``: writes the gradient of the input into ``grad_input`` with
     torchvision's RoIAlign backward op (average pooling; max pooling goes to mmcv's kernel); on a CPU that
-    op is :func:`roi_align_backward_cpu` once :func:`install` ran."""
+    op is :func:`roi_align_backward_cpu` once :func:`install` registered it."""
     if pool_mode != _AVG_POOL:
         return _ext.roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input,
                                        aligned_height=aligned_height, aligned_width=aligned_width,
@@ -139,169 +138,85 @@ def roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, *, ali
     grad_input.copy_(grad)
 
 
-def _axis_weights(start, size, pooled: int, grid, length: int):
-    """RoIAlign's bilinear weights along one axis, ``(R, pooled, length)``: row ``p`` of RoI ``r`` holds the
-    weight of every feature row (or column) in the ``grid[r]`` samples of bin ``p``, as torchvision's
-    kernels take them (a sample beyond ``[-1, length]`` counts zero; one below 0 reads row 0; one past the
-    last row reads the last row)."""
+def _roi_align_library():
+    """The C kernels' library (:mod:`harness.detectors.native`), its argument types set; None without it."""
+    import ctypes
+
+    from harness.detectors import native
+
+    lib = native.load("roi_align")
+    if lib is not None and not hasattr(lib, "_harness_ready"):
+        arguments = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                     ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_int, ctypes.c_int,
+                     ctypes.c_void_p]
+        for name in ("roi_align_forward_f32", "roi_align_forward_f64", "roi_align_backward_f32",
+                     "roi_align_backward_f64"):
+            function = getattr(lib, name)
+            function.argtypes = arguments
+            function.restype = ctypes.c_int
+        lib._harness_ready = True
+    return lib
+
+
+def _work_dtype(dtype):
     import torch
 
-    rois = start.shape[0]
-    samples = max(int(grid.max()), 1)
-    bin_size = size / pooled
-    bins = torch.arange(pooled, dtype=start.dtype, device=start.device)
-    steps = torch.arange(samples, dtype=start.dtype, device=start.device)
-    at = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
-          + (steps[None, None, :] + 0.5) * (bin_size / grid.clamp(min=1).to(start.dtype))[:, None, None])
-    used = (steps[None, None, :] < grid[:, None, None]) & (at >= -1.0) & (at <= length)
-    at = at.clamp(min=0)
-    low = at.floor().long()
-    last = low >= length - 1
-    low = torch.where(last, torch.full_like(low, length - 1), low)
-    high = torch.where(last, low, low + 1)
-    frac = torch.where(last, torch.zeros_like(at), at - low.to(at.dtype))
-    weights = torch.zeros(rois, pooled, length, dtype=start.dtype, device=start.device)
-    weights.scatter_add_(2, low, (1 - frac) * used)
-    weights.scatter_add_(2, high, frac * used)
-    return weights
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _windows(weights, length: int):
-    """First column and span of each RoI's non-zero weights ``(R, pooled, length)``; span 0 for a RoI whose
-    samples all fall outside the map (no gradient)."""
+def _call(lib, direction: str, dtype, *arguments) -> None:
     import torch
 
-    used = (weights != 0).any(dim=1)  # (R, length)
-    any_used = used.any(dim=1)
-    first = used.to(torch.uint8).argmax(dim=1)
-    last = length - 1 - used.flip(1).to(torch.uint8).argmax(dim=1)
-    span = torch.where(any_used, last - first + 1, torch.zeros_like(first))
-    return first, span
+    suffix = "f64" if dtype == torch.float64 else "f32"
+    if getattr(lib, f"roi_align_{direction}_{suffix}")(*arguments) != 0:
+        raise MemoryError(f"RoIAlign's {direction} kernel (harness/detectors/roi_align.c) ran out of memory")
 
 
-def _window_buckets(span_y, span_x) -> list:
-    """RoIs grouped by window size, a power of two (at least 4) per axis, so that a group's windows, padded
-    to its largest, are at most twice as long as a RoI's own along each axis. Each entry: the indices of
-    one group's RoIs (RoIs with no weight on the map in none)."""
+def roi_align_forward_cpu(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
+                          sampling_ratio: int, aligned: bool):
+    """``torchvision::roi_align`` on a CPU (same arguments): ``(R, C, pooled_height, pooled_width)``, each
+    bin the average of its bilinear samples of ``input`` (N, C, H, W) in RoI ``rois[r]`` (image, x1, y1,
+    x2, y2). Computed by ``roi_align.c`` over the map made channels last: torchvision's values bit for bit
+    in float32 and float64 (other dtypes are computed in float32)."""
     import torch
 
-    def level(span):
-        return torch.ceil(torch.log2(span.clamp(min=4).double())).long()
-
-    key = level(span_y) * 64 + level(span_x)
-    live = (span_y > 0) & (span_x > 0)
-    keys = key[live]
-    index = torch.nonzero(live).flatten()
-    return [index[keys == k] for k in torch.unique(keys).tolist()]
-
-
-_DENSE_AREA = 8  # a group whose windows cover over an eighth of the map is summed densely (one product per image)
-_DENSE_MAP = 64 * 64  # a map this small is summed densely whatever its RoIs (windows save less than they cost)
-
-
-def _add_windows(summed, grad, a_y, a_x, image, first_y, first_x, k_y: int, k_x: int, height: int, width: int):
-    """Adds the RoIs' gradients into ``summed`` (N * H * W, C), each only over its ``k_y`` x ``k_x`` window:
-    two batched products, one ``index_add_``."""
-    import torch
-
-    size, channels, pooled_height, pooled_width = grad.shape
-    y0 = first_y.clamp(max=height - k_y)
-    x0 = first_x.clamp(max=width - k_x)
-    rows = y0[:, None] + torch.arange(k_y, device=grad.device)  # (size, k_y)
-    cols = x0[:, None] + torch.arange(k_x, device=grad.device)
-    wy = a_y.gather(2, rows[:, None, :].expand(size, pooled_height, k_y))  # (size, ph, k_y)
-    wx = a_x.gather(2, cols[:, None, :].expand(size, pooled_width, k_x))  # (size, pw, k_x)
-    # grad_output[r] · wx[r]: (C * ph) x k_x, then bins first: (ph, k_x * C)
-    by_col = torch.bmm(grad.reshape(size, channels * pooled_height, pooled_width), wx)
-    by_bin = by_col.view(size, channels, pooled_height, k_x).permute(0, 2, 3, 1).reshape(
-        size, pooled_height, k_x * channels)
-    window = torch.bmm(wy.transpose(1, 2), by_bin)  # (size, k_y, k_x * C)
-    cells = (image[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
-    summed.index_add_(0, cells.reshape(-1), window.reshape(-1, channels))
-
-
-def _add_dense(grad_input, grad, a_y, a_x, image):
-    """Adds the RoIs' gradients into ``grad_input`` (N, C, H, W) over the whole map: a batched product over
-    the RoIs, then one product per image summing its RoIs and bins."""
-    import torch
-
-    count, channels, pooled_height, pooled_width = grad.shape
-    height, width = a_y.shape[2], a_x.shape[2]
-    if bool((image[1:] < image[:-1]).any()):  # mmdet lists RoIs image by image; otherwise sort them so
-        order = torch.argsort(image, stable=True)  # that each image's RoIs are one slice
-        image, grad, a_y, a_x = image[order], grad[order], a_y[order], a_x[order]
-    # grad_output[r] · A_x[r] with the bins before the channels: rows (RoI, bin) × (C * W)
-    by_bin = grad.transpose(1, 2).reshape(count, pooled_height * channels, pooled_width)
-    rows = torch.bmm(by_bin, a_x).view(count * pooled_height, channels * width)
-    a_y = a_y.reshape(count * pooled_height, height)
-    images, sizes = torch.unique_consecutive(image, return_counts=True)
-    start = 0
-    for n, size in zip(images.tolist(), sizes.tolist()):
-        mine = slice(start * pooled_height, (start + size) * pooled_height)
-        start += size
-        summed = a_y[mine].t() @ rows[mine]  # (H, C * W): the sum over this image's RoIs and bins
-        grad_input[n] += summed.view(height, channels, width).transpose(0, 1)
+    dtype = input.dtype
+    work = _work_dtype(dtype)
+    count, channels = rois.shape[0], input.shape[1]
+    height, width = input.shape[2], input.shape[3]
+    output = torch.zeros(count, channels, pooled_height, pooled_width, dtype=work)
+    if count == 0 or output.numel() == 0:
+        return output.to(dtype)
+    channels_last = input.to(work).permute(0, 2, 3, 1).contiguous()
+    boxes = rois.to(work).contiguous()
+    _call(_roi_align_library(), "forward", work, channels_last.data_ptr(), boxes.data_ptr(), count, channels,
+          height, width, int(pooled_height), int(pooled_width), float(spatial_scale), int(sampling_ratio),
+          int(bool(aligned)), output.data_ptr())
+    return output.to(dtype)
 
 
 def roi_align_backward_cpu(grad_output, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
                            batch_size: int, channels: int, height: int, width: int, sampling_ratio: int,
                            aligned: bool):
-    """``torchvision::_roi_align_backward`` (same arguments): the gradient of RoIAlign's input, ``(N, C, H,
-    W)``, from that of its output ``(R, C, pooled_height, pooled_width)``. With each RoI's row and column
-    weights ``A_y``, ``A_x`` (:func:`_axis_weights`; the average over a bin's samples folded into ``A_y``),
-    ``grad[n] += A_y[r]ᵀ · grad_output[r] · A_x[r]`` for every RoI ``r`` of image ``n``. Only the window of
-    rows and columns a RoI's samples touch is computed (``A_y``, ``A_x`` are zero elsewhere), so the work
-    grows with the RoIs' size, not the feature map's: RoIs are grouped by window size
-    (:func:`_window_buckets`), each group takes two batched products over its RoIs, and the windows are
-    added into the gradient (channels last) with one ``index_add_`` per group."""
+    """``torchvision::_roi_align_backward`` on a CPU (same arguments): the gradient of RoIAlign's input,
+    ``(N, C, H, W)``, from that of its output ``(R, C, pooled_height, pooled_width)``: each bin's gradient
+    spread over its samples' four neighbours with their bilinear weights, divided by the bin's sample
+    count. Computed by ``roi_align.c`` into a channels-last gradient: torchvision's values bit for bit in
+    float32 and float64 (every addition in its order, per channel; other dtypes are computed in float32)."""
     import torch
 
     dtype = grad_output.dtype
-    work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    device = grad_output.device
+    work = _work_dtype(dtype)
+    grad_input = torch.zeros(batch_size, height, width, channels, dtype=work)
     count = rois.shape[0]
-    if count == 0 or batch_size * channels * height * width == 0:
-        return torch.zeros(batch_size, channels, height, width, dtype=dtype, device=device)
-    grad = grad_output.to(work)
-    boxes = rois.to(work)
-    offset = 0.5 if aligned else 0.0
-    x1 = boxes[:, 1] * spatial_scale - offset
-    y1 = boxes[:, 2] * spatial_scale - offset
-    roi_w = boxes[:, 3] * spatial_scale - offset - x1
-    roi_h = boxes[:, 4] * spatial_scale - offset - y1
-    if not aligned:  # the legacy RoIAlign makes every RoI at least one cell wide
-        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    if sampling_ratio > 0:
-        grid_h = grid_w = torch.full((count,), sampling_ratio, dtype=torch.long, device=rois.device)
-    else:  # adaptive: ceil(RoI size / bins) samples per bin and axis
-        grid_h, grid_w = torch.ceil(roi_h / pooled_height).long(), torch.ceil(roi_w / pooled_width).long()
-    samples = (grid_h * grid_w).clamp(min=1).to(work)
-    a_y = _axis_weights(y1, roi_h, pooled_height, grid_h, height) / samples[:, None, None]
-    a_x = _axis_weights(x1, roi_w, pooled_width, grid_w, width)
-    image = rois[:, 0].long()
-    grad_input = torch.zeros(batch_size, channels, height, width, dtype=work, device=device)
-    if height * width <= _DENSE_MAP:
-        _add_dense(grad_input, grad, a_y, a_x, image)
-        return grad_input.to(dtype)
-    first_y, span_y = _windows(a_y, height)
-    first_x, span_x = _windows(a_x, width)
-    wide = []
-    summed = None
-    for group in _window_buckets(span_y, span_x):
-        k_y, k_x = min(int(span_y[group].max()), height), min(int(span_x[group].max()), width)
-        if k_y * k_x * _DENSE_AREA > height * width:
-            wide.append(group)
-            continue
-        if summed is None:  # channels last, so that a window's cell is one row of C values
-            summed = torch.zeros(batch_size * height * width, channels, dtype=work, device=device)
-        _add_windows(summed, grad[group], a_y[group], a_x[group], image[group], first_y[group], first_x[group],
-                     k_y, k_x, height, width)
-    if summed is not None:
-        grad_input += summed.view(batch_size, height, width, channels).permute(0, 3, 1, 2)
-    if wide:
-        group = torch.cat(wide)
-        _add_dense(grad_input, grad[group], a_y[group], a_x[group], image[group])
-    return grad_input.to(dtype)
+    if count == 0 or grad_input.numel() == 0:
+        return grad_input.permute(0, 3, 1, 2).contiguous().to(dtype)
+    grad = grad_output.to(work).contiguous()
+    boxes = rois.to(work).contiguous()
+    _call(_roi_align_library(), "backward", work, grad.data_ptr(), boxes.data_ptr(), count, channels, height,
+          width, int(pooled_height), int(pooled_width), float(spatial_scale), int(sampling_ratio),
+          int(bool(aligned)), grad_input.data_ptr())
+    return grad_input.permute(0, 3, 1, 2).contiguous().to(dtype)
 
 
 # --------------------------------------------------------------------------------- sigmoid focal loss
@@ -361,17 +276,30 @@ def _functions(module_name: str, ext) -> dict[str, Callable]:
     return {name: table[name] for name in ROUTED[module_name]}
 
 
-_TORCHVISION_CPU: list = []  # the registration of roi_align_backward_cpu (kept: freed, it would unregister)
+_TORCHVISION_CPU: list = []  # the registration of the C kernels (kept: freed, it would unregister)
+
+
+def cpu_roi_align() -> str:
+    """Which kernels compute RoIAlign on a CPU in this process once :func:`install` ran: the harness's C
+    kernels, or torchvision's own (no C compiler, a failed build or ``HARNESS_NATIVE=off``; the same values)."""
+    from harness.detectors import native
+
+    if _TORCHVISION_CPU:
+        return "harness C kernels (harness/detectors/roi_align.c)"
+    why = native.unavailable("roi_align")
+    return f"torchvision's kernels ({why})" if why else "torchvision's kernels"
 
 
 def install() -> None:
     """Route the functions of :data:`ROUTED` through torchvision in their mmcv modules, and make
-    :func:`roi_align_backward_cpu` torchvision's CPU RoIAlign backward (idempotent)."""
-    if not _TORCHVISION_CPU:
+    :func:`roi_align_forward_cpu` / :func:`roi_align_backward_cpu` torchvision's CPU RoIAlign kernels when
+    the C library builds (idempotent)."""
+    if not _TORCHVISION_CPU and _roi_align_library() is not None:
         import torch
         import torchvision.ops  # noqa: F401  (defines torchvision's ops)
 
         library = torch.library.Library("torchvision", "IMPL")
+        library.impl("roi_align", roi_align_forward_cpu, "CPU")
         library.impl("_roi_align_backward", roi_align_backward_cpu, "CPU")
         _TORCHVISION_CPU.append(library)
     for module_name in ROUTED:

@@ -123,6 +123,13 @@ class RunLock:
         return False
 
 
+def _cpu_roi_align() -> str | None:
+    """Which kernels computed RoIAlign on a CPU in this process (:func:`harness.detectors.kernels.cpu_roi_align`:
+    the harness's C kernels or torchvision's, the same values); None when no cell code was loaded."""
+    kernels = sys.modules.get("harness.detectors.kernels")
+    return kernels.cpu_roi_align() if kernels is not None else None
+
+
 def freeze_imported(*modules: str, collect: bool = True) -> None:
     """Import ``modules``, then move every object this process holds out of the garbage collector's walk
     (``gc.freeze``). For a process that trains run after run (a rehearsal job) or a fork of one that
@@ -433,6 +440,7 @@ class RunJob(submitit.helpers.Checkpointable):
             **info,
             "process": _process_kind(spec.run_id),
             "allocator": allocator_in_use(),  # speed only: the same values with any (harness.run.allocator)
+            "cpu_roi_align": _cpu_roi_align(),  # speed only: the same values with either kernel
             "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
