@@ -3,8 +3,10 @@ LVIS frequency groups, empty and bad inputs, mmdet prediction conversion."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,3 +405,88 @@ def test_a_compressed_rle_string_is_checked_alike_byte_by_byte_and_with_numpy():
     assert verdicts[:60] == [_rle_string_ok_bytes(*c) if c[0].isascii() or i % 2 == 0 else None
                              for i, c in enumerate(cases[:60])]
     assert verdicts[60:] == [None] * 5
+
+
+def _noisy_detections(gt: dict, seed: int, with_masks: bool) -> list[dict]:
+    """Detections around each ground-truth object (near, shifted, duplicated, some on crowd regions) and
+    many low-scored boxes anywhere: most match nothing, as a detector's tail does."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    cats = [c["id"] for c in gt["categories"]]
+    dets = []
+    for a in gt["annotations"]:
+        for _ in range(int(rng.integers(1, 4))):
+            x, y, w, h = a["bbox"]
+            jitter = rng.normal(0, 0.15, 4) * [w, h, w, h]
+            dets.append({"image_id": a["image_id"], "category_id": a["category_id"] if rng.random() < 0.8 else int(rng.choice(cats)),
+                         "bbox": [max(0.0, x + jitter[0]), max(0.0, y + jitter[1]), max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
+                         "score": float(rng.random())})
+        x, y, w, h = a["bbox"]  # its upper half: IoU exactly 0.5, the first threshold (matches, as in pycocotools)
+        dets.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x, y, w, h / 2],
+                     "score": float(rng.random())})
+    for im in gt["images"]:
+        for _ in range(40):
+            hgt, wid = sizes[im["id"]]
+            x, y = rng.random() * wid * 0.9, rng.random() * hgt * 0.9
+            dets.append({"image_id": im["id"], "category_id": int(rng.choice(cats)), "score": float(rng.random() * 0.3),
+                         "bbox": [x, y, float(rng.uniform(1, wid - x)), float(rng.uniform(1, hgt - y))]})
+    if with_masks:
+        for d in dets:
+            hgt, wid = sizes[d["image_id"]]
+            x, y, w, h = d["bbox"]
+            m = np.zeros((hgt, wid), dtype=np.uint8, order="F")
+            m[int(y):int(y + h) + 1, int(x):int(x + w) + 1] = 1
+            rle = mask_utils.encode(m)
+            rle["counts"] = rle["counts"].decode()
+            d["segmentation"] = rle
+    return dets
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_skipping_unmatchable_detections_changes_no_match(tiny, iou_type, seed):
+    """harness.evaluation.ap's COCOeval (its evaluateImg skips the detections below every IoU threshold's
+    reach) gives pycocotools' own per-image results, field by field, and the same summary, with crowd
+    regions, every area range and a long tail of unmatched detections."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from harness.evaluation.ap import _gt_for_segm, skip_unmatchable_cocoeval
+
+    gt = json.loads(Path(tiny["coco"].ann_files["val"]).read_text())
+    if iou_type == "segm":
+        gt = _gt_for_segm(gt)
+    gt["annotations"][0]["iscrowd"] = 1  # a crowd region: matched by many, never missed
+    dets = _noisy_detections(gt, seed, with_masks=iou_type == "segm")
+    results = []
+    for cls in (COCOeval, skip_unmatchable_cocoeval()):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(gt)
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+            ev = cls(coco_gt, coco_dt, iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        results.append(ev)
+    plain, skipping = results
+    assert type(skipping).evaluateImg is not COCOeval.evaluateImg
+    assert len(plain.evalImgs) == len(skipping.evalImgs)
+    matched = 0
+    for a, b in zip(plain.evalImgs, skipping.evalImgs):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+        matched += int((np.asarray(a["dtMatches"]) > 0).sum())
+    assert matched > 0 and plain.stats[0] > 0
+    assert np.array_equal(plain.stats, skipping.stats)
+    assert np.array_equal(plain.eval["precision"], skipping.eval["precision"])

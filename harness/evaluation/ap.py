@@ -5,6 +5,13 @@ Values are fractions in [0, 1]; a metric with nothing to average (no ground trut
 frequency group) is NaN instead of the packages' -1. An empty detection list gives AP 0 wherever ground
 truth exists (both packages crash on it when given a results list, so the result set is built here).
 
+COCO: pycocotools' ``COCOeval`` with one method replaced, :meth:`SkipUnmatchableCOCOeval.evaluateImg`
+(pycocotools 2.0's matching, line for line, that first leaves out the detections whose best IoU with any
+ground truth is below the threshold: they match nothing anyway, and a detector's many low-scored
+detections are most of the loop's work). Same matches, same numbers (``tests/test_evaluation.py`` compares
+every field of every image's result and the summary with the unmodified class); IoUs, accumulation and the
+summary are pycocotools' own.
+
 LVIS: the ``lvis`` 0.5.3 release uses ``np.float``, removed in numpy 1.24; :func:`numpy_float_alias`
 restores it (as the builtin ``float``, which is what it was) for the duration of an evaluation only.
 """
@@ -93,11 +100,98 @@ def _per_class(precision: np.ndarray, cat_ids, gt: GroundTruth) -> list[dict]:
     return out
 
 
+def skip_unmatchable_cocoeval():
+    """pycocotools' ``COCOeval`` whose per-image matching skips the detections no ground truth can match
+    (module docstring); a class made on first use, so that importing this module does not import
+    pycocotools."""
+    global _SKIPPING
+    if _SKIPPING is not None:
+        return _SKIPPING
+    from pycocotools.cocoeval import COCOeval
+
+    class SkipUnmatchableCOCOeval(COCOeval):
+        def evaluateImg(self, imgId, catId, aRng, maxDet):
+            """pycocotools 2.0's ``COCOeval.evaluateImg`` (the same statements, in the same order), except
+            that at each IoU threshold the detections whose best IoU is below it are not looped over: the
+            loop would set no match for them (it only takes a ground truth with IoU at least the threshold)."""
+            p = self.params
+            if p.useCats:
+                gt = self._gts[imgId, catId]
+                dt = self._dts[imgId, catId]
+            else:
+                gt = [_ for cId in p.catIds for _ in self._gts[imgId, cId]]
+                dt = [_ for cId in p.catIds for _ in self._dts[imgId, cId]]
+            if len(gt) == 0 and len(dt) == 0:
+                return None
+            for g in gt:
+                if g["ignore"] or (g["area"] < aRng[0] or g["area"] > aRng[1]):
+                    g["_ignore"] = 1
+                else:
+                    g["_ignore"] = 0
+            # sort dt highest score first, sort gt ignore last
+            gtind = np.argsort([g["_ignore"] for g in gt], kind="mergesort")
+            gt = [gt[i] for i in gtind]
+            dtind = np.argsort([-d["score"] for d in dt], kind="mergesort")
+            dt = [dt[i] for i in dtind[0:maxDet]]
+            iscrowd = [int(o["iscrowd"]) for o in gt]
+            ious = self.ious[imgId, catId][:, gtind] if len(self.ious[imgId, catId]) > 0 else self.ious[imgId, catId]
+            T = len(p.iouThrs)
+            G = len(gt)
+            D = len(dt)
+            gtm = np.zeros((T, G))
+            dtm = np.zeros((T, D))
+            gtIg = np.array([g["_ignore"] for g in gt])
+            dtIg = np.zeros((T, D))
+            if not len(ious) == 0:
+                best = np.asarray(ious).max(axis=1)[:D].tolist()  # each detection's best IoU (rows as dt)
+                reach = [dind for dind, b in enumerate(best) if b >= min([min(p.iouThrs), 1 - 1e-10])]
+                for tind, t in enumerate(p.iouThrs):
+                    floor = min([t, 1 - 1e-10])
+                    for dind in [dind for dind in reach if best[dind] >= floor]:  # the others match nothing
+                        d = dt[dind]
+                        iou = floor
+                        m = -1
+                        for gind, g in enumerate(gt):
+                            if gtm[tind, gind] > 0 and not iscrowd[gind]:
+                                continue
+                            if m > -1 and gtIg[m] == 0 and gtIg[gind] == 1:
+                                break
+                            if ious[dind, gind] < iou:
+                                continue
+                            iou = ious[dind, gind]
+                            m = gind
+                        if m == -1:
+                            continue
+                        dtIg[tind, dind] = gtIg[m]
+                        dtm[tind, dind] = gt[m]["id"]
+                        gtm[tind, m] = d["id"]
+            a = np.array([d["area"] < aRng[0] or d["area"] > aRng[1] for d in dt]).reshape((1, len(dt)))
+            dtIg = np.logical_or(dtIg, np.logical_and(dtm == 0, np.repeat(a, T, 0)))
+            return {
+                "image_id": imgId,
+                "category_id": catId,
+                "aRng": aRng,
+                "maxDet": maxDet,
+                "dtIds": [d["id"] for d in dt],
+                "gtIds": [g["id"] for g in gt],
+                "dtMatches": dtm,
+                "gtMatches": gtm,
+                "dtScores": [d["score"] for d in dt],
+                "gtIgnore": gtIg,
+                "dtIgnore": dtIg,
+            }
+
+    _SKIPPING = SkipUnmatchableCOCOeval
+    return _SKIPPING
+
+
+_SKIPPING = None
+
+
 def coco_ap(gt: GroundTruth, dets: list[dict], iou_type: str, per_class: list | None = None) -> dict:
     """COCO AP, AP50, AP75, APs, APm, APl (100 detections per image and class, pycocotools' COCOeval).
     ``per_class``: a list to extend with each category's AP (:func:`_per_class`)."""
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     data = gt.fresh()
     if iou_type == "segm":
@@ -109,7 +203,7 @@ def coco_ap(gt: GroundTruth, dets: list[dict], iou_type: str, per_class: list | 
         coco_dt = COCO()
         coco_dt.dataset = {"images": data["images"], "categories": data["categories"], "annotations": _results_annotations(dets, iou_type)}
         coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev = skip_unmatchable_cocoeval()(coco_gt, coco_dt, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
