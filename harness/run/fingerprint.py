@@ -9,7 +9,7 @@ backbone start). The fingerprint covers the rest, as :func:`recorded` takes it i
   (the data root, written ``<data>``: its content is covered by the dataset's entry in the spec and the
   generator version), the predictions file, the seed (in the run's id), and what the process set-up
   decides (launcher, resume, distributed wrapper and backend);
-* ``harness_tree``: the code under ``harness/`` as it is on disk, git's tree id of its Python files
+* ``harness_tree``: the code under ``harness/`` as it is on disk, git's tree id of its code files
   computed without git (:func:`harness_tree`): ``HEAD:harness`` for a clean checkout, so a commit that
   changes only docs or tests changes nothing, while uncommitted changes (untracked files included) change
   it. The same files give the same id on every machine, whether git answers there or not (git refuses a
@@ -58,6 +58,7 @@ from harness.experiments.spec import RunSpec
 from harness.files import file_sha256
 
 FINGERPRINT_PACKAGES = ("torch", "torchvision", "mmcv", "mmengine", "mmdet")
+CODE_SUFFIXES = (".py", ".c")  # the harness's code: its Python modules and its C kernels' sources
 PROVENANCE_PACKAGES = FINGERPRINT_PACKAGES + ("numpy", "pycocotools", "lvis", "submitit")
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_FILE = "fingerprints.json"  # in results/<experiment>/work/: config digests already computed
@@ -85,10 +86,11 @@ def _git_object(kind: bytes, data: bytes) -> bytes:
 
 
 def harness_tree(folder: Path) -> str | None:
-    """git's tree id of the Python files under ``folder`` as they are on disk (``__pycache__`` left out),
+    """git's tree id of the code files (:data:`CODE_SUFFIXES`: Python, and the C kernels' sources) under
+    ``folder`` as they are on disk (``__pycache__`` left out),
     computed here without git: for a clean checkout it is ``git rev-parse HEAD:harness``; with uncommitted
     changes (untracked files included) it is the tree their commit would have. The same content gives the
-    same id on every machine, whether git works there or not. None when there is no Python file."""
+    same id on every machine, whether git works there or not. None when there is no code file."""
     entries = []
     try:
         children = sorted(Path(folder).iterdir())
@@ -97,13 +99,13 @@ def harness_tree(folder: Path) -> str | None:
     for child in children:
         name = child.name.encode()
         if child.is_symlink():
-            if child.suffix == ".py":
+            if child.suffix in CODE_SUFFIXES:
                 entries.append((b"120000", name, _git_object(b"blob", str(child.readlink()).encode()), False))
         elif child.is_dir():
             sub = harness_tree(child) if child.name != "__pycache__" else None
             if sub is not None:
                 entries.append((b"40000", name, bytes.fromhex(sub), True))
-        elif child.suffix == ".py" and child.is_file():
+        elif child.suffix in CODE_SUFFIXES and child.is_file():
             mode = b"100755" if child.stat().st_mode & 0o100 else b"100644"
             entries.append((mode, name, _git_object(b"blob", child.read_bytes()), False))
     if not entries:
