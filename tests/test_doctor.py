@@ -165,7 +165,8 @@ def test_a_login_node_that_submits_to_slurm(node, tmp_path, capsys):
     assert "partitions: gpu, gpu-dev" in _lines(out, "ok", "slurm")[0]
     assert "profile example-a100: partition(s) gpu" in _lines(out, "ok", "cluster")[0]
     assert "srun" in _lines(out, "note", "gpus")[0]  # the GPUs are the compute nodes'
-    assert out[-1] == f"no problems (4 note(s)): {spec} can run on " + out[-1].split(" on ")[-1]
+    assert _lines(out, "note", "kernels")  # no C compiler on the fake node's PATH: a note, not a problem
+    assert out[-1] == f"no problems (5 note(s)): {spec} can run on " + out[-1].split(" on ")[-1]
 
 
 def test_a_profile_partition_sinfo_does_not_list(node, tmp_path, capsys):
@@ -333,3 +334,25 @@ def test_cluster_without_a_spec_is_a_usage_error(node, capsys):
     assert main(["doctor", "--cluster", "example-a100"]) == 2
     err = capsys.readouterr().err
     assert "give the spec too" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_c_kernels_line(node, tmp_path, capsys, monkeypatch):
+    """Without a compiler: a note (torchvision's kernels run, same results); with one: built or built on first
+    use; switched off: a note. Never a problem: the kernels change speed, not results."""
+    from harness.detectors import native
+
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path / "native"))
+    monkeypatch.delenv("CC", raising=False)
+    code, out = _doctor(capsys)
+    assert code == 0 and _lines(out, "note", "kernels") and "no C compiler" in _lines(out, "note", "kernels")[0]
+    node.command("cc", "#!/bin/sh\nexit 1\n")
+    code, out = _doctor(capsys)
+    assert code == 0 and "built with" in _lines(out, "ok", "kernels")[0] and "on first use" in _lines(out, "ok", "kernels")[0]
+    built = native.library_path("roi_align", str(node.bin / "cc"))
+    built.parent.mkdir(parents=True)
+    built.write_bytes(b"")
+    code, out = _doctor(capsys)
+    assert f"runs the harness's C kernels ({built})" in _lines(out, "ok", "kernels")[0]
+    monkeypatch.setenv(native.ENV_DISABLE, "off")
+    code, out = _doctor(capsys)
+    assert "HARNESS_NATIVE=off" in _lines(out, "note", "kernels")[0]

@@ -234,6 +234,26 @@ def check_allocator() -> list[Finding]:
                     "install libtcmalloc-minimal4 (apt) or gperftools; make setup does where it can")]
 
 
+def check_native() -> list[Finding]:
+    """The harness's C kernels (RoIAlign on a CPU, :mod:`harness.detectors.native`): speed only, never results.
+    Says whether they are built for this machine, would be built on first use, or cannot be (no compiler)."""
+    from harness.detectors import native
+
+    if os.environ.get(native.ENV_DISABLE, "").strip().lower() in ("off", "0", "no"):
+        return [Finding("note", "kernels", f"{native.ENV_DISABLE}=off: RoIAlign on a CPU runs torchvision's kernels "
+                                           "(the same results, slower)")]
+    cc = native.compiler()
+    if cc is None:
+        return [Finding("note", "kernels", "no C compiler (cc or gcc): RoIAlign on a CPU runs torchvision's kernels "
+                                           "(the same results, several times slower)",
+                        "install gcc (apt); make setup does where it can")]
+    path = native.library_path("roi_align", cc)
+    if path.is_file():
+        return [Finding("ok", "kernels", f"RoIAlign on a CPU runs the harness's C kernels ({path})")]
+    return [Finding("ok", "kernels", f"RoIAlign's C kernels are built with {cc} on first use (into {path.parent}; "
+                                     "python -m harness.detectors.native builds them now)")]
+
+
 def suggested_variant(driver: DriverInfo) -> str | None:
     """The torch build variant (``cu126``, ...) to install for this driver, from its highest CUDA."""
     if not driver.cuda:
@@ -422,7 +442,7 @@ def diagnose(spec=None, cluster_named: bool = False) -> list[Finding]:
     torch_info = probe_torch()
     driver = probe_driver()
     slurm = probe_slurm()
-    findings = check_python() + check_packages() + check_allocator() + check_gpu(torch_info, driver)
+    findings = check_python() + check_packages() + check_allocator() + check_native() + check_gpu(torch_info, driver)
     findings += check_nccl(torch_info)
     findings += check_slurm(*slurm)
     if spec is not None:
