@@ -47,11 +47,13 @@ static void axis_##SUFFIX(T coord, int64_t length, Axis_##SUFFIX *a) {          
   a->valid = 1;                                                                                               \
 }                                                                                                             \
                                                                                                               \
-/* The RoI's bins and samples (torchvision's roi_start_*, bin_size_*, roi_bin_grid_*), then the neighbours   \
-   of every sample row (ph, iy) and column (pw, ix). Returns 0 when memory ran out. */                        \
-static int geometry_##SUFFIX(const T *roi, double spatial_scale, int ph_n, int pw_n, int sampling_ratio,       \
+/* The RoI's bins and samples (torchvision's roi_start_*, bin_size_*, roi_bin_grid_*), then the neighbours    \
+   of every sample row (ph, iy) and column (pw, ix); grows *samples to a bin's samples. Returns 0 when        \
+   memory ran out (*ys, *xs freed). */                                                                        \
+static int geometry_##SUFFIX(const T *roi, double spatial_scale, int ph_n, int pw_n, int sampling_ratio,      \
                              int aligned, int64_t height, int64_t width, int *grid_h, int *grid_w,            \
-                             Axis_##SUFFIX **ys, Axis_##SUFFIX **xs) {                                        \
+                             Axis_##SUFFIX **ys, Axis_##SUFFIX **xs, Sample_##SUFFIX **samples,               \
+                             int64_t *capacity) {                                                             \
   T offset = aligned ? (T)0.5 : (T)0.0;                                                                       \
   T roi_start_w = roi[1] * spatial_scale - offset;                                                            \
   T roi_start_h = roi[2] * spatial_scale - offset;                                                            \
@@ -80,6 +82,12 @@ static int geometry_##SUFFIX(const T *roi, double spatial_scale, int ph_n, int p
       const T x = roi_start_w + pw * bin_w + (T)(ix + .5f) * bin_w / (T)*grid_w;                              \
       axis_##SUFFIX(x, width, &(*xs)[pw * *grid_w + ix]);                                                     \
     }                                                                                                         \
+  if ((int64_t)*grid_h * *grid_w > *capacity) {                                                               \
+    free(*samples);                                                                                           \
+    *capacity = (int64_t)*grid_h * *grid_w;                                                                   \
+    *samples = malloc(sizeof(Sample_##SUFFIX) * *capacity);                                                   \
+    if (!*samples) { free(*ys); free(*xs); return 0; }                                                        \
+  }                                                                                                           \
   return 1;                                                                                                   \
 }                                                                                                             \
                                                                                                               \
@@ -120,15 +128,9 @@ int roi_align_forward_##SUFFIX(const T *input, const T *rois, int64_t count_rois
     int grid_h, grid_w;                                                                                       \
     Axis_##SUFFIX *ys, *xs;                                                                                   \
     if (!geometry_##SUFFIX(roi, spatial_scale, ph_n, pw_n, sampling_ratio, aligned, height, width, &grid_h,   \
-                           &grid_w, &ys, &xs)) { free(samples); return 1; }                                   \
+                           &grid_w, &ys, &xs, &samples, &capacity)) { free(samples); return 1; }              \
     const int64_t per_bin = (int64_t)grid_h * grid_w;                                                         \
     const T count = per_bin > 1 ? (T)per_bin : (T)1;                                                          \
-    if (per_bin > capacity) {                                                                                 \
-      free(samples);                                                                                          \
-      capacity = per_bin;                                                                                     \
-      samples = malloc(sizeof(Sample_##SUFFIX) * capacity);                                                   \
-      if (!samples) { free(ys); free(xs); return 1; }                                                         \
-    }                                                                                                         \
     T *out_roi = output + n * channels * bins;                                                                \
     for (int ph = 0; ph < ph_n; ph++) {                                                                       \
       for (int pw = 0; pw < pw_n; pw++) {                                                                     \
@@ -177,18 +179,12 @@ int roi_align_backward_##SUFFIX(const T *grad_output, const T *rois, int64_t cou
     int grid_h, grid_w;                                                                                       \
     Axis_##SUFFIX *ys, *xs;                                                                                   \
     if (!geometry_##SUFFIX(roi, spatial_scale, ph_n, pw_n, sampling_ratio, aligned, height, width, &grid_h,   \
-                           &grid_w, &ys, &xs)) { free(samples); free(g); return 1; }                          \
+                           &grid_w, &ys, &xs, &samples, &capacity)) { free(samples); free(g); return 1; }     \
     const int64_t per_bin = (int64_t)grid_h * grid_w;                                                         \
     const T count = (T)per_bin; /* torchvision's backward divides by the product itself */                    \
     /* x / 2^k and x * 2^-k are the same number (both exact scalings, rounded alike): no division then */    \
     const int power_of_two = per_bin > 0 && (per_bin & (per_bin - 1)) == 0;                                   \
     const T inverse = power_of_two ? (T)1. / count : (T)0.;                                                   \
-    if (per_bin > capacity) {                                                                                 \
-      free(samples);                                                                                          \
-      capacity = per_bin;                                                                                     \
-      samples = malloc(sizeof(Sample_##SUFFIX) * capacity);                                                   \
-      if (!samples) { free(ys); free(xs); free(g); return 1; }                                                \
-    }                                                                                                         \
     const T *grad_roi = grad_output + n * channels * bins;                                                    \
     for (int ph = 0; ph < ph_n; ph++) {                                                                       \
       for (int pw = 0; pw < pw_n; pw++) {                                                                     \
