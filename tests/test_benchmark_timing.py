@@ -207,3 +207,55 @@ def test_the_full_run_says_which_memory_allocator_its_runs_used(tmp_path):
     assert data["full"]["allocators"] == {"libtcmalloc_minimal.so.4.5.10": 2, "system": 1, "unrecorded": 1}
     assert ("libtcmalloc_minimal.so.4.5.10 in 2, the C library in 1, unrecorded in 1 of 4 runs."
             in md.read_text())
+
+
+def test_a_reference_timed_before_and_after_the_runs_shows_the_drift(tmp_path):
+    """combined(): the median of both times' repetitions, each time's own median kept; benchmark.md says how
+    much the machine's speed moved during the run. One side alone stays what it was."""
+    from harness.bench.reference import combined
+
+    before = {"seconds": 1.1, "repeats": [1.1, 1.12, 1.08, 1.1], "processes": 2, "workload": "w", "allocator": "system"}
+    after = {"seconds": 1.3, "repeats": [1.3, 1.32, 1.28, 1.3], "processes": 2, "workload": "w", "allocator": "system"}
+    both = combined(before, after)
+    assert both["seconds"] == 1.2 and both["before"] == 1.1 and both["after"] == 1.3 and len(both["repeats"]) == 8
+    assert "timed before the runs and after them, median of both times' 8 repetitions" in both["workload"]
+    assert "2 at once" in both["workload"] and combined(None, after) is after and combined(before, None) is before
+    assert combined(None, None) is None
+    text = record(600.0, 105, 105, False, out_dir=tmp_path, reference=both).read_text()
+    assert "Timed before the runs (1.10 s) and after them (1.30 s): the machine's speed moved by +18 %" in text
+    assert "| 600.0 | 600 s | yes | 500.0 |" in text  # 600 s / the median of all 8, 1.2 s
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert data["full"]["reference"]["before"] == 1.1 and data["full"]["reference"]["after"] == 1.3
+    plain = record(600.0, 105, 105, False, out_dir=tmp_path / "one", reference=after).read_text()
+    assert "Timed before the runs" not in plain
+
+
+def test_the_reference_is_timed_before_the_runs_only_when_every_run_will_train(tmp_path, monkeypatch, capsys):
+    from harness.bench import reference
+    from harness.commands.benchmark import _reference_before
+    from harness.experiments import default_spec
+    from harness.experiments.spec import load_spec
+    from harness.files import write_json_atomic
+
+    spec = load_spec(default_spec())
+    calls = []
+
+    def fake_measure(**kwargs):
+        calls.append(kwargs)
+        return {"seconds": 1.0, "repeats": [1.0] * 4, "processes": kwargs["processes"], "workload": "w", "allocator": "x"}
+
+    monkeypatch.setattr(reference, "measure", fake_measure)
+    steps = {}
+    got = _reference_before(spec, tmp_path / "synthetic", steps)
+    assert got["seconds"] == 1.0 and calls == [{"processes": 2, "repeats": reference.REPEATS_EACH_SIDE}]
+    assert "reference_s" in steps and "before the runs" in capsys.readouterr().out
+    run = spec.runs()[0]
+    write_json_atomic(tmp_path / "synthetic" / "runs" / f"{run.run_id}.json", {"run_id": run.run_id, "status": "done"})
+    assert _reference_before(spec, tmp_path / "synthetic", {}) is None and len(calls) == 1  # not a full run
+
+    def failing(**kwargs):
+        raise RuntimeError("the reference workload failed (exit 1): boom")
+
+    monkeypatch.setattr(reference, "measure", failing)
+    assert _reference_before(spec, tmp_path / "other", {}) is None
+    assert "warning: the reference workload failed (exit 1): boom; the reference is timed after the runs only" in capsys.readouterr().out

@@ -117,6 +117,9 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
                               "repeats": list(reference.get("repeats", [])), "workload": reference.get("workload", "")}
         if reference.get("allocator"):
             entry["reference"]["allocator"] = str(reference["allocator"])
+        for side in ("before", "after"):  # timed on both sides of the runs (harness.bench.reference.combined)
+            if reference.get(side) is not None:
+                entry["reference"][side] = round(float(reference[side]), 3)
     if kind == "full" and rows is not None:
         rows = list(rows)
         entry["cells"] = cell_split(rows)
@@ -145,6 +148,17 @@ def _allocator_note(ref: Mapping) -> str:
     return f"; memory allocator {name}, as the runs get it"
 
 
+def _drift_lines(ref: Mapping) -> list[str]:
+    """How much the machine's speed moved during the run, when the reference was timed on both sides of it."""
+    if ref.get("before") is None or ref.get("after") is None:
+        return []
+    before, after = float(ref["before"]), float(ref["after"])
+    change = (after / before - 1) * 100 if before else 0.0
+    return [f"Timed before the runs ({before:.2f} s) and after them ({after:.2f} s): the machine's speed moved by "
+            f"{change:+.0f} % during the run, so read the multiple as uncertain by about that much; it uses the "
+            "median of both times' repetitions.", ""]
+
+
 def _reference_lines(full: Mapping) -> list[str]:
     """The full run against the reference workload timed in the same invocation."""
     ref = full.get("reference")
@@ -156,6 +170,7 @@ def _reference_lines(full: Mapping) -> list[str]:
              "Measured together, the two "
              "slow down together on a slower or busier machine, so compare the multiples across machines: a "
              "larger multiple means the harness, not the machine, got slower.", "",
+             *_drift_lines(ref),
              "| measure | seconds | × reference |", "|---|---:|---:|",
              f"| full run (`make benchmark`) | {full['seconds']:.1f} | {full['seconds'] / ref['seconds']:.1f} |"]
     runs = (full.get("cells") or {}).get("all", {}).get("total")

@@ -27,7 +27,10 @@ every run; recorded). As many interpreters as the benchmark runs at once (its sl
 the workload together, since the runs share the machine that way: each builds the models and takes one
 untimed warm-up step, then all start timing together (a line on their standard input), each timing
 :data:`REPEATS` repetitions of :data:`STEPS` training steps and one test batch per detector. The reference
-is the median of all the repetitions.
+is the median of all the repetitions. A full ``make benchmark`` times it twice, before its runs and after
+them (:data:`REPEATS_EACH_SIDE` repetitions each, :func:`combined`): on the developers' shared machine the
+speed moved by 10 % and more within one 15-minute run, and a reference timed at one end alone then misreads
+the run; benchmark.md gives both times and the drift between them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 
 STEPS = 5  # training steps of each detector per repetition (each repetition also tests one batch)
 REPEATS = 3  # timed repetitions per interpreter
+REPEATS_EACH_SIDE = 2  # per interpreter, when timed both before and after a benchmark's runs (combined)
 PROCESSES = 2  # interpreters at once: the benchmark's run slots on the developers' 2 cores
 READY, GO = "ready", "go"  # the interpreters' start barrier (see measure)
 
@@ -220,6 +224,21 @@ def measure(timeout_s: float = 300.0, steps: int = STEPS, repeats: int = REPEATS
     times = [t for r in results for t in r["repeats"]]
     return {"seconds": round(statistics.median(times), 3), "repeats": times, "processes": len(procs),
             "workload": workload(steps, repeats, len(procs)), "allocator": results[0]["allocator"]}
+
+
+def combined(before: dict | None, after: dict | None) -> dict | None:
+    """One reference from the workload timed before the runs and after them (:func:`measure` twice): the
+    median of all their repetitions, with each time's own median kept (``before``, ``after``), so that a
+    machine whose speed drifts during a long run is seen, and the multiple reflects the whole run rather
+    than its last minute. Either alone when the other is missing; None without both."""
+    if not before or not after:
+        return before or after
+    times = list(before["repeats"]) + list(after["repeats"])
+    per = len(before["repeats"]) // max(before["processes"], 1)
+    text = workload(STEPS, per, before["processes"]).rsplit(", median of ", 1)[0]
+    return {"seconds": round(statistics.median(times), 3), "repeats": times, "processes": before["processes"],
+            "workload": f"{text}, timed before the runs and after them, median of both times' {len(times)} repetitions",
+            "allocator": after["allocator"], "before": before["seconds"], "after": after["seconds"]}
 
 
 def main(argv: list[str] | None = None) -> None:
