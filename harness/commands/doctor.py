@@ -239,7 +239,7 @@ def check_native() -> list[Finding]:
     Says whether they are built for this machine, would be built on first use, or cannot be (no compiler)."""
     from harness.detectors import native
 
-    if os.environ.get(native.ENV_DISABLE, "").strip().lower() in ("off", "0", "no"):
+    if native.disabled():
         return [Finding("note", "kernels", f"{native.ENV_DISABLE}=off: RoIAlign on a CPU runs torchvision's kernels "
                                            "(the same results, slower)")]
     cc = native.compiler()

@@ -38,6 +38,11 @@ _loaded: dict[str, ctypes.CDLL | None] = {}
 _why: dict[str, str] = {}
 
 
+def disabled() -> bool:
+    """True when ``HARNESS_NATIVE=off`` (or ``0`` / ``no``): the C kernels are neither built nor loaded."""
+    return os.environ.get(ENV_DISABLE, "").strip().lower() in ("off", "0", "no")
+
+
 def cache_dir() -> Path:
     """Where built libraries are kept (see the module's docstring)."""
     if os.environ.get(ENV_CACHE):
@@ -106,7 +111,7 @@ def load(name: str) -> ctypes.CDLL | None:
     if name in _loaded:
         return _loaded[name]
     lib = None
-    if os.environ.get(ENV_DISABLE, "").strip().lower() in ("off", "0", "no"):
+    if disabled():
         _why[name] = f"{ENV_DISABLE}=off"
     else:
         try:
