@@ -186,8 +186,8 @@ def roi_align_forward_cpu(input, rois, spatial_scale: float, pooled_height: int,
     work = _work_dtype(dtype)
     count, channels = rois.shape[0], input.shape[1]
     height, width = input.shape[2], input.shape[3]
-    output = torch.zeros(count, channels, pooled_height, pooled_width, dtype=work)
-    if count == 0 or output.numel() == 0:
+    output = torch.empty(count, channels, pooled_height, pooled_width, dtype=work)  # the kernel writes every bin
+    if output.numel() == 0:
         return output.to(dtype)
     channels_last = input.to(work).permute(0, 2, 3, 1).contiguous()
     boxes = rois.to(work).contiguous()
