@@ -65,11 +65,15 @@ TINY = {
 IMAGES, SIZE, OBJECTS = 4, 128, 3  # the fixed batch: images of SIZE x SIZE with OBJECTS boxes each
 
 
-def workload(steps: int = STEPS, repeats: int = REPEATS, processes: int = PROCESSES) -> str:
-    """What the workload is, in words (recorded beside its time)."""
-    return (f"{steps} training steps and 1 test batch of each of mmdet's own Faster R-CNN and ATSS at the tiny "
+def workload(steps: int = STEPS, repeats: int = REPEATS, processes: int = PROCESSES, sides: int = 1) -> str:
+    """What the workload is, in words (recorded beside its time). ``sides``: 2 when it was timed before and
+    after a benchmark's runs (:func:`combined`), ``repeats`` each time."""
+    what = (f"{steps} training steps and 1 test batch of each of mmdet's own Faster R-CNN and ATSS at the tiny "
             f"profile's sizes (batch {IMAGES} at {SIZE} × {SIZE}, 1 torch thread), {processes} at once as the "
-            f"runs share the machine, median of {processes} × {repeats}")
+            f"runs share the machine")
+    if sides == 2:
+        return f"{what}, timed before the runs and after them, median of both times' {2 * processes * repeats} repetitions"
+    return f"{what}, median of {processes} × {repeats}"
 
 
 def _models() -> list:
@@ -235,9 +239,8 @@ def combined(before: dict | None, after: dict | None) -> dict | None:
         return before or after
     times = list(before["repeats"]) + list(after["repeats"])
     per = len(before["repeats"]) // max(before["processes"], 1)
-    text = workload(STEPS, per, before["processes"]).rsplit(", median of ", 1)[0]
     return {"seconds": round(statistics.median(times), 3), "repeats": times, "processes": before["processes"],
-            "workload": f"{text}, timed before the runs and after them, median of both times' {len(times)} repetitions",
+            "workload": workload(STEPS, per, before["processes"], sides=2),
             "allocator": after["allocator"], "before": before["seconds"], "after": after["seconds"]}
 
 
