@@ -31,19 +31,12 @@ def run(args) -> int:
     if args.out:
         check_out_prefix(args.out)
     from harness.files import prefixed, write_text_atomic
-    from harness.results.compare_runs import WORSE, compare, to_markdown
-    from harness.results.frame import metric_columns
+    from harness.results.compare_runs import WORSE, UnknownMetric, compare, to_markdown
 
-    if args.metric:
-        from harness.results.frame import load_frame
-
-        known = set()
-        for folder in (args.before, args.after):
-            known |= set(metric_columns(load_frame(folder)[0], with_values=True))
-        unknown = [m for m in args.metric if m not in known]
-        if unknown:
-            raise UsageError(f"no run in either folder has metric {unknown[0]!r}; they have: {', '.join(sorted(known))}")
-    table = compare(args.before, args.after, args.metric)
+    try:
+        table = compare(args.before, args.after, args.metric)
+    except UnknownMetric as exc:
+        raise UsageError(str(exc)) from None
     if table.empty:
         raise UsageError("no finished run with these metrics in either folder: nothing to compare")
     text = to_markdown(table, args.before_label or args.before, args.after_label or args.after)

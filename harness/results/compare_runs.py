@@ -31,6 +31,7 @@ from harness.results.frame import (
     load_frame,
     loss_label,
     lower_is_better,
+    metric_columns,
     metric_label,
     order_names,
 )
@@ -41,8 +42,11 @@ EQUAL, WORSE, BETTER, NOISE, FEW = ("equal", "worse beyond seed noise", "better 
                                     "within seed noise", "too few seeds")
 
 
-def _done(results_dir: Path) -> pd.DataFrame:
-    frame, _ = load_frame(results_dir)
+class UnknownMetric(ValueError):
+    """A metric asked for that no run of either folder has (one-line message naming the ones they have)."""
+
+
+def _done(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "state" not in frame:
         return frame
     return frame[frame["state"] == "done"]
@@ -61,8 +65,15 @@ def compare(before: str | Path, after: str | Path, metrics: Iterable[str] | None
     """One row per cell and metric (cells with no value on either side left out): ``detector``, ``loss``,
     ``metric``, ``n_before``, ``before`` (mean), ``n_after``, ``after``, ``k`` (paired seeds), ``delta``
     (after − before over them), ``low``, ``high`` (its interval), ``verdict``. Values in points for ×100
-    metrics. ``metrics``: default AP of boxes and of masks, where the runs have them."""
-    b, a = _done(Path(before)), _done(Path(after))
+    metrics. ``metrics``: default AP of boxes and of masks, where the runs have them; one that no run of
+    either folder has raises :class:`UnknownMetric`."""
+    frames = [load_frame(Path(folder))[0] for folder in (before, after)]
+    if metrics is not None:
+        known = set().union(*(metric_columns(frame, with_values=True) for frame in frames))
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise UnknownMetric(f"no run in either folder has metric {unknown[0]!r}; they have: {', '.join(sorted(known))}")
+    b, a = (_done(frame) for frame in frames)
     wanted = list(metrics) if metrics is not None else [m for m in DEFAULT_METRICS if m in b or m in a]
     cells = set()
     for frame in (b, a):
