@@ -138,12 +138,12 @@ fi
 # A C compiler for the harness's CPU RoIAlign kernels (harness/detectors/roi_align.c, built below): torchvision's
 # values, 3-20 times faster. Best effort: without one RoIAlign runs torchvision's kernels (same results, slower).
 if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
-  apt_install gcc "a C compiler for the harness's RoIAlign kernels" ||
-    log "no C compiler: RoIAlign on a CPU runs torchvision's kernels (same results, slower); install gcc to speed it up"
+  apt_install gcc "a C compiler for the harness's RoIAlign and SGD kernels" ||
+    log "no C compiler: RoIAlign and SGD on a CPU run torchvision's and torch's kernels (same results, slower); install gcc to speed them up"
 fi
 
 "${PIP[@]}" install -q --no-deps -e .
 "$VENV/bin/python" -c 'import torch, mmcv._ext, mmdet, harness; print("[setup] ok: torch", torch.__version__, "CUDA", torch.version.cuda, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
 "$VENV/bin/python" -m harness.detectors.native ||
-  log "the RoIAlign kernels did not build (above): RoIAlign on a CPU runs torchvision's kernels (same results, slower)"
+  log "a C kernel did not build (above): that operation runs torch's or torchvision's kernels on a CPU (same results, slower)"
 echo "$want" > "$STAMP"

@@ -337,7 +337,7 @@ def test_cluster_without_a_spec_is_a_usage_error(node, capsys):
 
 
 def test_the_c_kernels_line(node, tmp_path, capsys, monkeypatch):
-    """Without a compiler: a note (torchvision's kernels run, same results); with one: built or built on first
+    """Without a compiler: a note (torch's and torchvision's kernels run, same results); with one: built or built on first
     use; switched off: a note. Never a problem: the kernels change speed, not results."""
     from harness.detectors import native
 
@@ -348,11 +348,14 @@ def test_the_c_kernels_line(node, tmp_path, capsys, monkeypatch):
     node.command("cc", "#!/bin/sh\nexit 1\n")
     code, out = _doctor(capsys)
     assert code == 0 and "built with" in _lines(out, "ok", "kernels")[0] and "on first use" in _lines(out, "ok", "kernels")[0]
-    built = native.library_path("roi_align", str(node.bin / "cc"))
-    built.parent.mkdir(parents=True)
-    built.write_bytes(b"")
+    built = [native.library_path(name, str(node.bin / "cc")) for name in ("roi_align", "sgd")]
+    built[0].parent.mkdir(parents=True)
+    built[0].write_bytes(b"")
     code, out = _doctor(capsys)
-    assert f"runs the harness's C kernels ({built})" in _lines(out, "ok", "kernels")[0]
+    assert "on first use" in _lines(out, "ok", "kernels")[0]  # one of the two still to build
+    built[1].write_bytes(b"")
+    code, out = _doctor(capsys)
+    assert f"run the harness's C kernels ({built[0]}, {built[1]})" in _lines(out, "ok", "kernels")[0]
     monkeypatch.setenv(native.ENV_DISABLE, "off")
     code, out = _doctor(capsys)
     assert "HARNESS_NATIVE=off" in _lines(out, "note", "kernels")[0]

@@ -84,7 +84,7 @@ def test_module_entry_point_builds(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness.detectors.native"], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "HARNESS_NATIVE_CACHE": str(tmp_path)}, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("roi_align: " + str(tmp_path))
+    assert done.stdout.startswith("roi_align: " + str(tmp_path)) and f"\nsgd: {tmp_path}" in done.stdout
     failed = subprocess.run([sys.executable, "-m", "harness.detectors.native"], cwd=REPO, capture_output=True,
                             text=True, env={**os.environ, "HARNESS_NATIVE_CACHE": str(tmp_path / "b"),
                                             "CC": "/nonexistent/cc"}, timeout=300)

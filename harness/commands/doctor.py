@@ -235,23 +235,25 @@ def check_allocator() -> list[Finding]:
 
 
 def check_native() -> list[Finding]:
-    """The harness's C kernels (RoIAlign on a CPU, :mod:`harness.detectors.native`): speed only, never results.
-    Says whether they are built for this machine, would be built on first use, or cannot be (no compiler)."""
+    """The harness's C kernels (RoIAlign and SGD's update on a CPU, :mod:`harness.detectors.native`): speed only,
+    never results. Says whether they are built for this machine, would be built on first use, or cannot be."""
     from harness.detectors import native
 
+    what = "RoIAlign and SGD's update on a CPU"
     if native.disabled():
-        return [Finding("note", "kernels", f"{native.ENV_DISABLE}=off: RoIAlign on a CPU runs torchvision's kernels "
-                                           "(the same results, slower)")]
+        return [Finding("note", "kernels", f"{native.ENV_DISABLE}=off: {what} run torchvision's and torch's own "
+                                           "kernels (the same results, slower)")]
     cc = native.compiler()
     if cc is None:
-        return [Finding("note", "kernels", "no C compiler (cc or gcc): RoIAlign on a CPU runs torchvision's kernels "
-                                           "(the same results, several times slower)",
+        return [Finding("note", "kernels", f"no C compiler (cc or gcc): {what} run torchvision's and torch's own "
+                                           "kernels (the same results, several times slower)",
                         "install gcc (apt); make setup does where it can")]
-    path = native.library_path("roi_align", cc)
-    if path.is_file():
-        return [Finding("ok", "kernels", f"RoIAlign on a CPU runs the harness's C kernels ({path})")]
-    return [Finding("ok", "kernels", f"RoIAlign's C kernels are built with {cc} on first use (into {path.parent}; "
-                                     "python -m harness.detectors.native builds them now)")]
+    scope = "" if "-mfma" in native.flags() else " (SGD's only on a CPU with AVX2: torch's own update here)"
+    paths = [native.library_path(name, cc) for name in native.SOURCES]
+    if all(path.is_file() for path in paths):
+        return [Finding("ok", "kernels", f"{what} run the harness's C kernels ({', '.join(map(str, paths))}){scope}")]
+    return [Finding("ok", "kernels", f"the C kernels of {what} are built with {cc} on first use (into "
+                                     f"{paths[0].parent}; python -m harness.detectors.native builds them now){scope}")]
 
 
 def suggested_variant(driver: DriverInfo) -> str | None:

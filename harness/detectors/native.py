@@ -1,19 +1,21 @@
 """The harness's C kernels: built from their source in this folder with the machine's C compiler, loaded
 through ``ctypes``.
 
-One kernel so far, ``roi_align.c`` (RoIAlign on a CPU, torchvision's values bit for bit; see
-:mod:`harness.detectors.kernels`). :func:`load` compiles it on first use into a per-user cache
+Two kernels: ``roi_align.c`` (RoIAlign on a CPU, torchvision's values bit for bit; see
+:mod:`harness.detectors.kernels`) and ``sgd.c`` (SGD's update on a CPU, torch's values bit for bit; see
+:mod:`harness.detectors.sgd`). :func:`load` compiles each on first use into a per-user cache
 (``$HARNESS_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/harness/native``, else ``~/.cache/harness/native``), under
 a name that hashes the source, the compiler command and the machine, so an edited source or another
 machine's cache never loads a stale or foreign library; the file is written under a temporary name and
 renamed, so processes building it at once (two runs, an array of jobs on a shared home) never load half a
 file. ``make setup`` builds it ahead (``python -m harness.detectors.native``).
 
-Flags: ``-O3`` and ``-ffp-contract=off`` (no fused multiply-adds, whose single rounding would change the
-values), and ``-mavx2`` where torch reports that this CPU has AVX2 (eight channels per instruction; the same
-values, each lane doing the same IEEE operations). No compiler, or a failed build: :func:`load` returns
-None with the reason (:func:`unavailable`), and the callers keep torchvision's own kernels: the same values,
-slower.
+Flags: ``-O3`` and ``-ffp-contract=off`` (no fused multiply-add the source does not write, whose single
+rounding would change the values), and ``-mavx2 -mfma`` where torch reports that this CPU has AVX2 (eight
+lanes per instruction, each doing the same IEEE operations; the fused multiply-adds ``sgd.c`` writes in one
+instruction instead of a library call: the same values). No compiler, or a failed build: :func:`load`
+returns None with the reason (:func:`unavailable`), and the callers keep torch's and torchvision's own
+kernels: the same values, slower.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = {"roi_align": HERE / "roi_align.c"}
+SOURCES = {"roi_align": HERE / "roi_align.c", "sgd": HERE / "sgd.c"}
+USES = {"roi_align": "RoIAlign on a CPU will use torchvision's kernels", "sgd": "SGD on a CPU will use torch's own update"}
 ENV_CACHE = "HARNESS_NATIVE_CACHE"
 ENV_DISABLE = "HARNESS_NATIVE"  # 'off': never build or load (the callers use torchvision's kernels)
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off")
@@ -59,7 +62,7 @@ def compiler() -> str | None:
 
 
 def flags() -> tuple[str, ...]:
-    """The compiler flags for this machine (``-mavx2`` where torch finds AVX2 on an x86 CPU)."""
+    """The compiler flags for this machine (``-mavx2 -mfma`` where torch finds AVX2 on an x86 CPU)."""
     extra: tuple[str, ...] = ()
     if platform.machine() in ("x86_64", "AMD64"):
         try:
@@ -69,7 +72,7 @@ def flags() -> tuple[str, ...]:
         except Exception:  # an old torch: stay with the baseline instruction set
             capability = "DEFAULT"
         if capability.startswith("AVX2") or capability.startswith("AVX512"):
-            extra = ("-mavx2",)
+            extra = ("-mavx2", "-mfma")  # torch's AVX2 level requires both
     return BASE_FLAGS + extra
 
 
@@ -135,8 +138,7 @@ def main() -> int:
         try:
             print(f"{name}: {build(name)}")
         except RuntimeError as err:
-            print(f"{name}: not built ({err}); RoIAlign on a CPU will use torchvision's kernels (same values, "
-                  "slower)", file=sys.stderr)
+            print(f"{name}: not built ({err}); {USES[name]} (same values, slower)", file=sys.stderr)
             status = 1
     return status
 

@@ -130,6 +130,13 @@ def _cpu_roi_align() -> str | None:
     return kernels.cpu_roi_align() if kernels is not None else None
 
 
+def _cpu_sgd() -> str | None:
+    """What updated SGD's CPU parameters in this process (:func:`harness.detectors.sgd.cpu_sgd`: the harness's C
+    kernel or torch's own update, the same values); None when no cell code was loaded."""
+    sgd = sys.modules.get("harness.detectors.sgd")
+    return sgd.cpu_sgd() if sgd is not None else None
+
+
 def freeze_imported(*modules: str, collect: bool = True) -> None:
     """Import ``modules``, then move every object this process holds out of the garbage collector's walk
     (``gc.freeze``). For a process that trains run after run (a rehearsal job) or a fork of one that
@@ -441,6 +448,7 @@ class RunJob(submitit.helpers.Checkpointable):
             "process": _process_kind(spec.run_id),
             "allocator": allocator_in_use(),  # speed only: the same values with any (harness.run.allocator)
             "cpu_roi_align": _cpu_roi_align(),  # speed only: the same values with either kernel
+            "cpu_sgd": _cpu_sgd(),  # speed only: the same values either way
             "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
