@@ -248,7 +248,7 @@ def check_native() -> list[Finding]:
         return [Finding("note", "kernels", f"no C compiler (cc or gcc): {what} run torchvision's and torch's own "
                                            "kernels (the same results, several times slower)",
                         "install gcc (apt); make setup does where it can")]
-    scope = "" if "-mfma" in native.flags() else " (SGD's only on a CPU with AVX2: torch's own update here)"
+    scope = "" if native.fused_multiply_add() else " (SGD's only on a CPU with AVX2: torch's own update here)"
     paths = [native.library_path(name, cc) for name in native.SOURCES]
     if all(path.is_file() for path in paths):
         return [Finding("ok", "kernels", f"{what} run the harness's C kernels ({', '.join(map(str, paths))}){scope}")]

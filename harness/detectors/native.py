@@ -76,6 +76,12 @@ def flags() -> tuple[str, ...]:
     return BASE_FLAGS + extra
 
 
+def fused_multiply_add() -> bool:
+    """True where :func:`flags` include ``-mfma`` (torch's AVX2 or AVX-512 level): there ATen computes
+    ``a + alpha * b`` as one fused multiply-add, which ``sgd.c`` must match."""
+    return "-mfma" in flags()
+
+
 def library_path(name: str, cc: str) -> Path:
     """The cached library of kernel ``name`` built by ``cc`` with :func:`flags` on this machine."""
     source = SOURCES[name].read_bytes()

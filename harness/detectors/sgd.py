@@ -16,7 +16,7 @@ Per value it applies torch's operations in torch's order with torch's roundings:
 
 where ``fma`` is a fused multiply-add: ATen computes ``a + alpha * b`` as one on CPUs with AVX2 (its
 vectorised loop and, compiled with FMA, its scalar tail), so the kernel runs only where torch reports AVX2
-or AVX-512 (:func:`harness.detectors.native.flags` adds ``-mfma`` exactly there). Hyper-parameters reach the
+or AVX-512 (:func:`harness.detectors.native.fused_multiply_add`). Hyper-parameters reach the
 kernel as torch hands them to its kernels: rounded to the tensors' dtype. ``tests/test_sgd.py`` compares
 parameters and momentum buffers with torch's own function by ``torch.equal``, float32 and float64, sizes
 that exercise the vector loop and its tails, with and without weight decay, over several steps.
@@ -38,18 +38,24 @@ import ctypes
 import numbers
 
 _TORCH: list = []  # torch's own _single_tensor_sgd, once install() replaced it
-_LIBRARY: list = []  # the kernel's library, argument types set (empty: not loaded, or not this machine)
+_LIBRARY: list = []  # [the kernel's library, argument types set, or None], decided once per process
 fast_updates = 0  # parameter groups updated by the kernel in this process (the tests read it)
 
 
 def _library():
     """The kernel's library with its argument types, on a CPU where its fused multiply-adds are torch's;
-    None otherwise (no AVX2, no compiler, ``HARNESS_NATIVE=off``: :func:`cpu_sgd` says why)."""
+    None otherwise (no AVX2, no compiler, ``HARNESS_NATIVE=off``: :func:`cpu_sgd` says why). Decided at the
+    first call, as the steps call it."""
+    if not _LIBRARY:
+        _LIBRARY.append(_load())
+    return _LIBRARY[0]
+
+
+def _load():
+    """:func:`_library`'s one decision: the built library with its argument types set, or None."""
     from harness.detectors import native
 
-    if _LIBRARY:
-        return _LIBRARY[0]
-    if "-mfma" not in native.flags():
+    if not native.fused_multiply_add():
         return None
     lib = native.load("sgd")
     if lib is None:
@@ -60,7 +66,6 @@ def _library():
         function.argtypes = [ctypes.c_int64, pointers, pointers, pointers, ctypes.POINTER(ctypes.c_int64),
                              scalar, scalar, scalar]
         function.restype = None
-    _LIBRARY.append(lib)
     return lib
 
 
@@ -137,7 +142,7 @@ def cpu_sgd() -> str:
         return "torch's own update"
     if _library() is not None:
         return "harness C kernel (harness/detectors/sgd.c)"
-    if "-mfma" not in native.flags():
+    if not native.fused_multiply_add():
         return "torch's own update (this CPU has no AVX2: torch's own arithmetic differs there)"
     why = native.unavailable("sgd")
     return f"torch's own update ({why})" if why else "torch's own update"
