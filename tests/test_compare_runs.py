@@ -79,3 +79,27 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["compare-runs", str(before), str(after), "--metric", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert "no run in either folder has metric 'nonsense'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_training_says_whether_the_paired_runs_loss_curves_are_equal(tmp_path, capsys):
+    """The same curves (the default rows' curve) with other AP: trained alike, the evaluation moved; a
+    curve that differs on one seed: trained differently."""
+    before, after = _folders(tmp_path, {s: v - 0.0002 for s, v in BEFORE.items()})
+    r = _row(compare(before, after))
+    assert r.verdict == WORSE and r.training == "same"
+    main(["compare-runs", str(before), str(after)])
+    out = capsys.readouterr().out
+    assert "| -0.02 [-0.02, -0.02] (3) | worse beyond seed noise | same |" in out
+    assert "Of the others, 1 trained alike on both sides" in out
+
+    rows = [make_row("atss", "rs", s, metrics=box(v)) for s, v in BEFORE.items()]
+    rows[1]["curve"][3][1] += 1e-12  # one logged loss of one seed, in its last bits
+    write_experiment(tmp_path / "other", rows)
+    r = _row(compare(before, tmp_path / "other"))
+    assert r.verdict == EQUAL and r.training == "differs"
+    main(["compare-runs", str(before), str(tmp_path / "other")])
+    assert "trained alike" not in capsys.readouterr().out
+
+    no_curves = [make_row("atss", "rs", s, metrics=box(v), curve=[]) for s, v in BEFORE.items()]
+    write_experiment(tmp_path / "bare", no_curves)
+    assert _row(compare(before, tmp_path / "bare")).training == ""

@@ -66,6 +66,10 @@ def test_a_plain_cpu_node_has_no_problems(node, capsys):
     assert _lines(out, "note", "driver") and _lines(out, "note", "slurm")
     assert out[-1].startswith("no problems")
     assert _lines(out, "ok", "packages")  # the real stack of this .venv
+    from harness.run import hardware
+
+    (line,) = _lines(out, "ok", "hardware")  # the processor this node's rows will name
+    assert f"{hardware.cpu()}: each run's row names it" in line
 
 
 def test_a_driver_too_old_for_torchs_cuda_names_the_variant_to_install(node, capsys):

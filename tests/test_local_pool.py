@@ -38,6 +38,7 @@ def spec_file(folder: Path, name: str, losses=("focal", "rs"), modules=()) -> Pa
 def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_path, monkeypatch):
     """... with tcmalloc preloaded where installed (each row says which allocator its process had), and the
     same values bit for bit with the C library's malloc (HARNESS_ALLOCATOR=system)."""
+    from harness.run import hardware
     from harness.run.allocator import library
 
     results = tmp_path / "results"
@@ -60,6 +61,7 @@ def test_runs_are_forks_of_the_preloaded_worker_with_their_timing_and_logs(tmp_p
         assert other["provenance"]["allocator"] == "system"
         assert other["metrics"] == row["metrics"] and other["curve"] == row["curve"]
         assert prov["process"] == "fork of the preloaded local worker"
+        assert prov["hardware"] == hardware.describe("cpu") and prov["hardware"].startswith("CPU ")
         assert set(prov["timing"]) == {f"{p}_s" for p in PHASES}
         assert all(v >= 0 for v in prov["timing"].values())
         log = results / "pool" / "local" / row["run_id"] / "log.txt"

@@ -31,6 +31,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from harness.run import hardware
+
 FULL_TARGET_S = 10 * 60
 CACHED_TARGET_S = 15.0
 BENCH_DIR = Path("results/bench")
@@ -107,7 +109,8 @@ def record(seconds: float, trained: int, total: int, generated_data: bool, out_d
         data = {}
     kind = "cached" if trained == 0 else "full"
     entry = {"seconds": round(seconds, 1), "runs": total, "trained": trained, "generated_data": generated_data,
-             "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine()}
+             "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "machine": platform.machine(),
+             "hardware": hardware.describe("cpu")}
     if steps:
         entry["steps"] = {k: round(float(v), 1) for k, v in steps.items()}
     if slots:
@@ -196,6 +199,10 @@ def render(data: dict) -> str:
         multiple = f"{r['seconds'] / r['reference']['seconds']:.1f}" if r.get("reference") else ""
         lines.append(f"| {kind} | {r['date']} | {r['trained']} of {r['runs']} | {'yes' if r['generated_data'] else 'no'} "
                      f"| {r['cores']} | {r['seconds']:.1f} | {target:g} s | {met} | {multiple} |")
+    measured_on = [f"the {kind} run on {data[kind]['hardware']}" for kind in ("full", "cached")
+                   if (data.get(kind) or {}).get("hardware")]
+    if measured_on:
+        lines += ["", f"Measured on: {'; '.join(measured_on)} (`harness.run.hardware`)."]
     full = data.get("full") or {}
     lines += _reference_lines(full)
     if full.get("steps"):

@@ -265,6 +265,15 @@ def suggested_variant(driver: DriverInfo) -> str | None:
     return VARIANT_FOR_CUDA[max(candidates)] if candidates else None
 
 
+def check_hardware() -> list[Finding]:
+    """The processor the runs started here record (:mod:`harness.run.hardware`): rows of the same code from
+    other hardware can differ in their last bits, hence in what a run learns."""
+    from harness.run import hardware
+
+    return [Finding("ok", "hardware", f"{hardware.cpu()}: each run's row names it (provenance.hardware); "
+                                      "other hardware can give the same code other last bits, hence other runs")]
+
+
 def check_gpu(torch_info: TorchInfo, driver: DriverInfo | None) -> list[Finding]:
     """torch and its CUDA build, the driver, the GPUs torch sees (nothing is required of them here:
     :func:`check_spec` says when the runs need GPUs on this node)."""
@@ -444,7 +453,8 @@ def diagnose(spec=None, cluster_named: bool = False) -> list[Finding]:
     torch_info = probe_torch()
     driver = probe_driver()
     slurm = probe_slurm()
-    findings = check_python() + check_packages() + check_allocator() + check_native() + check_gpu(torch_info, driver)
+    findings = check_python() + check_packages() + check_allocator() + check_native() + check_hardware()
+    findings += check_gpu(torch_info, driver)
     findings += check_nccl(torch_info)
     findings += check_slurm(*slurm)
     if spec is not None:

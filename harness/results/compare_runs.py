@@ -11,6 +11,15 @@ components are errors, lower is better):
 * ``within seed noise``: it does not;
 * ``too few seeds``: under two paired seeds; ``only before`` / ``only after``: one side has no finished run.
 
+Beside the verdict, ``training`` says whether the paired runs trained alike: ``same`` when every paired
+seed's logged loss curve (its row's ``curve``: the losses every few iterations) is equal bit for bit on both
+sides, so that a difference in a metric comes from the evaluation alone (say, a test-time setting), and
+``differs`` otherwise (empty: a side without curves).
+
+The report also names the hardware each folder's finished runs were computed on (their rows'
+``provenance.hardware``, :mod:`harness.run.hardware`): where the two differ, other last bits and so other
+runs are expected even for unchanged code, and ``equal`` is not.
+
 ``harness compare-runs BEFORE AFTER`` prints the table (and writes it with ``--out``); it exits 1 when a
 cell is worse beyond seed noise.
 """
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,6 +37,7 @@ from harness.results.frame import (
     DETECTOR_TITLES,
     detector_label,
     is_fraction,
+    load_experiment,
     load_frame,
     loss_label,
     lower_is_better,
@@ -64,10 +74,13 @@ def _by_seed(frame: pd.DataFrame, detector: str, loss: str, metric: str) -> dict
 def compare(before: str | Path, after: str | Path, metrics: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per cell and metric (cells with no value on either side left out): ``detector``, ``loss``,
     ``metric``, ``n_before``, ``before`` (mean), ``n_after``, ``after``, ``k`` (paired seeds), ``delta``
-    (after − before over them), ``low``, ``high`` (its interval), ``verdict``. Values in points for ×100
+    (after − before over them), ``low``, ``high`` (its interval), ``verdict``, ``training`` (``same`` /
+    ``differs``: the paired seeds' loss curves, see the module docstring). Values in points for ×100
     metrics. ``metrics``: default AP of boxes and of masks, where the runs have them; one that no run of
     either folder has raises :class:`UnknownMetric`."""
-    frames = [load_frame(Path(folder))[0] for folder in (before, after)]
+    loaded = [load_experiment(Path(folder)) for folder in (before, after)]
+    frames = [frame for frame, _, _ in loaded]
+    curves = [_curves(frame, rows) for frame, rows, _ in loaded]
     if metrics is not None:
         known = set().union(*(metric_columns(frame, with_values=True) for frame in frames))
         unknown = [m for m in metrics if m not in known]
@@ -100,11 +113,54 @@ def compare(before: str | Path, after: str | Path, metrics: Iterable[str] | None
                     low, high = sorted((sign * lo, sign * hi))
                     verdict = WORSE if high < 0 else BETTER if low > 0 else NOISE
                 out.append({"detector": detector, "loss": loss, "metric": metric,
+                            "training": _training(curves, detector, loss, seeds),
                             "n_before": len(vb), "before": float(np.mean(list(vb.values()))) if vb else math.nan,
                             "n_after": len(va), "after": float(np.mean(list(va.values()))) if va else math.nan,
                             "k": k, "delta": m, "low": lo, "high": hi, "verdict": verdict})
     return pd.DataFrame(out, columns=["detector", "loss", "metric", "n_before", "before", "n_after", "after", "k",
-                                      "delta", "low", "high", "verdict"])
+                                      "delta", "low", "high", "verdict", "training"])
+
+
+def _curves(frame: pd.DataFrame, rows: list[dict]) -> dict[tuple[str, str, int], list]:
+    """(detector, loss, seed) → the logged loss curve of the finished run the frame keeps for it."""
+    kept = set(_done(frame)["run_id"]) if not frame.empty else set()
+    return {(r["detector"], r["loss"], int(r["seed"])): r.get("curve") or []
+            for r in rows if r.get("run_id") in kept}
+
+
+def _training(curves: list[dict], detector: str, loss: str, seeds: list[int]) -> str:
+    """``same`` when every paired seed's loss curve is equal on both sides, ``differs`` when one is not,
+    empty without paired seeds or curves."""
+    pairs = [(curves[0].get((detector, loss, s)), curves[1].get((detector, loss, s))) for s in seeds]
+    if not pairs or any(not b or not a for b, a in pairs):
+        return ""
+    return "same" if all(b == a for b, a in pairs) else "differs"
+
+
+def hardware(folder: str | Path) -> dict[str, int]:
+    """How many of a result folder's finished runs each hardware computed (``not recorded``: rows written
+    before rows named it)."""
+    frame = _done(load_frame(Path(folder))[0])
+    if frame.empty:
+        return {}
+    names = frame["hardware"] if "hardware" in frame else pd.Series(["not recorded"] * len(frame))
+    return dict(names.fillna("not recorded").value_counts().sort_index().items())
+
+
+def _hardware_lines(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    if not before and not after:
+        return []
+
+    def said(counts: Mapping[str, int]) -> str:
+        return "; ".join(f"{name} ({n} runs)" for name, n in counts.items()) or "no finished run"
+
+    lines = [f"Hardware: before {said(before)}; after {said(after)}."]
+    known = {k for k in (*before, *after) if k != "not recorded"}
+    if set(before) != set(after) and known:
+        lines.append("The two sides were computed on different hardware: the same code can give other last bits "
+                     "there, hence other runs, so read a difference as one between samples of seed noise unless it "
+                     "is beyond it.")
+    return lines
 
 
 def _number(value: float, signed: bool = False) -> str:
@@ -113,20 +169,29 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def to_markdown(table: pd.DataFrame, before: str, after: str) -> str:
-    """The comparison as Markdown: a summary line, then one table per metric."""
+def to_markdown(table: pd.DataFrame, before: str, after: str,
+                hardware_counts: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> str:
+    """The comparison as Markdown: a summary line, the hardware of each side (``hardware_counts``, from
+    :func:`hardware`), then one table per metric."""
     lines = [f"Before: {before}. After: {after}. Seed means (runs); Δ = after − before paired by seed, with its "
              f"{int(CONFIDENCE * 100)} % interval (Student t) and the seeds paired.", ""]
+    if hardware_counts is not None:
+        extra = _hardware_lines(*hardware_counts)
+        lines += [" ".join(extra), ""] if extra else []
     counts = table["verdict"].value_counts()
     lines.append("Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in counts.index) + f" ({len(table)} cell metrics).")
+    moved = table[(table["verdict"] != EQUAL) & (table["training"] == "same")]
+    if len(moved):
+        lines.append(f"Of the others, {len(moved)} trained alike on both sides (training: same, every paired seed's "
+                     "loss curve equal bit for bit): their difference is the evaluation's alone.")
     for metric, group in table.groupby("metric", sort=False):
         unit = " (points)" if is_fraction(metric) else ""
         lines += ["", f"### {metric_label(metric)}{unit}", "",
-                  "| detector | loss | before | after | Δ [95 % interval] (seeds) | verdict |",
-                  "|---|---|---:|---:|---|---|"]
+                  "| detector | loss | before | after | Δ [95 % interval] (seeds) | verdict | training |",
+                  "|---|---|---:|---:|---|---|---|"]
         for r in group.itertuples():
             delta = (f"{_number(r.delta, True)} [{_number(r.low, True)}, {_number(r.high, True)}] ({r.k})"
                      if r.low == r.low else (f"{_number(r.delta, True)} ({r.k})" if r.k else ""))
             lines.append(f"| {detector_label(r.detector)} | {loss_label(r.loss)} | {_number(r.before)} "
-                         f"({r.n_before}) | {_number(r.after)} ({r.n_after}) | {delta} | {r.verdict} |")
+                         f"({r.n_before}) | {_number(r.after)} ({r.n_after}) | {delta} | {r.verdict} | {r.training} |")
     return "\n".join(lines) + "\n"

@@ -60,7 +60,7 @@ MAIN_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bb
                 "bbox_APf", "segm_AP", "segm_APr", "segm_APc", "segm_APf", "bbox_oLRP", "segm_oLRP")
 PROVENANCE = ("git_commit", "git_dirty", "processes", "batch_per_process", "accumulate", "effective_batch", "lr",
               "lr_rule", "recipe_processes", "recipe_batch_per_process", "recipe_batch", "recipe_lr", "off_recipe",
-              "wall_time_s", "job_id", "host", "restarts", "finished_at")
+              "wall_time_s", "job_id", "host", "hardware", "restarts", "finished_at")
 IDENTITY = ("run_id", "experiment", "detector", "loss", "seed")
 
 

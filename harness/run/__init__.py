@@ -6,6 +6,8 @@
   mmengine (checkpoints, resume, distributed), evaluates;
 * :mod:`harness.run.fingerprint`: what decides a run's result beyond its spec (config, code, loss
   modules, versions), recorded in its row and compared with what the current code builds (``stale``);
+* :mod:`harness.run.hardware`: what computed a run (processor and vector level, GPU), in its row: the
+  same code can give other last bits, hence other runs, on other hardware;
 * :mod:`harness.run.hooks`: the mmengine hooks a run adds (NaN guard, loss curve, RNG state), the
   evaluation metric and the CPU-capable distributed wrapper.
 

@@ -60,6 +60,7 @@ import submitit
 from harness.experiments.spec import RunSpec
 from harness.files import FILE_MODE, write_json_atomic
 from harness.rows import now_iso, row_path, write_row
+from harness.run import hardware
 from harness.run.allocator import in_use as allocator_in_use
 from harness.run.fingerprint import loaded_code, recorded, with_starts  # imported with the job: the code as loaded
 
@@ -452,6 +453,7 @@ class RunJob(submitit.helpers.Checkpointable):
             "attempt": self.attempt,
             "job_id": _job_id(),
             "host": socket.gethostname(),
+            "hardware": hardware.describe(info.get("device")),  # what computed it (harness.run.hardware)
             "restarts": restarts,  # SLURM_RESTART_COUNT: how often SLURM requeued the job that wrote the row
             "resumes": max(0, len(starts) - 1),  # the starts after the first that trained this row
             "starts": [{k: v for k, v in s.items() if k != "fingerprint"}
