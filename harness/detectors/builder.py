@@ -50,13 +50,15 @@ TINY_SIZE = 128
 TINY_WARMUP_ITERS = 50
 TINY_MAX_SCORE_THR = 0.05
 # Detections per image of Mask R-CNN and YOLACT at the tiny profile (mmdet: 100). Each one is a mask to
-# predict, paste, encode and evaluate (testing was a third of a Mask R-CNN run); a synthetic image holds at
-# most 5 objects, and keeping each image's top 50 of a trained run's 100 detections changed box / mask AP
-# by 0.00 / -0.01 (Mask R-CNN RS: 11.47 / 6.08) and -0.02 / 0.00 (YOLACT RS: 8.24 / 6.83).
+# predict, paste, encode and evaluate: with 100, a Mask R-CNN run's testing took 0.3 to 2.8 s longer and a
+# YOLACT run's 0.9 s (2026-12-06). A synthetic image holds at most 5 objects, so the detections ranked 51 to
+# 100 add little: over the whole grid, the same trained weights gave box / mask AP seed means 0.00 to 0.04
+# points lower with the top 50 (results/bench/before_after.md, the "training: same" cells), a consistent
+# -0.02 to -0.03 on YOLACT's RS and aLRP, within seed noise elsewhere.
 TINY_MASK_DETECTIONS = 50
 _TINY_MASK_DETECTIONS_WHY = (f"{TINY_MASK_DETECTIONS} detections per image (mmdet 100), each a mask to predict, "
-                             "paste and evaluate; the synthetic images hold at most 5 objects (AP of the top 50 "
-                             "= AP of 100)")
+                             "paste and evaluate; the synthetic images hold at most 5 objects: the same weights "
+                             "score 0.00 to 0.04 AP points lower on their top 50 (results/bench/before_after.md)")
 TINY_SOLOV2_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
 SB_INITIAL = 50.0  # aLRP's published initial self-balance weight
 RPN_TAU = 0.7  # positive IoU thresholds when an assigner names none: aLRP's E_loc is divided by 2(1 - τ)
