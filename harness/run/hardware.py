@@ -6,10 +6,10 @@ CPU kernel is chosen by the vector instructions the processor offers (oneDNN's l
 AVX-512 with VNNI, with BF16, with AMX) and each level sums in its own order, so the last bits of a step
 differ, and training from scratch carries them into a different run: another sample of the same seed
 noise, not a better or worse one. Seen on the developers' machine: the grid computed the same 105 rows
-bit for bit all day on 2026-12-05; after the machine restarted (2026-12-06, its processor then reporting
-AVX-512 with AMX; the earlier one's was not recorded), the same commit with the same pinned packages gave
-47 of the 50 cells' AP seed means other values, by up to 2 points (YOLACT's CE 4.70 -> 2.66). A GPU's
-kernels likewise depend on its model.
+bit for bit in every full run from 03:50 to 20:12 UTC on 2026-12-05; after the machine restarted
+(2026-12-06, its processor then reporting AVX-512 with AMX; the earlier one's was not recorded), the same
+commit with the same pinned packages gave 47 of the grid's 50 AP seed means (box and mask) other values,
+by up to 2 points (YOLACT's CE 4.70 -> 2.66). A GPU's kernels likewise depend on its model.
 
 So a row names its hardware, ``harness compare-runs`` says when two folders' rows come from different
 hardware (then ``equal`` cannot be expected), and ``harness benchmark`` names the machine it timed.
