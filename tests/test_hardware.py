@@ -111,3 +111,24 @@ def test_the_benchmark_record_names_the_machine(tmp_path, fake_cpu):
     cpu = hardware.describe("cpu")
     assert cpu.startswith("CPU Test CPU, ") and cpu.endswith(", AVX2")
     assert f"Measured on: the full run on {cpu}; the cached run on {cpu}" in text
+
+
+def test_the_tables_say_what_computed_the_finished_runs():
+    from harness.results.frame import rows_frame
+    from harness.results.tables import build_tables
+
+    rows = _rows("CPU X, 2 cores, AVX2")
+    summary = build_tables(rows_frame(rows), paper=False).summary
+    assert summary.endswith("Computed on: CPU X, 2 cores, AVX2 (3 runs).")
+    rows[2]["provenance"]["hardware"] = "NVIDIA H100 (sm 9.0); CPU Y, 16 cores, AVX-512"
+    rows.append(make_row("atss", "focal", 0, status="failed"))  # a failed run is not counted
+    rows[-1]["provenance"]["hardware"] = "CPU Z"
+    summary = build_tables(rows_frame(rows), paper=False).summary
+    assert ("Computed on: CPU X, 2 cores, AVX2 (2 runs); NVIDIA H100 (sm 9.0); CPU Y, 16 cores, AVX-512 (1 run). "
+            "The same code can give other last bits") in summary and "CPU Z" not in summary
+    del rows[0]["provenance"]["hardware"]
+    assert "Computed on: CPU X, 2 cores, AVX2 (1 run); NVIDIA H100" in build_tables(rows_frame(rows), paper=False).summary
+    assert "not recorded (1 run)" in build_tables(rows_frame(rows), paper=False).summary
+    for r in rows:
+        r["provenance"].pop("hardware", None)
+    assert "Computed on" not in build_tables(rows_frame(rows), paper=False).summary  # older rows: nothing said

@@ -152,7 +152,7 @@ def _hardware_lines(before: Mapping[str, int], after: Mapping[str, int]) -> list
         return []
 
     def said(counts: Mapping[str, int]) -> str:
-        return "; ".join(f"{name} ({n} runs)" for name, n in counts.items()) or "no finished run"
+        return "; ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items()) or "no finished run"
 
     lines = [f"Hardware: before {said(before)}; after {said(after)}."]
     known = {k for k in (*before, *after) if k != "not recorded"}

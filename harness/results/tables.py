@@ -725,6 +725,22 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
     mixed = stats.loc[stats["fingerprints"] > 1].drop_duplicates(KEYS)
     if len(mixed):
         text += f" {len(mixed)} cell(s) mix rows of several fingerprints, marked {MIXED_MARK}."
+    return text + _hardware_sentence(frame)
+
+
+def _hardware_sentence(frame: pd.DataFrame) -> str:
+    """What computed the finished runs (their rows' ``hardware``, :mod:`harness.run.hardware`), with how many
+    each; nothing when no row names it (rows written before rows did)."""
+    if "hardware" not in frame.columns:
+        return ""
+    done = frame.loc[frame["state"] == "done", "hardware"]
+    if not done.notna().any():
+        return ""
+    counts = done.fillna("not recorded").value_counts().sort_index()
+    text = " Computed on: " + "; ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items()) + "."
+    if len(counts) > 1:
+        text += (" The same code can give other last bits, hence other runs, on other hardware: seeds computed "
+                 "on different machines are different samples of the same seed noise.")
     return text
 
 
