@@ -35,7 +35,10 @@ import pandas as pd
 
 from harness.results.frame import (
     DETECTOR_TITLES,
+    NOT_RECORDED,
     detector_label,
+    hardware_counts,
+    hardware_said,
     is_fraction,
     load_experiment,
     load_frame,
@@ -138,24 +141,17 @@ def _training(curves: list[dict], detector: str, loss: str, seeds: list[int]) ->
 
 
 def hardware(folder: str | Path) -> dict[str, int]:
-    """How many of a result folder's finished runs each hardware computed (``not recorded``: rows written
-    before rows named it)."""
-    frame = _done(load_frame(Path(folder))[0])
-    if frame.empty:
-        return {}
-    names = frame["hardware"] if "hardware" in frame else pd.Series(["not recorded"] * len(frame))
-    return dict(names.fillna("not recorded").value_counts().sort_index().items())
+    """How many of a result folder's finished runs each hardware computed
+    (:func:`~harness.results.frame.hardware_counts`)."""
+    return hardware_counts(load_frame(Path(folder))[0])
 
 
 def _hardware_lines(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
     if not before and not after:
         return []
-
-    def said(counts: Mapping[str, int]) -> str:
-        return "; ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items()) or "no finished run"
-
-    lines = [f"Hardware: before {said(before)}; after {said(after)}."]
-    known = {k for k in (*before, *after) if k != "not recorded"}
+    lines = [f"Hardware: before {hardware_said(before) or 'no finished run'}; "
+             f"after {hardware_said(after) or 'no finished run'}."]
+    known = {k for k in (*before, *after) if k != NOT_RECORDED}
     if set(before) != set(after) and known:
         lines.append("The two sides were computed on different hardware: the same code can give other last bits "
                      "there, hence other runs, so read a difference as one between samples of seed noise unless it "

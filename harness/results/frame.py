@@ -164,6 +164,24 @@ def _flatten(row: Mapping[str, Any]) -> dict:
     return out
 
 
+NOT_RECORDED = "not recorded"  # the hardware of a row written before rows named it
+
+
+def hardware_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many of ``frame``'s finished runs each hardware computed (their rows' ``hardware``,
+    :mod:`harness.run.hardware`; :data:`NOT_RECORDED` for rows that do not name it), by name."""
+    done = frame.loc[frame["state"] == "done"] if "state" in frame.columns else frame.iloc[0:0]
+    if done.empty:
+        return {}
+    names = done["hardware"] if "hardware" in done.columns else pd.Series([None] * len(done), index=done.index)
+    return dict(names.fillna(NOT_RECORDED).value_counts().sort_index().items())
+
+
+def hardware_said(counts: Mapping[str, int]) -> str:
+    """``name (n runs); ...`` for :func:`hardware_counts`."""
+    return "; ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items())
+
+
 def off_recipe(provenance: Mapping[str, Any]) -> bool | None:
     """Whether a row's run trained another total batch or images a process than its recipe (its
     ``batch_differs``; rows written before it was recorded: their total batch against the recipe's;

@@ -53,9 +53,12 @@ from harness.results.frame import (
     DETECTOR_TITLES,
     LOSS_TITLES,
     MAIN_METRICS,
+    NOT_RECORDED,
     STATES,
     default_metric,
     detector_label,
+    hardware_counts,
+    hardware_said,
     is_fraction,
     load_experiment,
     loss_label,
@@ -729,15 +732,12 @@ def _summary(frame: pd.DataFrame, stats: pd.DataFrame, n_corrupt: int) -> str:
 
 
 def _hardware_sentence(frame: pd.DataFrame) -> str:
-    """What computed the finished runs (their rows' ``hardware``, :mod:`harness.run.hardware`), with how many
-    each; nothing when no row names it (rows written before rows did)."""
-    if "hardware" not in frame.columns:
+    """What computed the finished runs (:func:`~harness.results.frame.hardware_counts`), with how many each;
+    nothing when no row names it (rows written before rows did)."""
+    counts = hardware_counts(frame)
+    if set(counts) <= {NOT_RECORDED}:
         return ""
-    done = frame.loc[frame["state"] == "done", "hardware"]
-    if not done.notna().any():
-        return ""
-    counts = done.fillna("not recorded").value_counts().sort_index()
-    text = " Computed on: " + "; ".join(f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items()) + "."
+    text = f" Computed on: {hardware_said(counts)}."
     if len(counts) > 1:
         text += (" The same code can give other last bits, hence other runs, on other hardware: seeds computed "
                  "on different machines are different samples of the same seed noise.")
