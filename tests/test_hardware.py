@@ -7,7 +7,7 @@ import pytest
 
 from harness.bench import benchmark_timing
 from harness.cli import main
-from harness.results.compare_runs import hardware as folder_hardware
+from harness.results.compare_runs import compare
 from harness.run import hardware
 from test_tables import box, make_row, write_experiment
 
@@ -86,8 +86,7 @@ def test_compare_runs_names_each_sides_hardware_and_says_when_they_differ(tmp_pa
     same_b = write_experiment(tmp_path / "b", _rows("CPU X, 2 cores, AVX2"))
     other = write_experiment(tmp_path / "c", _rows("CPU Y, 2 cores, AVX-512 + AMX"))
     old = write_experiment(tmp_path / "d", _rows(None))
-    assert folder_hardware(same_a) == {"CPU X, 2 cores, AVX2": 3}
-    assert folder_hardware(old) == {"not recorded": 3}
+    assert compare(same_a, old).attrs["hardware"] == ({"CPU X, 2 cores, AVX2": 3}, {"not recorded": 3})
 
     assert main(["compare-runs", str(same_a), str(same_b)]) == 0
     out = capsys.readouterr().out

@@ -31,7 +31,7 @@ def run(args) -> int:
     if args.out:
         check_out_prefix(args.out)
     from harness.files import prefixed, write_text_atomic
-    from harness.results.compare_runs import WORSE, UnknownMetric, compare, hardware, to_markdown
+    from harness.results.compare_runs import WORSE, UnknownMetric, compare, to_markdown
 
     try:
         table = compare(args.before, args.after, args.metric)
@@ -39,8 +39,7 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     if table.empty:
         raise UsageError("no finished run with these metrics in either folder: nothing to compare")
-    text = to_markdown(table, args.before_label or args.before, args.after_label or args.after,
-                       (hardware(args.before), hardware(args.after)))
+    text = to_markdown(table, args.before_label or args.before, args.after_label or args.after)
     print(text, end="")
     if args.out:
         write_text_atomic(prefixed(args.out, ".md"), f"# Cells before and after\n\n{text}")

@@ -41,7 +41,6 @@ from harness.results.frame import (
     hardware_said,
     is_fraction,
     load_experiment,
-    load_frame,
     loss_label,
     lower_is_better,
     metric_columns,
@@ -78,7 +77,8 @@ def compare(before: str | Path, after: str | Path, metrics: Iterable[str] | None
     """One row per cell and metric (cells with no value on either side left out): ``detector``, ``loss``,
     ``metric``, ``n_before``, ``before`` (mean), ``n_after``, ``after``, ``k`` (paired seeds), ``delta``
     (after − before over them), ``low``, ``high`` (its interval), ``verdict``, ``training`` (``same`` /
-    ``differs``: the paired seeds' loss curves, see the module docstring). Values in points for ×100
+    ``differs``: the paired seeds' loss curves, see the module docstring). ``attrs["hardware"]``: each side's
+    :func:`~harness.results.frame.hardware_counts`, from the frames read here. Values in points for ×100
     metrics. ``metrics``: default AP of boxes and of masks, where the runs have them; one that no run of
     either folder has raises :class:`UnknownMetric`."""
     loaded = [load_experiment(Path(folder)) for folder in (before, after)]
@@ -120,8 +120,10 @@ def compare(before: str | Path, after: str | Path, metrics: Iterable[str] | None
                             "n_before": len(vb), "before": float(np.mean(list(vb.values()))) if vb else math.nan,
                             "n_after": len(va), "after": float(np.mean(list(va.values()))) if va else math.nan,
                             "k": k, "delta": m, "low": lo, "high": hi, "verdict": verdict})
-    return pd.DataFrame(out, columns=["detector", "loss", "metric", "n_before", "before", "n_after", "after", "k",
-                                      "delta", "low", "high", "verdict", "training"])
+    table = pd.DataFrame(out, columns=["detector", "loss", "metric", "n_before", "before", "n_after", "after", "k",
+                                       "delta", "low", "high", "verdict", "training"])
+    table.attrs["hardware"] = tuple(hardware_counts(frame) for frame in frames)
+    return table
 
 
 def _curves(frame: pd.DataFrame, rows: list[dict]) -> dict[tuple[str, str, int], list]:
@@ -138,12 +140,6 @@ def _training(curves: list[dict], detector: str, loss: str, seeds: list[int]) ->
     if not pairs or any(not b or not a for b, a in pairs):
         return ""
     return "same" if all(b == a for b, a in pairs) else "differs"
-
-
-def hardware(folder: str | Path) -> dict[str, int]:
-    """How many of a result folder's finished runs each hardware computed
-    (:func:`~harness.results.frame.hardware_counts`)."""
-    return hardware_counts(load_frame(Path(folder))[0])
 
 
 def _hardware_lines(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
@@ -165,14 +161,13 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def to_markdown(table: pd.DataFrame, before: str, after: str,
-                hardware_counts: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> str:
-    """The comparison as Markdown: a summary line, the hardware of each side (``hardware_counts``, from
-    :func:`hardware`), then one table per metric."""
+def to_markdown(table: pd.DataFrame, before: str, after: str) -> str:
+    """The comparison as Markdown: a summary line, the hardware of each side (the table's
+    ``attrs["hardware"]``, from :func:`compare`), then one table per metric."""
     lines = [f"Before: {before}. After: {after}. Seed means (runs); Δ = after − before paired by seed, with its "
              f"{int(CONFIDENCE * 100)} % interval (Student t) and the seeds paired.", ""]
-    if hardware_counts is not None:
-        extra = _hardware_lines(*hardware_counts)
+    if "hardware" in table.attrs:
+        extra = _hardware_lines(*table.attrs["hardware"])
         lines += [" ".join(extra), ""] if extra else []
     counts = table["verdict"].value_counts()
     lines.append("Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in counts.index) + f" ({len(table)} cell metrics).")
